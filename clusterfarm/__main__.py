@@ -1,0 +1,5 @@
+"""``python -m clusterfarm`` is the ``clusterfarm`` command."""
+
+from clusterfarm.cli import main
+
+main()

@@ -1,0 +1,52 @@
+"""The storm-tracking science behind the ``vort_track`` task, usable on its own.
+
+Vorticity on the sphere (:mod:`.vorticity`), local maxima (:mod:`.extrema`), linking them into
+tracks (:mod:`.tracking`), the pipeline of the three (:mod:`.cyclones`), reading 20CR-like
+winds (:mod:`.winds`), CF trajectory files (:mod:`.trajectories`), synthetic data with known
+tracks (:mod:`.sample`), scoring against them (:mod:`.score`) and maps (:mod:`.plot`). This is
+one of the two places in clusterfarm that import numpy and netCDF4; matplotlib is imported
+only when a plot is drawn.
+"""
+
+from clusterfarm.analysis.cyclones import find_cyclones, track_cyclones
+from clusterfarm.analysis.extrema import Maxima, find_maxima
+from clusterfarm.analysis.geo import GLOBAL_BOX, great_circle_km
+from clusterfarm.analysis.plot import plot_tracks
+from clusterfarm.analysis.sample import truth_path, write_sample_data
+from clusterfarm.analysis.score import score_results, score_tracks
+from clusterfarm.analysis.tracking import Track, link_tracks
+from clusterfarm.analysis.trajectories import (
+    TrackFile,
+    find_results,
+    read_tracks,
+    result_path,
+    write_tracks,
+)
+from clusterfarm.analysis.vorticity import cyclonic_vorticity, relative_vorticity
+from clusterfarm.analysis.winds import Winds, WindSource, read_winds
+
+__all__ = [
+    "GLOBAL_BOX",
+    "Maxima",
+    "Track",
+    "TrackFile",
+    "WindSource",
+    "Winds",
+    "cyclonic_vorticity",
+    "find_cyclones",
+    "find_maxima",
+    "find_results",
+    "great_circle_km",
+    "link_tracks",
+    "plot_tracks",
+    "read_tracks",
+    "read_winds",
+    "relative_vorticity",
+    "result_path",
+    "score_results",
+    "score_tracks",
+    "track_cyclones",
+    "truth_path",
+    "write_sample_data",
+    "write_tracks",
+]

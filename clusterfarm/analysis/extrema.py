@@ -1,0 +1,238 @@
+"""Local maxima of a gridded field, one time step after another.
+
+A grid point is a maximum when it is above ``threshold``, inside ``box`` and not below any of
+its eight neighbours (longitude wraps on a global grid). A plateau of equal values yields
+exactly one maximum, at its centre, and only if no point of it has a higher neighbour. A
+strict maximum is placed between grid points, with its value, by fitting a parabola through
+it and its neighbours in each direction: positions become much better than the grid spacing.
+Weaker maxima closer than ``suppress_km`` to a stronger one of the same step are dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from clusterfarm.analysis.geo import (
+    GLOBAL_BOX,
+    BoolArray,
+    FloatArray,
+    box_mask,
+    great_circle_km,
+    is_global,
+)
+
+IntArray = npt.NDArray[np.int64]
+
+_NEIGHBOURS = [(dj, di) for dj in (-1, 0, 1) for di in (-1, 0, 1) if (dj, di) != (0, 0)]
+
+
+@dataclass(frozen=True)
+class Maxima:
+    """Maxima of a (time, lat, lon) field: parallel arrays sorted by step, strongest first."""
+
+    step: IntArray
+    lat: FloatArray
+    lon: FloatArray
+    value: FloatArray
+
+    def __len__(self) -> int:
+        return int(self.step.size)
+
+    def select(self, keep: npt.NDArray[Any]) -> Maxima:
+        """Return the maxima picked by a boolean mask or index array."""
+        return Maxima(self.step[keep], self.lat[keep], self.lon[keep], self.value[keep])
+
+
+def find_maxima(
+    field: npt.ArrayLike,
+    lats: npt.ArrayLike,
+    lons: npt.ArrayLike,
+    *,
+    threshold: float = 1e-5,
+    box: Sequence[float] = GLOBAL_BOX,
+    suppress_km: float = 1100.0,
+) -> Maxima:
+    """Return the local maxima of ``field`` shaped (time, lat, lon) or (lat, lon)."""
+    data = np.asarray(field)
+    if data.ndim == 2:
+        data = data[None]
+    lat = np.asarray(lats, dtype=np.float64)
+    lon = np.asarray(lons, dtype=np.float64)
+    if data.ndim != 3 or data.shape[1:] != (lat.size, lon.size):
+        raise ValueError(f"field shaped {data.shape} does not end in ({lat.size}, {lon.size})")
+    grid = _Grid(data, lat, lon)
+
+    candidates = (data > threshold) & box_mask(lat, lon, box)[None]
+    t, j, i = (a.astype(np.int64) for a in np.nonzero(candidates))
+    centre = data[t, j, i]
+    not_below = np.ones(t.size, dtype=bool)
+    has_equal = np.zeros(t.size, dtype=bool)
+    for dj, di in _NEIGHBOURS:
+        neighbour = grid.neighbour_values(t, j + dj, i + di)
+        not_below &= centre >= neighbour
+        has_equal |= centre == neighbour
+    strict = not_below & ~has_equal
+    plateau = not_below & has_equal
+
+    st = t[strict]
+    strict_lat, strict_lon, strict_value = grid.refine(st, j[strict], i[strict])
+    pt, plat, plon, pval = grid.plateau_centres(t[plateau], j[plateau], i[plateau])
+    found = Maxima(
+        step=np.concatenate([st, pt]),
+        lat=np.concatenate([strict_lat, plat]),
+        lon=np.concatenate([strict_lon, plon]),
+        value=np.concatenate([strict_value, pval]),
+    )
+    return suppress_weaker(found, suppress_km)
+
+
+def suppress_weaker(maxima: Maxima, suppress_km: float) -> Maxima:
+    """Drop maxima closer than ``suppress_km`` to a stronger kept maximum of the same step."""
+    ranked = maxima.select(np.lexsort((-maxima.value, maxima.step)))
+    keep = np.ones(len(ranked), dtype=bool)
+    if suppress_km <= 0:
+        return ranked
+    bounds = np.flatnonzero(np.diff(ranked.step)) + 1
+    for start, stop in zip(
+        np.r_[0, bounds].tolist(), np.r_[bounds, len(ranked)].tolist(), strict=True
+    ):
+        if stop - start < 2:
+            continue
+        lat, lon = ranked.lat[start:stop], ranked.lon[start:stop]
+        distance = great_circle_km(lat[:, None], lon[:, None], lat[None, :], lon[None, :])
+        near = distance < suppress_km
+        kept = keep[start:stop]
+        # greedy, strongest first: a maximum that was itself suppressed suppresses nothing
+        for k in range(stop - start - 1):
+            if kept[k]:
+                kept[k + 1 :] &= ~near[k, k + 1 :]
+    return ranked.select(keep)
+
+
+class _Grid:
+    """Neighbour look-ups on a (time, lat, lon) field, wrapping longitude if it is global."""
+
+    def __init__(self, data: FloatArray, lat: FloatArray, lon: FloatArray) -> None:
+        self.data, self.lat, self.lon = data, lat, lon
+        self.nlat, self.nlon = lat.size, lon.size
+        self.periodic = is_global(lon)
+
+    def inside(self, j: IntArray, i: IntArray) -> BoolArray:
+        ok = (j >= 0) & (j < self.nlat)
+        if not self.periodic:
+            ok &= (i >= 0) & (i < self.nlon)
+        return ok
+
+    def neighbour_values(self, t: IntArray, j: IntArray, i: IntArray) -> FloatArray:
+        """Field values at (t, j, i); -inf off the grid so edges never block a maximum."""
+        ok = self.inside(j, i)
+        values = self.data[t, np.clip(j, 0, self.nlat - 1), i % self.nlon]
+        return np.where(ok, values, -np.inf)
+
+    def refine(
+        self, t: IntArray, j: IntArray, i: IntArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Position and value of the peaks of parabolas through each maximum's neighbours.
+
+        The grid value underestimates a peak that lies between grid points; the parabolas'
+        peak does not, which keeps intensities from depending on where the grid happens to be.
+        """
+        lat_offset, lat_rise = self._parabola_peak(t, j, i, 1, 0)
+        lon_offset, lon_rise = self._parabola_peak(t, j, i, 0, 1)
+        lat = self.lat[j] + lat_offset * self._local_step(self.lat, j)
+        lon = np.mod(self.lon[i] + lon_offset * self._local_step(self.lon, i), 360.0)
+        value = self.data[t, j, i].astype(np.float64) + lat_rise + lon_rise
+        return lat, lon, value
+
+    def _parabola_peak(
+        self, t: IntArray, j: IntArray, i: IntArray, dj: int, di: int
+    ) -> tuple[FloatArray, FloatArray]:
+        """Offset (grid steps) and rise above the centre of a parabola's peak along one axis.
+
+        Both are 0 where a neighbour is off the grid or missing.
+        """
+        before = self.neighbour_values(t, j - dj, i - di).astype(np.float64)
+        after = self.neighbour_values(t, j + dj, i + di).astype(np.float64)
+        centre = self.data[t, j, i].astype(np.float64)
+        curvature = before - 2.0 * centre + after
+        ok = np.isfinite(before) & np.isfinite(after) & (curvature < 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            offset = np.where(ok, 0.5 * (before - after) / curvature, 0.0)
+            # a strict maximum's peak lies within half a step; clipping guards rounding only
+            offset = np.clip(offset, -0.5, 0.5)
+            rise = np.where(ok, 0.5 * (after - before) * offset + 0.5 * curvature * offset**2, 0.0)
+        return offset, rise
+
+    @staticmethod
+    def _local_step(axis: FloatArray, index: IntArray) -> FloatArray:
+        """Grid step around each index (centred inside, one-sided at the ends)."""
+        if axis.size < 2:
+            return np.zeros(index.shape)
+        steps = np.gradient(axis)
+        return np.asarray(steps[index])
+
+    def plateau_centres(
+        self, t: IntArray, j: IntArray, i: IntArray
+    ) -> tuple[IntArray, FloatArray, FloatArray, FloatArray]:
+        """Collapse each plateau of tied maxima into one point at its centre.
+
+        Ties are rare in real data, so a plain flood fill over the few tied points is fine;
+        a plateau that touches a higher value anywhere is a shoulder, not a maximum.
+        """
+        seen: set[tuple[int, int, int]] = set()
+        steps: list[int] = []
+        lats: list[float] = []
+        lons: list[float] = []
+        values: list[float] = []
+        for start in zip(t.tolist(), j.tolist(), i.tolist(), strict=True):
+            if start in seen:
+                continue
+            cells, is_maximum = self._flood(start)
+            seen.update(cells)
+            if not is_maximum:
+                continue
+            rows = np.array([c[1] for c in cells])
+            cols = np.array([c[2] for c in cells])
+            steps.append(start[0])
+            lats.append(float(self.lat[rows].mean()))
+            lons.append(_mean_lon(self.lon[cols]))
+            values.append(float(self.data[start]))
+        return (
+            np.array(steps, dtype=np.int64),
+            np.array(lats, dtype=np.float64),
+            np.array(lons, dtype=np.float64),
+            np.array(values, dtype=np.float64),
+        )
+
+    def _flood(self, start: tuple[int, int, int]) -> tuple[list[tuple[int, int, int]], bool]:
+        """Return the cells of the plateau holding ``start`` and whether it is a maximum."""
+        t = start[0]
+        level = self.data[start]
+        cells = [start]
+        members = {start}
+        is_maximum = True
+        for _, j, i in cells:  # the list grows while we walk it: a breadth-first search
+            for dj, di in _NEIGHBOURS:
+                nj, ni = j + dj, i + di
+                if not (0 <= nj < self.nlat) or (not self.periodic and not 0 <= ni < self.nlon):
+                    continue
+                cell = (t, nj, ni % self.nlon)
+                value = self.data[cell]
+                if value > level:
+                    is_maximum = False
+                elif value == level and cell not in members:
+                    members.add(cell)
+                    cells.append(cell)
+        return cells, is_maximum
+
+
+def _mean_lon(lons: FloatArray) -> float:
+    """Circular mean of longitudes in degrees, in [0, 360): a plateau may straddle 0°."""
+    angle = np.radians(lons)
+    mean = np.degrees(np.arctan2(np.sin(angle).mean(), np.cos(angle).mean()))
+    return float(np.mod(mean, 360.0))

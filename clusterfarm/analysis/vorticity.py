@@ -1,0 +1,106 @@
+"""Relative vorticity of a wind field on the sphere.
+
+ζ = (∂v/∂λ − ∂(u cos φ)/∂φ) / (R cos φ) with centred differences, periodic in longitude on a
+global grid, for either latitude order and any leading dimensions (time, member...). At a
+pole, where cos φ = 0, the value comes from the circulation round the nearest latitude circle
+(Stokes' theorem on the polar cap), which is finite and exact for solid-body rotation.
+:func:`cyclonic_vorticity` flips the sign in the Southern Hemisphere, so that cyclones are
+maxima in both hemispheres.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from clusterfarm.analysis.geo import (
+    EARTH_RADIUS_M,
+    BoolArray,
+    FloatArray,
+    is_global,
+    lon_spacing,
+)
+
+# latitudes this close to ±90° are treated as the pole, where cos φ is zero up to rounding
+_POLE_TOLERANCE_DEG = 1e-6
+
+
+def relative_vorticity(
+    u: npt.ArrayLike, v: npt.ArrayLike, lats: npt.ArrayLike, lons: npt.ArrayLike
+) -> FloatArray:
+    """Return the relative vorticity (s-1) of winds ``u``, ``v`` (m/s) shaped (..., lat, lon)."""
+    u_arr, v_arr = np.asarray(u), np.asarray(v)
+    lat = np.asarray(lats, dtype=np.float64)
+    lon = np.asarray(lons, dtype=np.float64)
+    if u_arr.shape != v_arr.shape:
+        raise ValueError(f"u and v differ in shape: {u_arr.shape} vs {v_arr.shape}")
+    if u_arr.ndim < 2 or u_arr.shape[-2:] != (lat.size, lon.size):
+        raise ValueError(
+            f"winds shaped {u_arr.shape} do not end in (lat, lon) = ({lat.size}, {lon.size})"
+        )
+    if lat.size < 2 or lon.size < 2:
+        raise ValueError("vorticity needs at least two latitudes and two longitudes")
+    # float32 input stays float32: a year of data is large and the extra digits are noise
+    dtype = np.result_type(u_arr.dtype, v_arr.dtype, np.float32)
+    u_arr, v_arr = u_arr.astype(dtype, copy=False), v_arr.astype(dtype, copy=False)
+
+    phi = np.radians(lat)
+    polar = np.abs(lat) >= 90.0 - _POLE_TOLERANCE_DEG
+    cos_phi = np.where(polar, 0.0, np.cos(phi))
+    periodic = is_global(lon)
+
+    zeta = _d_dlon(v_arr, lon, periodic)
+    zeta -= _d_dlat(u_arr * cos_phi[:, None].astype(dtype), phi)
+    with np.errstate(divide="ignore"):
+        metric = np.where(polar, 0.0, 1.0 / (EARTH_RADIUS_M * cos_phi))
+    zeta *= metric[:, None].astype(dtype)
+    if periodic:
+        _fill_poles(zeta, u_arr, lat, polar)
+    return zeta
+
+
+def cyclonic_vorticity(zeta: npt.ArrayLike, lats: npt.ArrayLike) -> FloatArray:
+    """Return sign(lat)·ζ: positive for cyclones in both hemispheres, zero on the equator."""
+    z = np.asarray(zeta)
+    sign = np.sign(np.asarray(lats, dtype=np.float64)).astype(z.dtype)
+    return np.asarray(z * sign[:, None])
+
+
+def _d_dlon(f: FloatArray, lon: FloatArray, periodic: bool) -> FloatArray:
+    """∂f/∂λ by centred differences along the last axis; wraps round a global grid."""
+    if not periodic:
+        return np.gradient(f, np.radians(lon), axis=-1).astype(f.dtype, copy=False)
+    out = np.empty_like(f)
+    # slicing instead of np.roll: the same periodic stencil without two full-size copies
+    np.subtract(f[..., 2:], f[..., :-2], out=out[..., 1:-1])
+    np.subtract(f[..., 1], f[..., -1], out=out[..., 0])
+    np.subtract(f[..., 0], f[..., -2], out=out[..., -1])
+    out *= out.dtype.type(1.0 / (2.0 * np.radians(lon_spacing(lon))))
+    return out
+
+
+def _d_dlat(f: FloatArray, phi: FloatArray) -> FloatArray:
+    """∂f/∂φ along the second-last axis: centred inside, one-sided at the first and last row."""
+    out = np.empty_like(f)
+    inner = (1.0 / (phi[2:] - phi[:-2]))[:, None].astype(f.dtype)
+    np.multiply(f[..., 2:, :] - f[..., :-2, :], inner, out=out[..., 1:-1, :])
+    out[..., 0, :] = (f[..., 1, :] - f[..., 0, :]) / (phi[1] - phi[0])
+    out[..., -1, :] = (f[..., -1, :] - f[..., -2, :]) / (phi[-1] - phi[-2])
+    return out
+
+
+def _fill_poles(zeta: FloatArray, u: FloatArray, lat: FloatArray, polar: BoolArray) -> None:
+    """Set each pole row to the mean vorticity of the cap bounded by the neighbouring row.
+
+    Circulation round latitude φ is 2πR cos φ · mean(u) (eastward is anticlockwise seen from
+    above the North Pole, clockwise above the South Pole) and the cap's area 2πR²(1 − |sin φ|).
+    """
+    for row in np.flatnonzero(polar):
+        ring = row + 1 if row + 1 < lat.size and not polar[row + 1] else row - 1
+        if ring < 0 or polar[ring]:
+            zeta[..., row, :] = 0.0
+            continue
+        hemisphere = np.sign(lat[row])
+        phi = np.radians(lat[ring])
+        factor = hemisphere * np.cos(phi) / (EARTH_RADIUS_M * (1.0 - hemisphere * np.sin(phi)))
+        zeta[..., row, :] = (u[..., ring, :].mean(axis=-1) * factor)[..., None]

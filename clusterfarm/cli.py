@@ -1,0 +1,288 @@
+"""The ``clusterfarm`` command: parse, validate, call; one ``Error:`` line per failure.
+
+The only module that imports click. Each command turns its options into a call of the module
+that does the work; :func:`main` maps :class:`ClusterFarmError` to the exit codes of SPEC §5.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from clusterfarm import __version__
+from clusterfarm.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    ClusterFarmError,
+    UsageError,
+)
+from clusterfarm.settings import Settings, load_settings
+
+_options: dict[str, Any] = {"settings": None, "verbose": False, "debug": False}
+
+
+def _remember(name: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value:  # given before or after the command name: either counts
+            _options[name] = value
+        return value
+
+    return callback
+
+
+def common(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--settings``, ``-v`` and ``--debug`` to a command (and the group)."""
+    fn = click.option(
+        "--debug",
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_remember("debug"),
+        help="Show tracebacks of errors.",
+    )(fn)
+    fn = click.option(
+        "-v",
+        "--verbose",
+        is_flag=True,
+        expose_value=False,
+        callback=_remember("verbose"),
+        help="Log more (DEBUG).",
+    )(fn)
+    fn = click.option(
+        "--settings",
+        "settings_path",
+        metavar="PATH",
+        expose_value=False,
+        callback=_remember("settings"),
+        help="Settings file (default: $CLUSTERFARM_SETTINGS, ./clusterfarm.toml, "
+        "else the embedded default).",
+    )(fn)
+    return fn
+
+
+def settings() -> Settings:
+    return load_settings(_options["settings"])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="clusterfarm")
+@common
+def cli() -> None:
+    """Run one analysis over every year x ensemble member across the lab's machines."""
+
+
+@cli.command("settings")
+@common
+def settings_command() -> None:
+    """Print the effective settings (after ${VAR} substitution) as TOML."""
+    from clusterfarm.settings import to_toml
+
+    click.echo(to_toml(settings()), nl=False)
+
+
+@cli.command()
+@click.option("--host", help="Address to listen on (default: [nameserver] host).")
+@click.option("--port", type=int, help="Port to listen on (default: [nameserver] port).")
+@common
+def nameserver(host: str | None, port: int | None) -> None:
+    """Run a Pyro5 nameserver in the foreground until Ctrl-C or SIGTERM."""
+    import signal
+
+    from clusterfarm.nameserver import NameServer
+
+    config = settings().nameserver
+    server = NameServer(host or config.host, config.port if port is None else port)
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    click.echo(f"nameserver listening at {server.uri}")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+@cli.command()
+@click.option(
+    "--host",
+    help="Address to listen on; one other hosts can reach "
+    "(default: this machine's address towards the nameserver).",
+)
+@click.option(
+    "--name",
+    help="Worker name, registered as clusterfarm.worker.NAME (default: <hostname>.<first free n>).",
+)
+@click.option(
+    "--nameserver",
+    "ns_address",
+    metavar="HOST:PORT",
+    help="Nameserver to register with (default: [nameserver] in the settings).",
+)
+@click.option(
+    "--die-with-stdin",
+    is_flag=True,
+    hidden=True,
+    help="Exit when stdin closes (local mode: die with the manager).",
+)
+@common
+def worker(
+    host: str | None, name: str | None, ns_address: str | None, die_with_stdin: bool
+) -> None:
+    """Run one worker daemon in the foreground, registered with the nameserver."""
+    from clusterfarm import worker as worker_module
+    from clusterfarm.logs import setup_logging
+    from clusterfarm.transport import address_towards
+
+    config = settings()
+    setup_logging(config, verbose=_options["verbose"])
+    ns_host, ns_port = config.nameserver.host, config.nameserver.port
+    if ns_address:
+        ns_host, _, port_text = ns_address.rpartition(":")
+        if not ns_host or not port_text.isdigit():
+            raise UsageError(f"--nameserver {ns_address!r}: give HOST:PORT, e.g. 10.0.0.1:9090")
+        ns_port = int(port_text)
+    bind = host or address_towards(ns_host, ns_port)
+    worker_module.serve(config, bind, name, ns_host, ns_port, die_with_stdin)
+
+
+@cli.command()
+@click.option("--years", help="Years to run, e.g. 2000-2012 or 2000,2003 (default: [run]).")
+@click.option("--members", help="Ensemble members, e.g. 0-55 (default: [run]).")
+@click.option("--task", help="Task name, or several: vort_track,year_summary.")
+@click.option("--run-dir", help="Run directory: state, logs, results (default: [run]).")
+@click.option(
+    "--local",
+    type=int,
+    metavar="N",
+    help="Local mode with N workers, whatever the hosts in the settings.",
+)
+@click.option("--timeout", type=float, help="Seconds a task may run before it is marked T.")
+@click.option("--retries", type=int, help="Further attempts after F, T or a lost worker.")
+@click.option(
+    "--progress",
+    type=click.Choice(["auto", "rich", "plain", "none"]),
+    default="auto",
+    show_default=True,
+    help="How to show progress.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
+@common
+def run(
+    years: str | None,
+    members: str | None,
+    task: str | None,
+    run_dir: str | None,
+    local: int | None,
+    timeout: float | None,
+    retries: int | None,
+    progress: str,
+    as_json: bool,
+) -> int:
+    """Farm the (task, year, member) schedule out to the workers and show progress."""
+    from clusterfarm import runner
+    from clusterfarm.view import make_view, report_footer, report_json
+
+    overrides = {
+        "years": years,
+        "members": members,
+        "task": task,
+        "run_dir": run_dir,
+        "timeout": timeout,
+        "retries": retries,
+    }
+    config = settings()
+    config = config.with_run(**{k: v for k, v in overrides.items() if v is not None})
+    view = make_view("none" if as_json else progress, sys.stdout.isatty())
+    report, code = runner.execute(runner.RunRequest(config, local), view)
+    if as_json:
+        click.echo(report_json(report))
+    elif progress != "none":
+        click.echo("\n".join(report_footer(report)))
+    return code
+
+
+@cli.command()
+@click.option("--run-dir", help="Run directory (default: [run] run_dir).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@common
+def status(run_dir: str | None, as_json: bool) -> int:
+    """Show the progress of a run, live or finished, from its state database."""
+    from pathlib import Path
+
+    from clusterfarm.state import connect, read_report
+    from clusterfarm.view import report_json, report_text
+
+    db = connect(Path(run_dir or settings().run.run_dir), create=False)
+    try:
+        report = read_report(db)
+    finally:
+        db.close()
+    click.echo(report_json(report) if as_json else report_text(report))
+    return EXIT_FAILED if report.failures else EXIT_OK
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@common
+def workers(as_json: bool) -> None:
+    """List the workers registered with the nameserver and what they are doing."""
+    from clusterfarm.roster import describe_workers, workers_table
+
+    config = settings().nameserver
+    described = describe_workers(config.host, config.port)
+    click.echo(json.dumps(described) if as_json else workers_table(described))
+
+
+@cli.command("run-task")
+@click.option("--year", type=int, required=True, help="Year to run.")
+@click.option("--member", type=int, required=True, help="Ensemble member to run.")
+@click.option("--task", help="Task name (default: the first of [run] task).")
+@common
+def run_task(year: int, member: int, task: str | None) -> int:
+    """Run one task in this process, without the cluster (for debugging a task)."""
+    from pathlib import Path
+
+    from clusterfarm.executor import run_job
+    from clusterfarm.runner import resolve_task_params
+
+    config = settings()
+    name = task or config.run.tasks[0]
+    params = resolve_task_params(config, [name])[name]
+    outcome = run_job(
+        {
+            "task": name,
+            "year": year,
+            "member": member,
+            "params": params,
+            "data_dir": str(Path(config.run.data_dir).absolute()),
+            "results_dir": str(Path(config.run.results_path).absolute()),
+        }
+    )
+    click.echo(json.dumps({"task": name, "year": year, "member": member, **outcome}))
+    return EXIT_OK if outcome["status"] == "complete" else EXIT_FAILED
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the command, turn errors into one line and an exit code."""
+    try:
+        code = cli.main(args=argv, prog_name="clusterfarm", standalone_mode=False)
+    except ClusterFarmError as exc:
+        code = _fail(str(exc), exc.exit_code)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        code = _fail(exc.format_message(), EXIT_USAGE)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        code = _fail("interrupted; state saved, run again to resume", EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def _fail(message: str, code: int) -> int:
+    if _options["debug"]:
+        raise
+    click.echo(f"Error: {message}", err=True)
+    return code

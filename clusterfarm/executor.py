@@ -1,0 +1,233 @@
+"""Run tasks in a warm child process that the worker can kill.
+
+The worker daemon keeps one child (``python -m clusterfarm.executor``) and sends it one job at
+a time over a pipe. A timeout or cancel kills the child's whole process group and a fresh child
+is started in the background, so the daemon never dies with its task. The child's stdin is a
+lifeline: when the daemon goes away (even by SIGKILL) the child sees end-of-file and exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from multiprocessing.connection import Connection, Pipe
+from pathlib import Path
+from typing import Any
+
+from clusterfarm.errors import InputError
+
+LOG = logging.getLogger("clusterfarm.executor")
+
+
+class Executor:
+    """The daemon's handle on its child process: run one job at a time, kill on demand."""
+
+    def __init__(self, task_modules: tuple[str, ...] = (), log_stream: Any = None) -> None:
+        self._task_modules = task_modules
+        self._log_stream = log_stream
+        self._lock = threading.Lock()  # guards the child handle, not the job
+        self._child: subprocess.Popen[bytes] | None = None
+        self._conn: Connection | None = None
+        self._ready = threading.Event()
+        self._killed_reason: str | None = None
+        self._spawn_in_background()
+
+    # -- child lifecycle --------------------------------------------------------------------
+
+    def _spawn_in_background(self) -> None:
+        self._ready.clear()
+        threading.Thread(target=self._spawn, name="executor-spawn", daemon=True).start()
+
+    def _spawn(self) -> None:
+        parent_end, child_end = Pipe()
+        command = [sys.executable, "-m", "clusterfarm.executor", str(child_end.fileno())]
+        command += list(self._task_modules)
+        child = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=self._log_stream,
+            stderr=self._log_stream,
+            pass_fds=(child_end.fileno(),),
+            start_new_session=True,  # its own process group, so a kill takes its children too
+        )
+        child_end.close()
+        try:
+            parent_end.recv()  # the child says hello once its imports are done
+        except (EOFError, OSError):
+            LOG.error("task process %d died while starting", child.pid)
+        with self._lock:
+            self._child, self._conn = child, parent_end
+        self._ready.set()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
+
+    @property
+    def pid(self) -> int | None:
+        return self._child.pid if self._child else None
+
+    def kill(self, reason: str) -> None:
+        """Kill the running job's process group (timeout, cancel or shutdown)."""
+        with self._lock:
+            child = self._child
+            self._killed_reason = reason
+        if child is not None and child.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        """Stop the child for good."""
+        self._ready.wait(10)
+        self.kill("shutdown")
+        with self._lock:
+            if self._child is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._child.wait(5)
+                if self._child.stdin:
+                    self._child.stdin.close()
+            if self._conn is not None:
+                self._conn.close()
+
+    # -- running a job ----------------------------------------------------------------------
+
+    def run(self, job: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Run ``job`` in the child; return its outcome (never raises for task trouble)."""
+        started = time.monotonic()
+        if not self._ready.wait(max(timeout, 30.0)):
+            return _outcome("failure", "crash", "task process did not start", started)
+        with self._lock:
+            conn, child, self._killed_reason = self._conn, self._child, None
+        assert conn is not None and child is not None
+        try:
+            conn.send(job)
+            remaining = timeout - (time.monotonic() - started)
+            if conn.poll(max(remaining, 0.0)):
+                outcome: dict[str, Any] = conn.recv()
+                return outcome
+        except (EOFError, OSError):
+            pass  # the child died: killed by us, or crashed
+        else:
+            self.kill("timeout")
+        reason = self._killed_reason
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(5)
+        code = child.returncode
+        self._spawn_in_background()
+        if reason == "timeout":
+            return _outcome(
+                "timeout", "timeout", f"task exceeded its time limit of {timeout:g} s", started
+            )
+        if reason is not None:
+            return _outcome("failure", reason, f"task {reason}", started)
+        return _outcome("failure", "crash", f"task process died (exit code {code})", started)
+
+
+def _outcome(status: str, kind: str, error: str, started: float) -> dict[str, Any]:
+    return {
+        "status": status,
+        "error_kind": kind,
+        "error": error,
+        "output": None,
+        "summary": None,
+        "elapsed": time.monotonic() - started,
+    }
+
+
+# -- the child side -----------------------------------------------------------------------
+
+
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Run one job in this process and describe how it went (used by the child)."""
+    from clusterfarm.tasks.registry import TaskContext, get_task
+
+    started = time.monotonic()
+    spec = get_task(job["task"])
+    results_dir = Path(job["results_dir"])
+    output_path = spec.output_path(results_dir, job["year"], job["member"])
+    scratch_root = job.get("scratch_dir")
+    ctx = TaskContext(
+        task=spec.name,
+        params=job["params"],
+        data_dir=Path(job["data_dir"]),
+        results_dir=results_dir,
+        output_path=output_path,
+        log=logging.getLogger(f"clusterfarm.task.{spec.name}"),
+        scratch_root=Path(scratch_root) if scratch_root else None,
+    )
+    try:
+        summary = spec.fn(job["year"], job["member"], ctx)
+    except InputError as exc:
+        return _outcome("failure", "input", _one_line(exc), started)
+    except Exception as exc:
+        LOG.error(
+            "%s %s m%s failed:\n%s", spec.name, job["year"], job["member"], traceback.format_exc()
+        )
+        return _outcome("failure", "task", _one_line(exc), started)
+    finally:
+        ctx.remove_workdir()
+    output = str(output_path) if spec.writes_output and output_path.exists() else None
+    return {
+        "status": "complete",
+        "error_kind": None,
+        "error": None,
+        "output": output,
+        "summary": _plain(summary),
+        "elapsed": time.monotonic() - started,
+    }
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _plain(summary: Any) -> dict[str, Any] | None:
+    """Make a task's summary wire-safe: plain JSON types only (numpy scalars become numbers)."""
+    if not summary:
+        return None
+
+    def convert(value: Any) -> Any:
+        for method in ("item", "tolist"):
+            if hasattr(value, method):
+                return getattr(value, method)()
+        return str(value)
+
+    return dict(json.loads(json.dumps(dict(summary), default=convert)))
+
+
+def _watch_lifeline() -> None:
+    # the daemon never writes to our stdin: end-of-file means it is gone
+    with contextlib.suppress(OSError):
+        while os.read(0, 1024):
+            pass
+    os._exit(1)
+
+
+def main(argv: list[str]) -> None:
+    """The child process: receive jobs, run them, send outcomes, until the daemon goes."""
+    from clusterfarm.tasks.registry import load_task_modules
+
+    threading.Thread(target=_watch_lifeline, name="lifeline", daemon=True).start()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    conn = Connection(int(argv[0]))
+    load_task_modules(tuple(argv[1:]))
+    conn.send("ready")
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        conn.send(run_job(job))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,72 @@
+"""What the registered workers are doing, for ``clusterfarm workers``."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import Pyro5.errors
+from Pyro5.api import Proxy
+
+from clusterfarm.nameserver import WorkerEntry, list_workers, locate
+
+INFO_TIMEOUT = 3.0
+
+
+def describe_workers(ns_host: str, ns_port: int) -> list[dict[str, Any]]:
+    """Ask every registered worker (in parallel) what it is doing."""
+    entries = list_workers(locate(ns_host, ns_port))
+    if not entries:
+        return []
+    with ThreadPoolExecutor(max_workers=min(32, len(entries))) as pool:
+        return list(pool.map(_describe, entries))
+
+
+def _describe(entry: WorkerEntry) -> dict[str, Any]:
+    described: dict[str, Any] = {
+        "name": entry.name,
+        "uri": entry.uri,
+        "host": entry.host,
+        "pid": entry.pid,
+        "state": "unreachable",
+        "task": None,
+        "done": None,
+        "uptime": None,
+    }
+    try:
+        with Proxy(entry.uri) as proxy:
+            proxy._pyroTimeout = INFO_TIMEOUT
+            info = proxy.info()
+    except Pyro5.errors.PyroError as exc:
+        described["error"] = str(exc)
+        return described
+    for key in ("pid", "state", "task", "done", "uptime", "version"):
+        described[key] = info.get(key)
+    return described
+
+
+def workers_table(workers: list[dict[str, Any]]) -> str:
+    """Render workers as an aligned text table."""
+    if not workers:
+        return "no workers registered"
+    rows = [("NAME", "HOST", "PID", "STATE", "TASK", "DONE", "UPTIME")]
+    for w in workers:
+        task = w["task"]
+        cell = f"{task['task']} {task['year']} m{task['member']}" if task else "-"
+        uptime = time.strftime("%H:%M:%S", time.gmtime(w["uptime"])) if w["uptime"] else "-"
+        rows.append(
+            (
+                w["name"].removeprefix("clusterfarm.worker."),
+                w["host"],
+                str(w["pid"] or "-"),
+                w["state"],
+                cell,
+                str(w["done"] or 0),
+                uptime,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(v.ljust(n) for v, n in zip(row, widths, strict=True)).rstrip() for row in rows
+    )

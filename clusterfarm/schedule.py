@@ -1,0 +1,218 @@
+"""The task schedule: every (task, year, member) cell, its status, and what to do next.
+
+Pure bookkeeping, no I/O and no threads: the manager serialises access. Statuses are the
+progress characters of SPEC §4. ``get_next_outstanding`` is O(1) (a queue of outstanding
+cells, not a scan), and a failed cell goes back into the queue while it has attempts left.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Status(enum.StrEnum):
+    """The status of one cell; the value is its progress character."""
+
+    OUTSTANDING = "-"
+    WORKING = "W"
+    COMPLETE = "+"
+    FAILURE = "F"
+    TIMEOUT = "T"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (Status.COMPLETE, Status.FAILURE, Status.TIMEOUT)
+
+
+# error kinds that retrying cannot fix
+NOT_RETRIED = frozenset({"input"})
+
+
+@dataclass(eq=False, slots=True)
+class Task:
+    """One cell of the schedule: a task to run for one year and ensemble member."""
+
+    year: int
+    member: int
+    task: str
+    status: Status = Status.OUTSTANDING
+    attempts: int = 0
+    worker: str | None = None
+    host: str | None = None
+    started: float | None = None
+    finished: float | None = None
+    elapsed: float | None = None
+    output: str | None = None
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+    error_kind: str | None = None
+    tried_workers: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.task, self.year, self.member)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.task} {self.year} m{self.member} {self.status.value}>"
+
+
+class TaskSchedule:
+    """All cells of a run, in year and member order, with an O(1) queue of outstanding ones."""
+
+    def __init__(
+        self,
+        years: Iterable[int],
+        members: Iterable[int],
+        tasks: Iterable[str] = ("vort_track",),
+        retries: int = 2,
+    ) -> None:
+        self.years = sorted(set(years))
+        self.members = sorted(set(members))
+        self.tasks = list(dict.fromkeys(tasks))
+        if not (self.years and self.members and self.tasks):
+            raise ValueError("a schedule needs at least one task, year and member")
+        self.retries = retries
+        self._rows: dict[tuple[str, int], list[Task]] = {}
+        self._cells: dict[tuple[str, int, int], Task] = {}
+        for name in self.tasks:
+            for year in self.years:
+                row = [Task(year, member, name) for member in self.members]
+                self._rows[(name, year)] = row
+                self._cells.update((cell.key, cell) for cell in row)
+        self._queue: deque[Task] = deque(self._cells.values())
+        self.counts: Counter[Status] = Counter({Status.OUTSTANDING: len(self._cells)})
+
+    # -- lookup -----------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._cells)
+
+    def __iter__(self) -> Iterator[Task]:
+        return iter(self._cells.values())
+
+    def cell(self, task: str, year: int, member: int) -> Task:
+        """Return the cell for ``(task, year, member)``."""
+        return self._cells[(task, year, member)]
+
+    def row(self, task: str, year: int) -> list[Task]:
+        """Return the cells of one task and year, in member order."""
+        return self._rows[(task, year)]
+
+    # -- state changes ----------------------------------------------------------------------
+
+    def _set_status(self, cell: Task, status: Status) -> None:
+        self.counts[cell.status] -= 1
+        self.counts[status] += 1
+        cell.status = status
+
+    def get_next_outstanding(self) -> Task | None:
+        """Return the next outstanding cell (still ``-``), or None if there is none now."""
+        queue = self._queue
+        while queue:
+            cell = queue.popleft()
+            if cell.status is Status.OUTSTANDING:
+                return cell
+        return None
+
+    def mark_complete_from_earlier(self, cell: Task) -> None:
+        """Mark a cell complete because an earlier run finished it (resume)."""
+        self._set_status(cell, Status.COMPLETE)
+
+    def start(self, cell: Task, worker: str, host: str | None, now: float) -> None:
+        """Mark ``cell`` as being worked on by ``worker``; this counts as one attempt."""
+        self._set_status(cell, Status.WORKING)
+        cell.attempts += 1
+        cell.worker, cell.host, cell.started = worker, host, now
+        cell.finished = cell.elapsed = None
+        cell.tried_workers.append(worker)
+
+    def complete(
+        self,
+        cell: Task,
+        output: str | None,
+        summary: dict[str, Any] | None,
+        elapsed: float,
+        now: float,
+    ) -> None:
+        """Mark ``cell`` complete."""
+        self._set_status(cell, Status.COMPLETE)
+        cell.output, cell.summary, cell.elapsed, cell.finished = output, summary, elapsed, now
+        cell.error = cell.error_kind = None
+
+    def fail(
+        self,
+        cell: Task,
+        status: Status,
+        error: str,
+        error_kind: str,
+        now: float,
+        elapsed: float | None = None,
+    ) -> bool:
+        """Record a failed attempt; requeue the cell if it may be retried.
+
+        Returns True when the cell went back to outstanding, False when it is now final.
+        """
+        cell.error, cell.error_kind, cell.finished, cell.elapsed = error, error_kind, now, elapsed
+        if error_kind not in NOT_RETRIED and cell.attempts <= self.retries:
+            self.requeue(cell, count_attempt=True)
+            return True
+        self._set_status(cell, status)
+        return False
+
+    def requeue(self, cell: Task, count_attempt: bool = False) -> None:
+        """Put ``cell`` back to outstanding (e.g. its run was cancelled or its worker lost)."""
+        if not count_attempt and cell.status is Status.WORKING:
+            cell.attempts -= 1
+        self._set_status(cell, Status.OUTSTANDING)
+        self._queue.append(cell)
+
+    # -- questions --------------------------------------------------------------------------
+
+    @property
+    def is_finished(self) -> bool:
+        """True when no cell is outstanding or being worked on."""
+        return self.counts[Status.OUTSTANDING] == 0 and self.counts[Status.WORKING] == 0
+
+    def failures(self) -> list[Task]:
+        """Cells that ended as failure or timeout, in schedule order."""
+        return [c for c in self._cells.values() if c.status in (Status.FAILURE, Status.TIMEOUT)]
+
+    # -- progress strings (SPEC §4) ---------------------------------------------------------
+
+    def progress_line(self, task: str, year: int) -> str:
+        """Return the progress characters of one task and year, in member order."""
+        return "".join(cell.status.value for cell in self._rows[(task, year)])
+
+    def get_progress_for_year(
+        self, year: int, include_year: bool = True, task: str | None = None
+    ) -> str:
+        """Return the progress of ``year``: one line per task (prefixed by the task name when
+        the schedule has several)."""
+        names = [task] if task else self.tasks
+        lines = []
+        for name in names:
+            line = self.progress_line(name, year)
+            if include_year:
+                line = f"{year}: {line}"
+            if len(self.tasks) > 1:
+                line = f"{name} {line}"
+            lines.append(line)
+        return "\n".join(lines)
+
+    def get_progress(self, years: Iterable[int] | None = None, include_year: bool = False) -> str:
+        """Return the progress of ``years`` (default: all), one line per year and task."""
+        selected = self.years if years is None else list(years)
+        return "\n".join(self.get_progress_for_year(y, include_year) for y in selected)
+
+    def print_years(self, years: Iterable[int] | None = None, include_year: bool = True) -> None:
+        """Print the progress of ``years`` (default: all)."""
+        print(self.get_progress(years, include_year))
+
+
+# stormtracks' names, kept so its users find their way
+PyroTask = Task
+PyroTaskSchedule = TaskSchedule

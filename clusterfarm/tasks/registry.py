@@ -1,0 +1,168 @@
+"""The task registry: ``@task("name", version="1")`` and the context a task runs with.
+
+A task is a plain function ``fn(year, member, ctx) -> dict | None`` (SPEC §8). The registry
+knows each task's version and parameter defaults, so the manager can validate settings and
+the ledger can tell whether a finished result is still valid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clusterfarm.errors import SettingsError, UnknownTaskError
+
+TaskFunction = Callable[[int, int, "TaskContext"], "dict[str, Any] | None"]
+
+BUILTIN_MODULES = ("clusterfarm.tasks.builtin", "clusterfarm.tasks.vort_track")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A registered task: its function, version and parameter defaults."""
+
+    name: str
+    version: str
+    fn: TaskFunction
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    writes_output: bool = True
+
+    def resolve_params(self, given: Mapping[str, Any] | None, where: str = "") -> dict[str, Any]:
+        """Merge ``given`` over the defaults; unknown names and wrong types are errors."""
+        params = dict(self.defaults)
+        for key, value in (given or {}).items():
+            place = f"{where}[tasks.{self.name}] {key}" if where else f"task {self.name} {key}"
+            if key not in self.defaults:
+                known = ", ".join(sorted(self.defaults)) or "none"
+                raise SettingsError(f"{place}: unknown parameter (known: {known})")
+            params[key] = _checked(value, self.defaults[key], place)
+        return params
+
+    def output_path(self, results_dir: Path, year: int, member: int) -> Path:
+        """Where this task writes the result of one cell (SPEC §10)."""
+        return results_dir / self.name / str(year) / f"{self.name}_{year}_m{member:03d}.nc"
+
+
+def params_hash(params: Mapping[str, Any]) -> str:
+    """A short stable hash of a parameter table, for the results ledger."""
+    text = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _checked(value: Any, default: Any, place: str) -> Any:
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, list | tuple):
+        ok = isinstance(value, list | tuple)
+        value = list(value) if ok else value
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise SettingsError(
+            f"{place}: expected {type(default).__name__}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+@dataclass
+class TaskContext:
+    """What a task gets besides year and member (SPEC §8)."""
+
+    task: str
+    params: dict[str, Any]
+    data_dir: Path
+    results_dir: Path
+    output_path: Path
+    log: logging.Logger
+    scratch_root: Path | None = None
+    _workdir: Path | None = field(default=None, init=False, repr=False)
+
+    @property
+    def workdir(self) -> Path:
+        """A scratch folder for this cell, made on first use and removed afterwards."""
+        if self._workdir is None:
+            if self.scratch_root is not None:
+                self.scratch_root.mkdir(parents=True, exist_ok=True)
+            self._workdir = Path(tempfile.mkdtemp(prefix=f"{self.task}-", dir=self.scratch_root))
+        return self._workdir
+
+    def remove_workdir(self) -> None:
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def atomic_output(self) -> Iterator[Path]:
+        """Yield a temporary path that becomes ``output_path`` only if the block succeeds."""
+        self.output_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.output_path.with_name(f".{self.output_path.name}.{os.getpid()}.tmp")
+        try:
+            yield tmp
+            os.replace(tmp, self.output_path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
+_REGISTRY: dict[str, TaskSpec] = {}
+_loaded_modules: set[str] = set()
+
+
+def task(
+    name: str,
+    version: str = "1",
+    params: Mapping[str, Any] | None = None,
+    writes_output: bool = True,
+) -> Callable[[TaskFunction], TaskFunction]:
+    """Register ``fn`` as the task ``name``; ``params`` are its parameters and defaults."""
+
+    def register(fn: TaskFunction) -> TaskFunction:
+        _REGISTRY[name] = TaskSpec(name, str(version), fn, dict(params or {}), writes_output)
+        return fn
+
+    return register
+
+
+def load_task_modules(modules: tuple[str, ...] | list[str] = ()) -> None:
+    """Import the built-in task modules and the plugin modules that register tasks."""
+    for module in (*BUILTIN_MODULES, *modules):
+        if module in _loaded_modules:
+            continue
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise SettingsError(
+                f"tasks.modules: cannot import {module!r} ({exc}); "
+                "check the module name and that it is installed on this machine"
+            ) from exc
+        _loaded_modules.add(module)
+
+
+def get_task(name: str) -> TaskSpec:
+    """Return the registered task ``name``, or raise :class:`UnknownTaskError`."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise UnknownTaskError(f"unknown task {name!r} (known: {known})") from None
+
+
+def task_names() -> list[str]:
+    """Names of all registered tasks."""
+    return sorted(_REGISTRY)

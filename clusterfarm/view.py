@@ -1,0 +1,215 @@
+"""Show a run's progress: plain blocks of progress strings, a live rich board, or nothing.
+
+The live views keep a :class:`Board`, a mirror of the cells' statuses fed only by events the
+manager emits after the state is committed, so nothing is shown before it is saved.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from typing import IO, Any, Protocol
+
+from clusterfarm.manager import CellsChanged, Event, WorkerLeft
+from clusterfarm.schedule import Status, TaskSchedule
+from clusterfarm.state import RunReport
+
+STATUS_STYLES = {
+    "-": "grey50",
+    "W": "bold yellow",
+    "+": "green",
+    "F": "bold red",
+    "T": "bold magenta",
+}
+
+
+def progress_lines(
+    tasks: list[str], years: list[int], progress: Mapping[tuple[str, int], str]
+) -> list[str]:
+    """The progress strings of SPEC §4, year by year (task-prefixed when there are several)."""
+    lines = []
+    for year in years:
+        for task in tasks:
+            line = f"{year}: {progress[(task, year)]}"
+            lines.append(f"{task} {line}" if len(tasks) > 1 else line)
+    return lines
+
+
+def header(elapsed: float, counts: Mapping[str, int], total: int) -> str:
+    """The line heading each block: ``[12.3s] 13/39 complete, 2 working, 1 failed, 0 timeout``."""
+    return (
+        f"[{elapsed:.1f}s] {counts.get('+', 0)}/{total} complete, "
+        f"{counts.get('W', 0)} working, {counts.get('F', 0)} failed, "
+        f"{counts.get('T', 0)} timeout"
+    )
+
+
+def report_text(report: RunReport) -> str:
+    """A finished (or running) run as text: the block, then one line per failed cell."""
+    counts = {status.value: report.count(status) for status in Status}
+    lines = [header(report.elapsed, counts, report.total)]
+    lines += progress_lines(report.tasks, report.years, report.progress)
+    return "\n".join(lines + report_footer(report))
+
+
+def report_footer(report: RunReport) -> list[str]:
+    """What follows the last block: cells ran and skipped, then one line per failed cell."""
+    lines = [f"ran {report.ran}, skipped {report.skipped} (already complete)"]
+    for failure in report.failures:
+        lines.append(
+            f"{failure['status']} {failure['task']} {failure['year']} "
+            f"m{failure['member']} after {failure['attempts']} attempt(s) "
+            f"[{failure['error_kind']}]: {failure['error']}"
+        )
+    return lines
+
+
+def report_json(report: RunReport) -> str:
+    return json.dumps(report.to_json())
+
+
+class Board:
+    """A thread-safe mirror of the cells' statuses, updated from committed events."""
+
+    def __init__(self, schedule: TaskSchedule) -> None:
+        self.tasks, self.years = schedule.tasks, schedule.years
+        self._column = {member: i for i, member in enumerate(schedule.members)}
+        self._rows = {
+            (t, y): bytearray(schedule.progress_line(t, y), "ascii")
+            for t in self.tasks
+            for y in self.years
+        }
+        self.counts: Counter[str] = Counter({s.value: schedule.counts[s] for s in Status})
+        self.total = len(schedule)
+        self.version = 0
+        self._lock = threading.Lock()
+        self.notes: list[str] = []
+
+    def apply(self, event: Event) -> None:
+        with self._lock:
+            if isinstance(event, CellsChanged):
+                for task, year, member, status in event.changes:
+                    row = self._rows[(task, year)]
+                    i = self._column[member]
+                    self.counts[chr(row[i])] -= 1
+                    self.counts[status] += 1
+                    row[i] = ord(status)
+            elif isinstance(event, WorkerLeft):
+                self.notes.append(f"worker {event.name} left: {event.reason}")
+            self.version += 1
+
+    def snapshot(self) -> tuple[dict[tuple[str, int], str], Counter[str]]:
+        with self._lock:
+            return {k: row.decode() for k, row in self._rows.items()}, Counter(self.counts)
+
+
+class View(Protocol):
+    def start(self, board: Board) -> None: ...
+    def tick(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class QuietView:
+    """Shows nothing (``--progress none`` and ``--json``)."""
+
+    def start(self, board: Board) -> None:
+        self.board = board
+
+    def tick(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class PlainView:
+    """Prints a block whenever something changed, at most once a second, and at the end."""
+
+    def __init__(self, stream: IO[str] | None = None, interval: float = 1.0) -> None:
+        self.stream = stream or sys.stdout
+        self.interval = interval
+
+    def start(self, board: Board) -> None:
+        self.board = board
+        self._started = time.monotonic()
+        self._shown_version = -1
+        self._last = 0.0
+        self._notes = 0
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if self.board.version != self._shown_version and now - self._last >= self.interval:
+            self._print(now)
+
+    def close(self) -> None:
+        self._print(time.monotonic())
+
+    def _print(self, now: float) -> None:
+        self._shown_version, self._last = self.board.version, now
+        progress, counts = self.board.snapshot()
+        lines = [header(now - self._started, counts, self.board.total)]
+        lines += progress_lines(self.board.tasks, self.board.years, progress)
+        lines += self.board.notes[self._notes :]
+        self._notes = len(self.board.notes)
+        self.stream.write("\n".join(lines) + "\n")
+        self.stream.flush()
+
+
+class RichView:
+    """A live, coloured board of the progress strings with an overall bar and ETA."""
+
+    def start(self, board: Board) -> None:
+        from rich.console import Console, Group
+        from rich.live import Live
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.board = board
+        self._bar = Progress(
+            TextColumn("{task.completed}/{task.total}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeRemainingColumn(),
+        )
+        self._bar_task = self._bar.add_task("cells", total=board.total)
+        self._group = Group
+        self._live = Live(self._render(), console=Console(), refresh_per_second=4, transient=False)
+        self._live.start()
+
+    def _render(self) -> Any:
+        from rich.text import Text
+
+        progress, counts = self.board.snapshot()
+        finished = counts["+"] + counts["F"] + counts["T"]
+        self._bar.update(self._bar_task, completed=finished)
+        text = Text()
+        for line in progress_lines(self.board.tasks, self.board.years, progress):
+            label, _, cells = line.rpartition(" ")
+            text.append(label + " ", style="bold")
+            for char in cells:
+                text.append(char, style=STATUS_STYLES.get(char, ""))
+            text.append("\n")
+        for note in self.board.notes[-5:]:
+            text.append(note + "\n", style="red")
+        return self._group(text, self._bar)
+
+    def tick(self) -> None:
+        self._live.update(self._render())
+
+    def close(self) -> None:
+        self._live.update(self._render())
+        self._live.stop()
+
+
+def make_view(mode: str, is_terminal: bool) -> View:
+    """Return the view for ``--progress`` (``auto``: rich on a terminal, else plain)."""
+    if mode == "auto":
+        mode = "rich" if is_terminal else "plain"
+    if mode == "rich":
+        return RichView()
+    if mode == "plain":
+        return PlainView()
+    return QuietView()
