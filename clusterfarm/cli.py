@@ -202,6 +202,12 @@ def run(
         click.echo(report_json(report))
     elif progress != "none":
         click.echo("\n".join(report_footer(report)))
+    if code == EXIT_INTERRUPTED:
+        click.echo(
+            f"Interrupted: state saved in {config.run.run_dir}; run the same command "
+            "again to resume",
+            err=True,
+        )
     return code
 
 

@@ -98,14 +98,24 @@ class Executor:
 
     # -- running a job ----------------------------------------------------------------------
 
+    def new_job(self) -> None:
+        """Forget earlier kills: a kill from now on is meant for the next job."""
+        with self._lock:
+            self._killed_reason = None
+
     def run(self, job: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """Run ``job`` in the child; return its outcome (never raises for task trouble)."""
+        """Run ``job`` in the child; return its outcome (never raises for task trouble).
+
+        Call :meth:`new_job` first; a kill between the two cancels the job before it starts.
+        """
         started = time.monotonic()
         if not self._ready.wait(max(timeout, 30.0)):
             return _outcome("failure", "crash", "task process did not start", started)
         with self._lock:
-            conn, child, self._killed_reason = self._conn, self._child, None
+            conn, child, reason = self._conn, self._child, self._killed_reason
         assert conn is not None and child is not None
+        if reason is not None:  # cancelled while the child was still starting
+            return _outcome("failure", reason, f"task {reason}", started)
         try:
             conn.send(job)
             remaining = timeout - (time.monotonic() - started)

@@ -56,7 +56,7 @@ class RunRequest:
 
 
 def resolve_task_params(settings: Settings, tasks: list[str]) -> dict[str, dict[str, object]]:
-    """Check the task names and their ``[tasks.<name>]`` tables; return resolved params."""
+    """Check the task names and every ``[tasks.<name>]`` table; return the params of ``tasks``."""
     load_task_modules(settings.tasks.modules)
     for name in settings.tasks.params:
         try:
@@ -66,10 +66,11 @@ def resolve_task_params(settings: Settings, tasks: list[str]) -> dict[str, dict[
                 f"{settings.source}: [tasks.{name}]: no task named {name!r} "
                 "is registered; check the name or tasks.modules"
             ) from None
-    return {
-        name: get_task(name).resolve_params(settings.tasks.params.get(name), f"{settings.source}: ")
-        for name in tasks
+    resolved = {
+        name: get_task(name).resolve_params(table, f"{settings.source}: ")
+        for name, table in settings.tasks.params.items()
     }
+    return {name: resolved.get(name) or get_task(name).resolve_params({}) for name in tasks}
 
 
 def execute(request: RunRequest, view: View) -> tuple[RunReport, int]:

@@ -86,6 +86,7 @@ class PyroWorker:
                 resolved = spec.resolve_params(params)
             except ClusterFarmError as exc:
                 return {**answer, **_refused(str(exc), "input")}
+            self._executor.new_job()
             self._current = {"task": task, "year": year, "member": member, "since": time.time()}
             job = {
                 "task": task,

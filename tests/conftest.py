@@ -1,0 +1,149 @@
+"""Shared fixtures: a real nameserver, real worker daemons, the CLI as a subprocess.
+
+Every process a fixture starts is stopped by pid at teardown.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from clusterfarm.nameserver import NameServer, list_workers, locate
+
+TESTS = Path(__file__).resolve().parent
+PLUGINS = TESTS / "plugins"
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment for clusterfarm subprocesses: test plugins importable."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PLUGINS), env.get("PYTHONPATH")]))
+    env.pop("CLUSTERFARM_SETTINGS", None)
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 120, **env: str) -> Result:
+    """Run ``clusterfarm ARGS`` as a subprocess and return its exit code and output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "clusterfarm", *args],
+        cwd=cwd,
+        env=cli_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
+def write_settings(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+PLUGIN_SETTINGS = '[tasks]\nmodules = ["cf_test_tasks"]\n'
+
+
+@pytest.fixture
+def nameserver() -> Iterator[NameServer]:
+    """A real Pyro5 nameserver on 127.0.0.1, on a free port."""
+    server = NameServer("127.0.0.1", 0)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_worker(
+    nameserver: NameServer, tmp_path: Path
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start real worker daemons (subprocesses) registered with ``nameserver``."""
+    processes: list[subprocess.Popen[bytes]] = []
+    settings = write_settings(tmp_path / "worker.toml", PLUGIN_SETTINGS)
+
+    def start(name: str, *extra: str) -> subprocess.Popen[bytes]:
+        log = open(tmp_path / f"{name}.log", "ab")
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "clusterfarm",
+                "--settings",
+                str(settings),
+                "worker",
+                "--host",
+                "127.0.0.1",
+                "--name",
+                name,
+                "--nameserver",
+                f"{nameserver.host}:{nameserver.port}",
+                *extra,
+            ],
+            env=cli_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+        processes.append(process)
+        ns = locate(nameserver.host, nameserver.port)
+        deadline = time.monotonic() + 20
+        while f"clusterfarm.worker.{name}" not in {w.name for w in list_workers(ns)}:
+            assert process.poll() is None, (tmp_path / f"{name}.log").read_text()
+            assert time.monotonic() < deadline, "worker did not register"
+            time.sleep(0.02)
+        return process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def descendants(pid: int) -> set[int]:
+    """All processes below ``pid`` (children, grandchildren...), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """True if ``pid`` is a running (not zombie) process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

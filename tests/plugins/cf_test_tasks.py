@@ -1,0 +1,46 @@
+"""Tasks that misbehave on purpose, for the tests (listed in [tasks] modules)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from clusterfarm import InputError, task
+from clusterfarm.tasks.registry import TaskContext
+
+
+@task("fail_always", version="1", writes_output=False)
+def fail_always(year: int, member: int, ctx: TaskContext) -> None:
+    raise RuntimeError(f"boom in {year} m{member}")
+
+
+@task("bad_input", version="1", writes_output=False)
+def bad_input(year: int, member: int, ctx: TaskContext) -> None:
+    raise InputError(f"{ctx.data_dir}/missing_{year}.nc: file not found")
+
+
+@task("crash", version="1", writes_output=False)
+def crash(year: int, member: int, ctx: TaskContext) -> None:
+    os._exit(3)
+
+
+@task("hang", version="1", writes_output=False)
+def hang(year: int, member: int, ctx: TaskContext) -> None:
+    time.sleep(3600)
+
+
+@task("flaky", version="1", params={"marker_dir": ""}, writes_output=False)
+def flaky(year: int, member: int, ctx: TaskContext) -> dict[str, int]:
+    """Fails on the first attempt of each cell, succeeds on the second."""
+    marker = os.path.join(ctx.params["marker_dir"], f"{year}-{member}")
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise RuntimeError("first attempt fails")
+    return {"attempt": 2}
+
+
+@task("write_file", version="1", writes_output=True)
+def write_file(year: int, member: int, ctx: TaskContext) -> dict[str, str]:
+    with ctx.atomic_output() as tmp:
+        tmp.write_text(f"{year} {member}\n")
+    return {"workdir_was": str(ctx.workdir)}

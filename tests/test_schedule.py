@@ -1,0 +1,101 @@
+"""The task schedule: statuses, next outstanding, retries, progress strings."""
+
+import pytest
+
+from clusterfarm import PyroTask, PyroTaskSchedule
+from clusterfarm.schedule import Status, Task, TaskSchedule
+
+
+def make(years=(2000, 2001), members=range(4), tasks=("vort_track",), retries=2):
+    return TaskSchedule(years, members, tasks, retries)
+
+
+def test_new_schedule_is_all_outstanding():
+    schedule = make()
+    assert schedule.get_progress(include_year=True) == "2000: ----\n2001: ----"
+    assert schedule.counts[Status.OUTSTANDING] == 8
+    assert not schedule.is_finished
+
+
+def test_next_outstanding_goes_in_year_and_member_order_and_never_repeats():
+    schedule = make()
+    seen = []
+    while (cell := schedule.get_next_outstanding()) is not None:
+        schedule.start(cell, "w", "h", 0.0)
+        seen.append((cell.year, cell.member))
+    assert seen == [(y, m) for y in (2000, 2001) for m in range(4)]
+    assert schedule.get_progress_for_year(2000) == "2000: WWWW"
+
+
+def test_next_outstanding_costs_the_same_however_many_cells_are_done():
+    # after most cells are complete, the next outstanding is found without a scan:
+    # the queue only ever holds cells that were outstanding when queued
+    schedule = make(years=range(1900, 2000), members=range(50))
+    for _ in range(4999):
+        cell = schedule.get_next_outstanding()
+        schedule.start(cell, "w", "h", 0.0)
+        schedule.complete(cell, None, None, 0.0, 0.0)
+    assert len(schedule._queue) == 1
+    assert schedule.get_next_outstanding().key == ("vort_track", 1999, 49)
+
+
+def test_progress_strings_show_every_status():
+    schedule = make(years=[2001], members=range(6), retries=0)
+    cells = [schedule.get_next_outstanding() for _ in range(5)]
+    for cell in cells:
+        schedule.start(cell, "w", "h", 0.0)
+    schedule.complete(cells[0], None, None, 1.0, 1.0)
+    schedule.fail(cells[1], Status.FAILURE, "boom", "task", 1.0)
+    schedule.fail(cells[2], Status.TIMEOUT, "slow", "timeout", 1.0)
+    assert schedule.get_progress_for_year(2001) == "2001: +FTWW-"
+    assert schedule.get_progress_for_year(2001, include_year=False) == "+FTWW-"
+    assert [c.member for c in schedule.failures()] == [1, 2]
+
+
+def test_failed_cell_is_retried_until_attempts_run_out():
+    schedule = make(years=[2000], members=[0], retries=2)
+    for attempt in (1, 2, 3):
+        cell = schedule.get_next_outstanding()
+        assert cell is not None, f"attempt {attempt} was not offered"
+        schedule.start(cell, f"w{attempt}", "h", 0.0)
+        requeued = schedule.fail(cell, Status.FAILURE, "boom", "task", 0.0)
+        assert requeued == (attempt < 3)
+    assert cell.status is Status.FAILURE and cell.attempts == 3
+    assert cell.tried_workers == ["w1", "w2", "w3"]
+    assert schedule.get_next_outstanding() is None and schedule.is_finished
+
+
+def test_input_errors_are_not_retried():
+    schedule = make(years=[2000], members=[0], retries=5)
+    cell = schedule.get_next_outstanding()
+    schedule.start(cell, "w", "h", 0.0)
+    assert not schedule.fail(cell, Status.FAILURE, "missing file", "input", 0.0)
+    assert cell.status is Status.FAILURE and cell.attempts == 1
+
+
+def test_requeue_of_a_cancelled_cell_does_not_count_an_attempt():
+    schedule = make(years=[2000], members=[0])
+    cell = schedule.get_next_outstanding()
+    schedule.start(cell, "w", "h", 0.0)
+    schedule.requeue(cell)
+    assert cell.status is Status.OUTSTANDING and cell.attempts == 0
+    assert schedule.get_next_outstanding() is cell
+
+
+def test_several_tasks_prefix_each_line_with_the_task_name():
+    schedule = make(years=[2000], members=range(3), tasks=("vort_track", "year_summary"))
+    assert schedule.get_progress_for_year(2000) == ("vort_track 2000: ---\nyear_summary 2000: ---")
+
+
+def test_print_years_prints_the_progress(capsys):
+    make(years=[2000, 2001, 2002], members=range(2)).print_years([2001, 2002])
+    assert capsys.readouterr().out == "2001: --\n2002: --\n"
+
+
+def test_stormtracks_names_are_aliases():
+    assert PyroTask is Task and PyroTaskSchedule is TaskSchedule
+
+
+def test_empty_schedule_is_refused():
+    with pytest.raises(ValueError):
+        TaskSchedule([], [0])

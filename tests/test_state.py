@@ -1,0 +1,150 @@
+"""The run state database: resume rules, the writer, the report."""
+
+import threading
+
+from clusterfarm.schedule import Status, TaskSchedule
+from clusterfarm.state import Ledger, RunState, StateWriter, cell_row, connect, read_report
+
+LEDGER = Ledger({"noop": "1"}, {"noop": "abc"})
+
+
+def fresh(tmp_path, members=range(3)):
+    return TaskSchedule([2000], members, ["noop"], retries=1), RunState(tmp_path)
+
+
+def finish_all(schedule, state, ledger=LEDGER, output=None):
+    rows = []
+    while (cell := schedule.get_next_outstanding()) is not None:
+        schedule.start(cell, "w", "h", 1.0)
+        schedule.complete(cell, output, {"n": cell.member}, 0.5, 2.0)
+        rows.append(cell_row(cell, ledger))
+    writer = StateWriter(state.db, lambda rows: None)
+    for row in rows:
+        writer.put(row)
+    writer.close()
+
+
+def test_complete_cells_are_skipped_on_resume(tmp_path):
+    schedule, state = fresh(tmp_path)
+    assert state.load(schedule, LEDGER, lambda p: True) == 0
+    finish_all(schedule, state)
+    again = TaskSchedule([2000], range(3), ["noop"])
+    assert RunState(tmp_path).load(again, LEDGER, lambda p: True) == 3
+    assert again.get_progress_for_year(2000) == "2000: +++"
+    assert again.cell("noop", 2000, 1).summary == {"n": 1}
+
+
+def test_changed_version_or_params_recomputes(tmp_path):
+    schedule, state = fresh(tmp_path)
+    state.load(schedule, LEDGER, lambda p: True)
+    finish_all(schedule, state)
+    for ledger in (Ledger({"noop": "2"}, {"noop": "abc"}), Ledger({"noop": "1"}, {"noop": "x"})):
+        again = TaskSchedule([2000], range(3), ["noop"])
+        assert RunState(tmp_path).load(again, ledger, lambda p: True) == 0
+        assert again.get_progress_for_year(2000) == "2000: ---"
+
+
+def test_missing_output_recomputes(tmp_path):
+    schedule, state = fresh(tmp_path)
+    state.load(schedule, LEDGER, lambda p: True)
+    finish_all(schedule, state, output="/results/x.nc")
+    again = TaskSchedule([2000], range(3), ["noop"])
+    assert RunState(tmp_path).load(again, LEDGER, lambda path: False) == 0
+
+
+def test_stale_working_and_failed_cells_become_outstanding_with_fresh_attempts(tmp_path):
+    schedule, state = fresh(tmp_path, members=range(2))
+    state.load(schedule, LEDGER, lambda p: True)
+    working, failed = schedule.get_next_outstanding(), schedule.get_next_outstanding()
+    schedule.start(working, "w", "h", 1.0)
+    schedule.start(failed, "w", "h", 1.0)
+    schedule.fail(failed, Status.FAILURE, "boom", "input", 2.0)
+    writer = StateWriter(state.db, lambda rows: None)
+    writer.put(cell_row(working, LEDGER))
+    writer.put(cell_row(failed, LEDGER))
+    writer.close()
+    assert state.db.execute("SELECT group_concat(status, '') FROM cells").fetchone()[0] == "WF"
+    again = TaskSchedule([2000], range(2), ["noop"])
+    RunState(tmp_path).load(again, LEDGER, lambda p: True)
+    rows = state.db.execute("SELECT status, attempts FROM cells ORDER BY member").fetchall()
+    assert rows == [("-", 0), ("-", 0)]
+
+
+def test_writer_hands_on_only_what_it_committed(tmp_path):
+    schedule, state = fresh(tmp_path)
+    state.load(schedule, LEDGER, lambda p: True)
+    seen_in_db = []
+
+    def on_commit(rows):
+        # by the time we hear of a change, another connection can read it
+        reader = connect(tmp_path, create=False)
+        for row in rows:
+            stored = reader.execute(
+                "SELECT status FROM cells WHERE task=? AND year=? AND member=?", row[-3:]
+            ).fetchone()[0]
+            seen_in_db.append(stored == row[0])
+        reader.close()
+
+    writer = StateWriter(state.db, on_commit)
+    cell = schedule.get_next_outstanding()
+    schedule.start(cell, "w", "h", 1.0)
+    writer.put(cell_row(cell, LEDGER))
+    writer.close()
+    assert seen_in_db == [True]
+
+
+def test_writer_keeps_up_with_many_threads(tmp_path):
+    schedule, state = fresh(tmp_path, members=range(2000))
+    state.load(schedule, LEDGER, lambda p: True)
+    committed = []
+    writer = StateWriter(state.db, committed.extend)
+    lock = threading.Lock()
+
+    def work():
+        while True:
+            with lock:
+                cell = schedule.get_next_outstanding()
+                if cell is None:
+                    return
+                schedule.start(cell, "w", "h", 1.0)
+                writer.put(cell_row(cell, LEDGER))
+                schedule.complete(cell, None, None, 0.0, 1.0)
+                writer.put(cell_row(cell, LEDGER))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    writer.close()
+    count = state.db.execute("SELECT count(*) FROM cells WHERE status='+'").fetchone()[0]
+    assert count == 2000
+    assert {row[0] for row in committed[-10:]} == {"+"}
+
+
+def test_report_reads_the_latest_invocation(tmp_path):
+    schedule, state = fresh(tmp_path, members=range(3))
+    schedule.retries = 0
+    state.load(schedule, LEDGER, lambda p: True)
+    invocation = state.begin_invocation(["noop"], "2000", "0-2")
+    cell = schedule.get_next_outstanding()
+    schedule.start(cell, "w", "h", 1.0)
+    schedule.fail(cell, Status.TIMEOUT, "too slow", "timeout", 2.0)
+    writer = StateWriter(state.db, lambda rows: None)
+    writer.put(cell_row(cell, LEDGER))
+    writer.close()
+    state.end_invocation(invocation, ran=1, skipped=0, state="finished", exit_code=1)
+    report = read_report(state.db)
+    assert report.to_json()["progress"] == {"noop": {"2000": "T--"}}
+    assert report.failures == [
+        {
+            "task": "noop",
+            "year": 2000,
+            "member": 0,
+            "status": "T",
+            "attempts": 1,
+            "error_kind": "timeout",
+            "error": "too slow",
+        }
+    ]
+    assert report.to_json()["outstanding"] == 2

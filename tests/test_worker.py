@@ -1,0 +1,144 @@
+"""The worker daemon, driven the way any Pyro5 client would."""
+
+import os
+import signal
+import time
+
+import Pyro5.api
+import pytest
+
+from tests.conftest import alive
+
+
+@pytest.fixture
+def worker_proxy(nameserver, start_worker):
+    """A plain Pyro5 proxy of a real worker, found through the nameserver."""
+    start_worker("test.0")
+    # written as a user would, without clusterfarm code
+    ns = Pyro5.api.locate_ns(host=nameserver.host, port=nameserver.port)
+    uri = ns.lookup("clusterfarm.worker.test.0")
+    with Pyro5.api.Proxy(uri) as proxy:
+        proxy._pyroTimeout = 30
+        yield proxy
+
+
+def test_plain_pyro_client_finds_worker_and_runs_noop(worker_proxy):
+    answer = worker_proxy.do_work(2000, 0, "noop")
+    assert answer["status"] == "complete"
+    assert (answer["year"], answer["member"], answer["task"]) == (2000, 0, "noop")
+    assert answer["worker"] == "clusterfarm.worker.test.0"
+    for key in ("host", "elapsed", "output", "summary"):
+        assert key in answer
+
+
+def test_unknown_task_is_refused_and_daemon_keeps_serving(worker_proxy):
+    answer = worker_proxy.do_work(2000, 0, "no_such_task")
+    assert answer["status"] == "failure" and answer["error_kind"] == "input"
+    assert "unknown task 'no_such_task'" in answer["error"]
+    assert worker_proxy.do_work(2000, 1, "noop")["status"] == "complete"
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        ((2000, "x", "noop"), "member must be"),
+        ((-1, 0, "noop"), "year must be"),
+        ((2000, 0, 5), "task must be"),
+        ((2000, 0, "sleep", {"secs": 1}), "unknown parameter"),
+    ],
+)
+def test_malformed_calls_are_refused(worker_proxy, args, complaint):
+    answer = worker_proxy.do_work(*args)
+    assert answer["status"] == "failure" and complaint in answer["error"]
+
+
+def test_failing_task_reports_error_and_daemon_keeps_serving(worker_proxy):
+    answer = worker_proxy.do_work(2001, 3, "fail_always")
+    assert answer["status"] == "failure" and answer["error_kind"] == "task"
+    assert answer["error"] == "RuntimeError: boom in 2001 m3"
+    assert worker_proxy.do_work(2000, 0, "noop")["status"] == "complete"
+
+
+def test_input_error_has_kind_input(worker_proxy):
+    answer = worker_proxy.do_work(2001, 3, "bad_input")
+    assert answer["error_kind"] == "input" and "missing_2001.nc" in answer["error"]
+
+
+def test_crashing_task_process_is_replaced(worker_proxy):
+    before = worker_proxy.info()["task_pid"]
+    answer = worker_proxy.do_work(2000, 0, "crash")
+    assert answer["status"] == "failure" and answer["error_kind"] == "crash"
+    assert "exit code 3" in answer["error"]
+    assert worker_proxy.do_work(2000, 0, "noop")["status"] == "complete"
+    assert worker_proxy.info()["task_pid"] not in (None, before)
+
+
+def test_timeout_kills_the_task_not_the_daemon(worker_proxy):
+    worker_proxy.configure({"timeout": 0.5})
+    started = time.monotonic()
+    answer = worker_proxy.do_work(2000, 0, "hang")
+    assert answer["status"] == "timeout" and answer["error_kind"] == "timeout"
+    assert time.monotonic() - started < 5
+    worker_proxy.configure({"timeout": 30})
+    assert worker_proxy.do_work(2000, 1, "noop")["status"] == "complete"
+
+
+def test_cancel_stops_the_running_task(worker_proxy, nameserver):
+    import threading
+
+    uri = worker_proxy._pyroUri
+    answers = []
+
+    def call():
+        try:
+            answers.append(_call(uri, "hang"))
+        except BaseException as e:
+            answers.append(repr(e))
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while worker_proxy.info()["state"] != "busy":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    busy = worker_proxy.do_work(2000, 1, "noop")
+    assert busy["error_kind"] == "busy"
+    assert worker_proxy.cancel() is True
+    thread.join(10)
+    assert answers and answers[0]["error_kind"] == "cancelled", answers
+    assert worker_proxy.info()["state"] == "idle"
+
+
+def _call(uri, task):
+    with Pyro5.api.Proxy(uri) as proxy:
+        return proxy.do_work(2000, 0, task)
+
+
+def test_task_process_dies_with_a_killed_daemon(start_worker, nameserver):
+    process = start_worker("test.1")
+    with Pyro5.api.Proxy(
+        f"PYRONAME:clusterfarm.worker.test.1@{nameserver.host}:{nameserver.port}"
+    ) as proxy:
+        deadline = time.monotonic() + 10
+        while proxy.info()["task_pid"] is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        task_pid = proxy.info()["task_pid"]
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 10
+    while alive(task_pid):
+        assert time.monotonic() < deadline, "task process outlived its daemon"
+        time.sleep(0.05)
+
+
+def test_sigterm_unregisters_the_worker(start_worker, nameserver):
+    process = start_worker("test.2")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(10) == 0
+    ns = Pyro5.api.locate_ns(host=nameserver.host, port=nameserver.port)
+    assert "clusterfarm.worker.test.2" not in ns.list(prefix="clusterfarm.worker.")
+
+
+def test_daemon_listens_on_the_address_given(worker_proxy):
+    assert worker_proxy._pyroUri.host == "127.0.0.1"
