@@ -104,40 +104,69 @@ class Executor:
             self._killed_reason = None
 
     def run(self, job: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """Run ``job`` in the child; return its outcome (never raises for task trouble).
+        """Run one job; see :meth:`run_batch`."""
+        return self.run_batch([job], timeout)[0]
 
-        Call :meth:`new_job` first; a kill between the two cancels the job before it starts.
+    def run_batch(self, jobs: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
+        """Run ``jobs`` one after another in the child; return one outcome per job.
+
+        The child answers each job as it finishes, so ``timeout`` holds for every job on its
+        own. When a job times out, crashes or is cancelled, the jobs after it are answered
+        ``not_started``. Call :meth:`new_job` first; a kill between the two cancels the batch
+        before it starts. Never raises for task trouble.
         """
         started = time.monotonic()
         if not self._ready.wait(max(timeout, 30.0)):
-            return _outcome("failure", "crash", "task process did not start", started)
+            return _unfinished(
+                jobs, _outcome("failure", "crash", "task process did not start", started)
+            )
         with self._lock:
             conn, child, reason = self._conn, self._child, self._killed_reason
         assert conn is not None and child is not None
         if reason is not None:  # cancelled while the child was still starting
-            return _outcome("failure", reason, f"task {reason}", started)
+            return _unfinished(jobs, _outcome("failure", reason, f"task {reason}", started))
+        outcomes: list[dict[str, Any]] = []
         try:
-            conn.send(job)
-            remaining = timeout - (time.monotonic() - started)
-            if conn.poll(max(remaining, 0.0)):
-                outcome: dict[str, Any] = conn.recv()
-                return outcome
+            conn.send(jobs)
+            for _ in jobs:
+                if not conn.poll(timeout):
+                    self.kill("timeout")
+                    break
+                outcomes.append(conn.recv())
+            else:
+                return outcomes
         except (EOFError, OSError):
             pass  # the child died: killed by us, or crashed
-        else:
-            self.kill("timeout")
+        return outcomes + _unfinished(jobs[len(outcomes) :], self._replace_child(child, timeout))
+
+    def _replace_child(self, child: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
+        """Start a fresh child after ``child`` died; describe why the running job ended."""
+        started = time.monotonic()
         reason = self._killed_reason
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(5)
-        code = child.returncode
         self._spawn_in_background()
         if reason == "timeout":
-            return _outcome(
-                "timeout", "timeout", f"task exceeded its time limit of {timeout:g} s", started
-            )
+            message = f"task exceeded its time limit of {timeout:g} s"
+            return _outcome("timeout", "timeout", message, started - timeout)
         if reason is not None:
             return _outcome("failure", reason, f"task {reason}", started)
-        return _outcome("failure", "crash", f"task process died (exit code {code})", started)
+        message = f"task process died (exit code {child.returncode})"
+        return _outcome("failure", "crash", message, started)
+
+
+def _unfinished(jobs: list[dict[str, Any]], first: dict[str, Any]) -> list[dict[str, Any]]:
+    """The outcomes of jobs that did not finish: ``first`` for the one that was running."""
+    if not jobs:
+        return []
+    rest = _outcome(
+        "failure",
+        "not_started",
+        "not started: an earlier task in its batch ended the task process",
+        time.monotonic(),
+    )
+    rest["elapsed"] = 0.0
+    return [first] + [dict(rest) for _ in jobs[1:]]
 
 
 def _outcome(status: str, kind: str, error: str, started: float) -> dict[str, Any]:
@@ -233,10 +262,11 @@ def main(argv: list[str]) -> None:
     conn.send("ready")
     while True:
         try:
-            job = conn.recv()
+            jobs = conn.recv()
         except (EOFError, OSError):
             return
-        conn.send(run_job(job))
+        for job in jobs:
+            conn.send(run_job(job))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,13 @@ from clusterfarm.transport import CALL_TIMEOUT, configure_pyro
 LOG = logging.getLogger("clusterfarm.manager")
 
 # answers that say nothing about the task itself: run the cell again, attempt not counted
-_NOT_AN_ATTEMPT = frozenset({"busy", "cancelled"})
+_NOT_AN_ATTEMPT = frozenset({"busy", "cancelled", "not_started"})
+
+# Short tasks go out in batches so that a round trip is not paid per task: a batch holds
+# about BATCH_SECONDS of task time (by the tasks' measured mean), at most MAX_BATCH cells,
+# and never more than its share of what is left, so the last cells still spread out.
+BATCH_SECONDS = 0.02
+MAX_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,7 @@ class Manager:
         self._busy: dict[str, WorkerEntry] = {}
         self._lost: list[str] = []
         self._active = 0
+        self._mean_elapsed: dict[str, float] = {}
         self._all_left = threading.Event()
         self._writer = StateWriter(writer_db, self._committed)
 
@@ -194,22 +201,31 @@ class Manager:
         proxy._pyroTimeout = self.config.guard
         self.on_event(WorkerJoined(entry.name, entry.host))
         params = self.config.params
+        guard = self.config.guard
         with proxy:
-            while (cell := self._claim(entry)) is not None:
+            while cells := self._claim(entry):
+                task = cells[0].task
+                proxy._pyroTimeout = guard + self.config.timeout * (len(cells) - 1)
                 try:
-                    answer = proxy.do_work(cell.year, cell.member, cell.task, params[cell.task])
+                    if len(cells) == 1:
+                        cell = cells[0]
+                        answers = [proxy.do_work(cell.year, cell.member, task, params[task])]
+                    else:
+                        answers = proxy.do_batch(
+                            task, params[task], [[c.year, c.member] for c in cells]
+                        )
                 except Pyro5.errors.TimeoutError:
-                    answer = {
+                    _cancel(entry)
+                    timed_out = {
                         "status": "timeout",
                         "error_kind": "timeout",
-                        "error": f"no answer from {entry.name} within {self.config.guard:g} s",
-                        "elapsed": self.config.guard,
+                        "error": f"no answer from {entry.name} within {proxy._pyroTimeout:g} s",
                     }
-                    _cancel(entry)
+                    answers = [timed_out] * len(cells)
                 except Pyro5.errors.CommunicationError as exc:
-                    self._lose(entry, cell, str(exc))
+                    self._lose(entry, cells, str(exc))
                     return
-                self._finish(entry, cell, answer)
+                self._finish(entry, cells, answers)
 
     def _run_settings(self) -> dict[str, Any]:
         config = self.config
@@ -220,66 +236,86 @@ class Manager:
             "scratch_dir": config.scratch_dir,
         }
 
-    def _claim(self, entry: WorkerEntry) -> Task | None:
+    def _claim(self, entry: WorkerEntry) -> list[Task]:
+        """Take the next cells for ``entry`` (a batch when tasks are short); [] when done."""
         schedule = self.schedule
         with self._cond:
             while not self._stopping:
                 cell = schedule.get_next_outstanding()
                 if cell is not None:
-                    schedule.start(cell, entry.name, entry.host, time.time())
-                    self._ran.add(cell.key)
+                    cells = [cell]
+                    size = self._batch_size(cell.task)
+                    while len(cells) < size and (more := schedule.get_next_outstanding(cell.task)):
+                        cells.append(more)
+                    now = time.time()
+                    for cell in cells:
+                        schedule.start(cell, entry.name, entry.host, now)
+                        self._ran.add(cell.key)
+                        self._writer.put(cell_row(cell, self.ledger))
                     self._busy[entry.name] = entry
-                    self._writer.put(cell_row(cell, self.ledger))
-                    return cell
+                    return cells
                 if schedule.counts[Status.WORKING] == 0:
-                    return None  # nothing outstanding and nothing that could come back
+                    return []  # nothing outstanding and nothing that could come back
                 self._waiting += 1
                 self._cond.wait()
                 self._waiting -= 1
-            return None
+            return []
 
-    def _finish(self, entry: WorkerEntry, cell: Task, answer: dict[str, Any]) -> None:
+    def _batch_size(self, task: str) -> int:
+        mean = self._mean_elapsed.get(task)
+        if mean is None:
+            return 1  # no measurement yet: one at a time
+        share = self.schedule.counts[Status.OUTSTANDING] // (2 * max(1, self._active))
+        return max(1, min(MAX_BATCH, share, int(BATCH_SECONDS / max(mean, 1e-6))))
+
+    def _finish(self, entry: WorkerEntry, cells: list[Task], answers: list[dict[str, Any]]) -> None:
         now = time.time()
-        status, kind = answer.get("status"), answer.get("error_kind")
+        schedule = self.schedule
         with self._cond:
             self._busy.pop(entry.name, None)
-            if status == "complete":
-                self.schedule.complete(
-                    cell,
-                    answer.get("output"),
-                    answer.get("summary"),
-                    float(answer.get("elapsed") or 0.0),
-                    now,
-                )
-            elif kind in _NOT_AN_ATTEMPT:
-                self.schedule.requeue(cell)
-            else:
-                final = Status.TIMEOUT if status == "timeout" else Status.FAILURE
-                self.schedule.fail(
-                    cell,
-                    final,
-                    str(answer.get("error") or "unknown error"),
-                    str(kind or "task"),
-                    now,
-                    answer.get("elapsed"),
-                )
-            self._writer.put(cell_row(cell, self.ledger))
+            for cell, answer in zip(cells, answers, strict=True):
+                status, kind = answer.get("status"), answer.get("error_kind")
+                elapsed = float(answer.get("elapsed") or 0.0)
+                if status == "complete":
+                    schedule.complete(
+                        cell, answer.get("output"), answer.get("summary"), elapsed, now
+                    )
+                    mean = self._mean_elapsed.get(cell.task, elapsed)
+                    self._mean_elapsed[cell.task] = 0.8 * mean + 0.2 * elapsed
+                elif kind in _NOT_AN_ATTEMPT:
+                    schedule.requeue(cell)
+                else:
+                    final = Status.TIMEOUT if status == "timeout" else Status.FAILURE
+                    schedule.fail(
+                        cell,
+                        final,
+                        str(answer.get("error") or "unknown error"),
+                        str(kind or "task"),
+                        now,
+                        elapsed,
+                    )
+                self._writer.put(cell_row(cell, self.ledger))
             if self._waiting:
                 self._cond.notify_all()
 
-    def _lose(self, entry: WorkerEntry, cell: Task, reason: str) -> None:
-        LOG.warning("worker %s lost while running %s: %s", entry.name, cell, reason)
+    def _lose(self, entry: WorkerEntry, cells: list[Task], reason: str) -> None:
+        LOG.warning("worker %s lost while running %s: %s", entry.name, cells[0], reason)
         with self._cond:
             self._busy.pop(entry.name, None)
-            if self._stopping:
-                self.schedule.requeue(cell)
-            else:
-                # losing the worker counts as an attempt: a task that kills every worker
-                # it touches ends as F instead of looping
-                self.schedule.fail(
-                    cell, Status.FAILURE, f"worker {entry.name} lost: {reason}", "lost", time.time()
-                )
-            self._writer.put(cell_row(cell, self.ledger))
+            for cell in cells:
+                if self._stopping or cell is not cells[0]:
+                    self.schedule.requeue(cell)  # never started, or we are stopping anyway
+                else:
+                    # losing the worker counts as an attempt: a task that kills every worker
+                    # it touches ends as F instead of looping
+                    self.schedule.fail(
+                        cell,
+                        Status.FAILURE,
+                        f"worker {entry.name} lost: {reason}",
+                        "lost",
+                        time.time(),
+                    )
+                self._writer.put(cell_row(cell, self.ledger))
             self._cond.notify_all()
         self._leave(entry, reason)
 

@@ -109,13 +109,20 @@ class TaskSchedule:
         self.counts[status] += 1
         cell.status = status
 
-    def get_next_outstanding(self) -> Task | None:
-        """Return the next outstanding cell (still ``-``), or None if there is none now."""
+    def get_next_outstanding(self, task: str | None = None) -> Task | None:
+        """Return the next outstanding cell (still ``-``), or None if there is none now.
+
+        With ``task``, return None instead of a cell of another task (to build batches).
+        """
         queue = self._queue
         while queue:
-            cell = queue.popleft()
-            if cell.status is Status.OUTSTANDING:
-                return cell
+            cell = queue[0]
+            if cell.status is not Status.OUTSTANDING:
+                queue.popleft()  # finished or started since it was queued
+                continue
+            if task is not None and cell.task != task:
+                return None
+            return queue.popleft()
         return None
 
     def mark_complete_from_earlier(self, cell: Task) -> None:

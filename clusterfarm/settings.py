@@ -62,6 +62,7 @@ class WorkerSettings:
     python: str
     setup: str
     workdir: str
+    orphan_after: float
 
 
 @dataclass(frozen=True)
@@ -325,6 +326,7 @@ def _check_values(settings: Settings) -> None:
     require(bool(settings.nameserver.host), "nameserver.host", "must not be empty")
     check_run(settings.run, lambda key: f"{source}: run.{key}")
     require(settings.workers.per_host >= 1, "workers.per_host", "must be at least 1")
+    require(settings.workers.orphan_after >= 0, "workers.orphan_after", "must not be negative")
     level = settings.logging.level.upper()
     require(level in LOG_LEVELS, "logging.level", f"must be one of {', '.join(LOG_LEVELS)}")
     require(settings.logging.format in ("text", "json"), "logging.format", "must be text or json")

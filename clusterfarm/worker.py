@@ -40,7 +40,7 @@ class PyroWorker:
         self.name = name
         self.host = host
         self._executor = executor
-        self._run = dict(run)
+        self._run_settings = dict(run)
         self._busy = threading.Lock()
         self._current: dict[str, Any] | None = None
         self._done = 0
@@ -52,7 +52,7 @@ class PyroWorker:
         unknown = set(run) - set(RUN_KEYS)
         if unknown:
             return {"ok": False, "error": f"unknown run settings {sorted(unknown)}"}
-        self._run.update(run)
+        self._run_settings.update(run)
         return {"ok": True, "worker": self.name, "version": __version__}
 
     @expose
@@ -60,46 +60,68 @@ class PyroWorker:
         self, year: int, member: int, task: str, params: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         """Run ``task`` for ``year`` and ``member``; answer how it went (never raises)."""
-        answer: dict[str, Any] = {
+        answer = {
             "year": year,
             "member": member,
             "task": task,
             "worker": self.name,
             "host": self.host,
         }
-        problem = _check_call(year, member, task, params)
+        return {**answer, **self._run(task, params, [[year, member]])[0]}
+
+    @expose
+    def do_batch(
+        self, task: str, params: dict[str, Any] | None, cells: list[list[int]]
+    ) -> list[dict[str, Any]]:
+        """Run ``task`` for several ``[year, member]`` cells, one after another.
+
+        The manager batches cells of short tasks to save a round trip per task; each cell
+        still has its own time limit. Answers one outcome per cell, in order.
+        """
+        if not isinstance(cells, list) or not cells:
+            return [_refused("cells must be a non-empty list of [year, member]", "input")]
+        return self._run(task, params, cells)
+
+    def _run(self, task: str, params: Any, cells: list[Any]) -> list[dict[str, Any]]:
+        problem = _check_call(task, params, cells)
         if problem is not None:
-            return {**answer, **_refused(problem, "input")}
+            return [_refused(problem, "input")] * len(cells)
         if not self._busy.acquire(blocking=False):
             current = self._current or {}
-            return {
-                **answer,
-                **_refused(
-                    f"{self.name} is busy with {current.get('task')} "
-                    f"{current.get('year')} m{current.get('member')}",
-                    "busy",
-                ),
-            }
+            message = (
+                f"{self.name} is busy with {current.get('task')} {current.get('year')} "
+                f"m{current.get('member')}"
+            )
+            return [_refused(message, "busy")] * len(cells)
         try:
             try:
-                spec = get_task(task)
-                resolved = spec.resolve_params(params)
+                resolved = get_task(task).resolve_params(params)
             except ClusterFarmError as exc:
-                return {**answer, **_refused(str(exc), "input")}
+                return [_refused(str(exc), "input")] * len(cells)
+            run = self._run_settings
+            jobs = [
+                {
+                    "task": task,
+                    "year": year,
+                    "member": member,
+                    "params": resolved,
+                    "data_dir": run["data_dir"],
+                    "results_dir": run["results_dir"],
+                    "scratch_dir": run.get("scratch_dir"),
+                }
+                for year, member in cells
+            ]
             self._executor.new_job()
-            self._current = {"task": task, "year": year, "member": member, "since": time.time()}
-            job = {
+            self._current = {
                 "task": task,
-                "year": year,
-                "member": member,
-                "params": resolved,
-                "data_dir": self._run["data_dir"],
-                "results_dir": self._run["results_dir"],
-                "scratch_dir": self._run.get("scratch_dir"),
+                "year": cells[0][0],
+                "member": cells[0][1],
+                "cells": len(cells),
+                "since": time.time(),
             }
-            outcome = self._executor.run(job, float(self._run["timeout"]))
-            self._done += 1
-            return {**answer, **outcome}
+            outcomes = self._executor.run_batch(jobs, float(run["timeout"]))
+            self._done += len(cells)
+            return outcomes
         finally:
             self._current = None
             self._busy.release()
@@ -134,10 +156,13 @@ class PyroWorker:
         return True
 
 
-def _check_call(year: Any, member: Any, task: Any, params: Any) -> str | None:
-    for label, value in (("year", year), ("member", member)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            return f"{label} must be a non-negative integer, not {value!r}"
+def _check_call(task: Any, params: Any, cells: list[Any]) -> str | None:
+    for cell in cells:
+        if not isinstance(cell, list | tuple) or len(cell) != 2:
+            return f"a cell must be [year, member], not {cell!r}"
+        for label, value in zip(("year", "member"), cell, strict=True):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                return f"{label} must be a non-negative integer, not {value!r}"
     if not isinstance(task, str):
         return f"task must be a task name, not {task!r}"
     if params is not None and not isinstance(params, dict):
@@ -164,8 +189,12 @@ def serve(
     ns_port: int,
     die_with_stdin: bool = False,
     ready: threading.Event | None = None,
+    orphan_after: float = 0.0,
 ) -> None:
-    """Run a worker daemon until SIGTERM (or end of stdin with ``die_with_stdin``)."""
+    """Run a worker daemon until SIGTERM (or end of stdin with ``die_with_stdin``).
+
+    With ``orphan_after`` > 0 it also stops once the nameserver has been unreachable that long.
+    """
     configure_pyro()
     load_task_modules(settings.tasks.modules)
     ns = locate(ns_host, ns_port)
@@ -196,6 +225,9 @@ def serve(
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # the manager decides when we stop
     if die_with_stdin:
         threading.Thread(target=_wait_for_eof, args=(stop,), daemon=True).start()
+    if orphan_after > 0:
+        watch = (ns_host, ns_port, full_name, daemon.uriFor(full_name), orphan_after, stop)
+        threading.Thread(target=_watch_nameserver, args=watch, daemon=True).start()
     if ready is not None:
         ready.set()
     try:
@@ -221,9 +253,8 @@ def _register(
         full_name = candidate if candidate.startswith(WORKER_PREFIX) else WORKER_PREFIX + candidate
         worker = PyroWorker(full_name, host_label, executor, run)
         uri = daemon.register(worker, objectId=full_name)
-        metadata = {"clusterfarm.worker", f"host={host_label}", f"pid={os.getpid()}"}
         try:
-            ns.register(full_name, uri, safe=True, metadata=metadata)
+            ns.register(full_name, uri, safe=True, metadata=_metadata(host_label))
             return full_name
         except Pyro5.errors.NamingError:
             daemon.unregister(full_name)
@@ -233,6 +264,43 @@ def _register(
     raise WorkerError(
         f"worker name {name or host_label + '.<n>'} is taken by a live worker; give another --name"
     )
+
+
+def _metadata(host_label: str) -> set[str]:
+    return {"clusterfarm.worker", f"host={host_label}", f"pid={os.getpid()}"}
+
+
+def _watch_nameserver(
+    ns_host: str, ns_port: int, full_name: str, uri: Any, orphan_after: float, stop: Any
+) -> None:
+    """Stop the worker once the nameserver has been gone ``orphan_after`` s (no orphans).
+
+    A nameserver that answers but has forgotten this worker (it was restarted) gets it
+    registered again. Runs in its own thread every few seconds: no cost per task.
+    """
+    interval = min(5.0, max(0.2, orphan_after / 5))
+    last_seen = time.monotonic()
+    while True:
+        time.sleep(interval)
+        try:
+            ns = locate(ns_host, ns_port, timeout=min(3.0, interval))
+            with ns:
+                try:
+                    registered = str(ns.lookup(full_name))
+                except Pyro5.errors.NamingError:
+                    host_label = full_name.removeprefix(WORKER_PREFIX).rsplit(".", 1)[0]
+                    ns.register(full_name, uri, safe=True, metadata=_metadata(host_label))
+                    LOG.warning("the nameserver had forgotten %s: registered again", full_name)
+                    registered = str(uri)
+        except (NameServerError, Pyro5.errors.PyroError) as exc:
+            if time.monotonic() - last_seen < orphan_after:
+                continue
+            LOG.warning("no nameserver for %.0f s (%s): stopping, an orphan", orphan_after, exc)
+            return stop()
+        if registered != str(uri):
+            LOG.warning("another worker took the name %s (%s): stopping", full_name, registered)
+            return stop()
+        last_seen = time.monotonic()
 
 
 def _is_dead(uri: Any) -> bool:

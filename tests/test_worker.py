@@ -142,3 +142,23 @@ def test_sigterm_unregisters_the_worker(start_worker, nameserver):
 
 def test_daemon_listens_on_the_address_given(worker_proxy):
     assert worker_proxy._pyroUri.host == "127.0.0.1"
+
+
+def test_batch_answers_one_outcome_per_cell_in_order(worker_proxy):
+    answers = worker_proxy.do_batch("sleep", {"seconds": 0.01}, [[2000, 0], [2000, 1], [2001, 5]])
+    assert [a["status"] for a in answers] == ["complete"] * 3
+    assert all(a["summary"] == {"slept": 0.01} for a in answers)
+    assert worker_proxy.info()["done"] == 3
+
+
+def test_batch_time_limit_holds_per_cell_and_later_cells_are_not_started(worker_proxy):
+    worker_proxy.configure({"timeout": 0.5})
+    answers = worker_proxy.do_batch("hang", None, [[2000, 0], [2000, 1], [2000, 2]])
+    assert [a["error_kind"] for a in answers] == ["timeout", "not_started", "not_started"]
+    assert worker_proxy.do_batch("noop", None, [[2000, 0]])[0]["status"] == "complete"
+
+
+@pytest.mark.parametrize("cells", [[], [[2000]], [[2000, -1]], "2000,0"])
+def test_malformed_batches_are_refused(worker_proxy, cells):
+    answers = worker_proxy.do_batch("noop", None, cells)
+    assert answers and all(a["status"] == "failure" for a in answers)

@@ -23,9 +23,14 @@ def sleep(year: int, member: int, ctx: TaskContext) -> dict[str, Any]:
 @task("burn", version="1", params={"seconds": 0.05}, writes_output=False)
 def burn(year: int, member: int, ctx: TaskContext) -> dict[str, Any]:
     """Keep one CPU busy for ``params.seconds`` of process time (a stand-in for compute)."""
-    deadline = time.process_time() + ctx.params["seconds"]
+    return {"loops": burn_cpu(ctx.params["seconds"])}
+
+
+def burn_cpu(seconds: float) -> int:
+    """Spin for ``seconds`` of this process's CPU time; return the loops done."""
+    deadline = time.process_time() + seconds
     loops = 0
     while time.process_time() < deadline:
         for _ in range(1000):
             loops += 1
-    return {"loops": loops}
+    return loops
