@@ -36,6 +36,7 @@ class TaskSpec:
     fn: TaskFunction
     defaults: Mapping[str, Any] = field(default_factory=dict)
     writes_output: bool = True
+    check: Callable[[dict[str, Any]], None] | None = None
 
     def resolve_params(self, given: Mapping[str, Any] | None, where: str = "") -> dict[str, Any]:
         """Merge ``given`` over the defaults; unknown names and wrong types are errors."""
@@ -46,6 +47,8 @@ class TaskSpec:
                 known = ", ".join(sorted(self.defaults)) or "none"
                 raise SettingsError(f"{place}: unknown parameter (known: {known})")
             params[key] = _checked(value, self.defaults[key], place)
+        if self.check is not None:
+            self.check(params)  # values that have the right type but make no sense
         return params
 
     def output_path(self, results_dir: Path, year: int, member: int) -> Path:
@@ -129,11 +132,17 @@ def task(
     version: str = "1",
     params: Mapping[str, Any] | None = None,
     writes_output: bool = True,
+    check: Callable[[dict[str, Any]], None] | None = None,
 ) -> Callable[[TaskFunction], TaskFunction]:
-    """Register ``fn`` as the task ``name``; ``params`` are its parameters and defaults."""
+    """Register ``fn`` as the task ``name``; ``params`` are its parameters and defaults.
+
+    ``check(params)`` may raise :class:`SettingsError` for values that make no sense; it runs
+    when a run starts, so a bad value stops the run at once instead of failing every cell.
+    """
 
     def register(fn: TaskFunction) -> TaskFunction:
-        _REGISTRY[name] = TaskSpec(name, str(version), fn, dict(params or {}), writes_output)
+        spec = TaskSpec(name, str(version), fn, dict(params or {}), writes_output, check)
+        _REGISTRY[name] = spec
         return fn
 
     return register

@@ -47,11 +47,42 @@ _SOURCE_KEYS = (
 )
 
 
-@task(NAME, version=VERSION, params=DEFAULTS)
+def check_params(params: dict[str, Any]) -> None:
+    """Raise :class:`SettingsError` naming the first parameter with an impossible value."""
+    for key in ("threshold", "suppress_km", "link_km"):
+        if not _is_number(params[key]):
+            raise _invalid(params, key, "must be a finite number")
+    if params["threshold"] < 0 or params["suppress_km"] < 0:
+        key = "threshold" if params["threshold"] < 0 else "suppress_km"
+        raise _invalid(params, key, "must not be negative")
+    if params["link_km"] <= 0:
+        raise _invalid(params, "link_km", "must be positive")
+    min_steps = params["min_steps"]
+    if not isinstance(min_steps, int) or isinstance(min_steps, bool) or min_steps < 1:
+        raise _invalid(params, "min_steps", "must be a whole number of at least 1")
+    box = params["box"]
+    if not isinstance(box, list | tuple) or len(box) != 4 or not all(map(_is_number, box)):
+        raise _invalid(params, "box", "must be four numbers [lat_min, lat_max, lon_min, lon_max]")
+    if not -90 <= box[0] <= box[1] <= 90:
+        raise _invalid(
+            params, "box", "needs -90 <= lat_min <= lat_max <= 90 (lon_min > lon_max crosses 0°)"
+        )
+    for key in _SOURCE_KEYS:
+        if not isinstance(params[key], str) or not params[key].strip():
+            raise _invalid(params, key, "must be a non-empty string")
+    for key in ("u_path", "v_path"):
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(params[key]) if f is not None}
+        except ValueError:
+            fields = {"malformed"}
+        if not fields <= {"year", "member"}:
+            raise _invalid(params, key, "is a path template that may use only {year} and {member}")
+
+
+@task(NAME, version=VERSION, params=DEFAULTS, check=check_params)
 def vort_track(year: int, member: int, ctx: TaskContext) -> dict[str, Any]:
     """Track the cyclones of ``year``/``member`` and write them to ``ctx.output_path``."""
     params = {**DEFAULTS, **ctx.params}
-    check_params(params)
     from clusterfarm import analysis
 
     source = analysis.WindSource(**{key: params[key] for key in _SOURCE_KEYS})
@@ -83,38 +114,6 @@ def vort_track(year: int, member: int, ctx: TaskContext) -> dict[str, Any]:
     n_points = sum(len(track) for track in tracks)
     ctx.log.info("vort_track %s m%03d: %d tracks, %d points", year, member, len(tracks), n_points)
     return {"n_tracks": len(tracks), "n_points": n_points}
-
-
-def check_params(params: dict[str, Any]) -> None:
-    """Raise :class:`SettingsError` naming the first parameter with an impossible value."""
-    for key in ("threshold", "suppress_km", "link_km"):
-        if not _is_number(params[key]):
-            raise _invalid(params, key, "must be a finite number")
-    if params["threshold"] < 0 or params["suppress_km"] < 0:
-        key = "threshold" if params["threshold"] < 0 else "suppress_km"
-        raise _invalid(params, key, "must not be negative")
-    if params["link_km"] <= 0:
-        raise _invalid(params, "link_km", "must be positive")
-    min_steps = params["min_steps"]
-    if not isinstance(min_steps, int) or isinstance(min_steps, bool) or min_steps < 1:
-        raise _invalid(params, "min_steps", "must be a whole number of at least 1")
-    box = params["box"]
-    if not isinstance(box, list | tuple) or len(box) != 4 or not all(map(_is_number, box)):
-        raise _invalid(params, "box", "must be four numbers [lat_min, lat_max, lon_min, lon_max]")
-    if not -90 <= box[0] <= box[1] <= 90:
-        raise _invalid(
-            params, "box", "needs -90 <= lat_min <= lat_max <= 90 (lon_min > lon_max crosses 0°)"
-        )
-    for key in _SOURCE_KEYS:
-        if not isinstance(params[key], str) or not params[key].strip():
-            raise _invalid(params, key, "must be a non-empty string")
-    for key in ("u_path", "v_path"):
-        try:
-            fields = {f for _, f, _, _ in string.Formatter().parse(params[key]) if f is not None}
-        except ValueError:
-            fields = {"malformed"}
-        if not fields <= {"year", "member"}:
-            raise _invalid(params, key, "is a path template that may use only {year} and {member}")
 
 
 def clusterfarm_version() -> str:
