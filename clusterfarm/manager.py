@@ -1,13 +1,18 @@
 """The manager: farm the schedule's cells out to the workers and keep the state true.
 
-One thread per worker owns that worker's proxy and keeps exactly one call outstanding on it.
-Every status change goes to the :class:`StateWriter` (and so to SQLite) before the view hears
-of it. The manager never prints: it emits events to ``on_event``.
+One dispatcher thread per worker owns that worker's proxy and keeps exactly one call
+outstanding on it. A :class:`Monitor` pings busy workers on connections of its own and
+declares a worker lost when it stays silent (a dead host sends no RST); the lost worker's
+cells go back to outstanding and its dispatcher waits for it to come back. Every status change
+goes to the :class:`StateWriter` (and so to SQLite) before the view hears of it. The manager
+never prints: it emits events to ``on_event``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +22,9 @@ from typing import Any
 import Pyro5.errors
 from Pyro5.api import Proxy
 
+from clusterfarm.breaker import HostBreaker
+from clusterfarm.events import CellsChanged, Event, HostQuarantined, WorkerJoined, WorkerLeft
+from clusterfarm.monitor import Monitor
 from clusterfarm.nameserver import WorkerEntry
 from clusterfarm.schedule import Status, Task, TaskSchedule
 from clusterfarm.state import CellRow, Ledger, StateWriter, cell_row
@@ -25,7 +33,9 @@ from clusterfarm.transport import CALL_TIMEOUT, configure_pyro
 LOG = logging.getLogger("clusterfarm.manager")
 
 # answers that say nothing about the task itself: run the cell again, attempt not counted
-_NOT_AN_ATTEMPT = frozenset({"busy", "cancelled", "not_started"})
+_NOT_AN_ATTEMPT = frozenset(
+    {"busy", "cancelled", "not_started", "abandoned", "stopping", "shutdown"}
+)
 
 # Short tasks go out in batches so that a round trip is not paid per task: a batch holds
 # about BATCH_SECONDS of task time (by the tasks' measured mean), at most MAX_BATCH cells,
@@ -36,12 +46,16 @@ MAX_BATCH = 64
 
 @dataclass(frozen=True)
 class RunConfig:
-    """What every worker needs to know about this run."""
+    """What the manager and every worker need to know about this run."""
 
     data_dir: str
     results_dir: str
     timeout: float
     params: dict[str, dict[str, Any]]
+    heartbeat: float = 5.0
+    lost_after: float = 30.0
+    quarantine_after: int = 5
+    quarantine_for: float = 60.0
     scratch_dir: str | None = None
 
     @property
@@ -50,41 +64,35 @@ class RunConfig:
         return self.timeout + max(10.0, 0.1 * self.timeout)
 
 
-# -- events -----------------------------------------------------------------------------------
-
-CellChange = tuple[str, int, int, str]  # task, year, member, status character
-
-
-@dataclass(frozen=True)
-class CellsChanged:
-    """Cells whose new status is now in the state database."""
-
-    changes: list[CellChange]
-
-
-@dataclass(frozen=True)
-class WorkerJoined:
-    name: str
-    host: str
-
-
-@dataclass(frozen=True)
-class WorkerLeft:
-    name: str
-    reason: str
-
-
-Event = CellsChanged | WorkerJoined | WorkerLeft
-
-
 @dataclass
 class RunOutcome:
     """How a manager run ended."""
 
     ran: int
+    completions: int = 0  # cells turned complete (a cell completed twice would count twice)
     interrupted: bool = False
     workers_lost: bool = False
     lost: list[str] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class WorkerLink:
+    """The manager's view of one worker: what it runs now and when it last answered."""
+
+    entry: WorkerEntry
+    cells: list[Task] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)  # attempt of each cell when sent
+    last_seen: float = 0.0  # time.monotonic() of its last sign of life
+    lost: bool = True  # until it has answered configure
+    proxy: Proxy | None = None  # the dispatcher thread's; the monitor only cuts it
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def host(self) -> str:
+        return self.entry.host
 
 
 class Manager:
@@ -97,31 +105,36 @@ class Manager:
         ledger: Ledger,
         config: RunConfig,
         on_event: Callable[[Event], None] = lambda event: None,
+        discover: Callable[[], list[WorkerEntry]] | None = None,
     ) -> None:
         self.schedule = schedule
         self.ledger = ledger
         self.config = config
         self.on_event = on_event
+        self._discover = discover
         self._cond = threading.Condition()
         self._waiting = 0
         self._stopping = False
+        self._giving_up = False
+        self._done = threading.Event()  # the run is over: finished, interrupted or given up
         self._ran: set[tuple[str, int, int]] = set()
-        self._busy: dict[str, WorkerEntry] = {}
-        self._lost: list[str] = []
-        self._active = 0
+        self._completions = 0
+        self._links: dict[str, WorkerLink] = {}
+        self._threads: list[threading.Thread] = []
+        self._ever_lost: list[str] = []
         self._mean_elapsed: dict[str, float] = {}
-        self._all_left = threading.Event()
+        self._breaker = HostBreaker(config.quarantine_after, config.quarantine_for)
         self._writer = StateWriter(writer_db, self._committed)
 
     def _committed(self, rows: list[CellRow]) -> None:
         self.on_event(CellsChanged([(row[-3], row[-2], row[-1], row[0]) for row in rows]))
 
-    # -- the run ----------------------------------------------------------------------------
-
     @property
     def ran(self) -> set[tuple[str, int, int]]:
         """The cells this manager has sent to a worker."""
         return self._ran
+
+    # -- the run ----------------------------------------------------------------------------
 
     def run(
         self, workers: list[WorkerEntry], tick: Callable[[], None] = lambda: None
@@ -131,101 +144,169 @@ class Manager:
         ``tick`` is called from this (the main) thread a few times a second.
         """
         configure_pyro()
-        threads = [
-            threading.Thread(
-                target=self._serve_worker, args=(w,), name=f"dispatch-{w.name}", daemon=True
-            )
-            for w in workers
-        ]
-        self._active = len(threads)
-        if not threads:
-            self._all_left.set()
+        monitor = Monitor(self, self.config.heartbeat, self.config.lost_after, self._discover)
         try:
-            for thread in threads:
-                thread.start()
-            while not self._all_left.wait(0.1):
+            for entry in workers:
+                self.offer(entry)
+            monitor.start()
+            no_live_since: float | None = None
+            while not self._done.wait(0.1):
                 tick()
+                no_live_since = self._check_live(no_live_since)
         except KeyboardInterrupt:
             self.interrupt()
             raise
         finally:
-            self._requeue_unanswered(threads)
+            self._done.set()
+            monitor.join(5)
+            self._wind_down()
             self._writer.close()
         workers_lost = not self._stopping and not self.schedule.is_finished
-        return RunOutcome(len(self._ran), self._stopping, workers_lost, list(self._lost))
+        LOG.info("run ended: %d cells sent, %d completions", len(self._ran), self._completions)
+        return RunOutcome(
+            len(self._ran), self._completions, self._stopping, workers_lost, list(self._ever_lost)
+        )
+
+    def _check_live(self, no_live_since: float | None) -> float | None:
+        """Give up when no worker has been live for ``lost_after`` seconds."""
+        with self._cond:
+            if any(not link.lost for link in self._links.values()):
+                return None
+            now = time.monotonic()
+            if no_live_since is None:
+                return now
+            if now - no_live_since > self.config.lost_after:
+                LOG.error("no live worker for %.0f s: giving up", self.config.lost_after)
+                self._giving_up = True
+                self._finish_run()
+            return no_live_since
+
+    def _finish_run(self) -> None:
+        self._done.set()
+        self._cond.notify_all()
 
     def interrupt(self) -> None:
         """Stop dispatching and cancel the running tasks (they become outstanding again)."""
         with self._cond:
             self._stopping = True
-            busy = list(self._busy.values())
-            self._cond.notify_all()
+            busy = [link.entry for link in self._links.values() if link.cells]
+            self._finish_run()
         for entry in busy:
             threading.Thread(target=_cancel, args=(entry,), daemon=True).start()
 
-    def _requeue_unanswered(self, threads: list[threading.Thread]) -> None:
+    def _wind_down(self) -> None:
         deadline = time.monotonic() + 10
-        for thread in threads:
+        for thread in list(self._threads):
             thread.join(max(0.0, deadline - time.monotonic()))
         with self._cond:
-            for cell in self.schedule:
-                if cell.status is Status.WORKING:  # its answer never came: not done
-                    self.schedule.requeue(cell)
-                    self._writer.put(cell_row(cell, self.ledger))
+            for link in self._links.values():
+                for cell in link.cells:
+                    if cell.status is Status.WORKING:  # its answer never came: not done
+                        self.schedule.requeue(cell)
+                        self._writer.put(cell_row(cell, self.ledger))
+                link.cells = []
+
+    # -- workers joining and leaving --------------------------------------------------------
+
+    def offer(self, entry: WorkerEntry) -> None:
+        """Use ``entry``: a worker at the start, one that appeared later, or one restarted."""
+        with self._cond:
+            link = self._links.get(entry.name)
+            if link is not None:
+                if link.lost and link.entry.uri != entry.uri:
+                    link.entry = entry  # restarted elsewhere: its dispatcher reconnects there
+                return
+            if self._done.is_set():
+                return
+            link = WorkerLink(entry)
+            self._links[entry.name] = link
+            thread = threading.Thread(
+                target=self._serve, args=(link,), name=f"dispatch-{entry.name}", daemon=True
+            )
+            self._threads.append(thread)
+        thread.start()
+
+    def busy_links(self) -> list[WorkerLink]:
+        """The live workers running something now (for the monitor)."""
+        with self._cond:
+            return [link for link in self._links.values() if link.cells and not link.lost]
+
+    def seen(self, link: WorkerLink) -> None:
+        """Note a sign of life from ``link``'s worker."""
+        link.last_seen = time.monotonic()
+
+    def declare_lost(self, link: WorkerLink, reason: str) -> None:
+        """The monitor's verdict: requeue the worker's cells and cut its connection."""
+        self._lose(link, reason)
+        proxy = link.proxy
+        connection = getattr(proxy, "_pyroConnection", None) if proxy else None
+        if connection is not None:
+            # unblocks the dispatcher's call, which would otherwise wait for the guard time
+            with contextlib.suppress(OSError, AttributeError):
+                connection.sock.shutdown(socket.SHUT_RDWR)
 
     # -- one thread per worker --------------------------------------------------------------
 
-    def _serve_worker(self, entry: WorkerEntry) -> None:
+    def _serve(self, link: WorkerLink) -> None:
         try:
-            self._dispatch(entry)
+            while not self._done.is_set():
+                if self._connect(link):
+                    self._dispatch(link)
+                self._done.wait(self.config.heartbeat)  # then try to reconnect
         except Exception:  # a bug here must not hang the run: log it, let the others go on
-            LOG.exception("dispatcher of %s failed", entry.name)
-            self._leave(entry, "dispatcher error (see manager.log)")
-        finally:
-            with self._cond:
-                self._active -= 1
-                if self._active == 0:
-                    self._all_left.set()
+            LOG.exception("dispatcher of %s failed", link.name)
+            self._lose(link, "dispatcher error (see manager.log)")
 
-    def _dispatch(self, entry: WorkerEntry) -> None:
-        proxy = Proxy(entry.uri)
+    def _connect(self, link: WorkerLink) -> bool:
+        proxy = Proxy(link.entry.uri)
         proxy._pyroTimeout = CALL_TIMEOUT
         try:
             answer = proxy.configure(self._run_settings())
-            if not answer.get("ok"):
-                self._leave(entry, f"refused the run settings: {answer.get('error')}")
-                return
         except Pyro5.errors.CommunicationError as exc:
-            self._leave(entry, f"unreachable ({exc})")
-            return
-        proxy._pyroTimeout = self.config.guard
-        self.on_event(WorkerJoined(entry.name, entry.host))
+            proxy._pyroRelease()
+            if not link.last_seen:  # never reached; a lost one was reported when lost
+                self._mark_left(link, f"unreachable ({exc})")
+            return False
+        if not answer.get("ok"):
+            proxy._pyroRelease()
+            self._mark_left(link, f"refused the run settings: {answer.get('error')}")
+            return False
+        with self._cond:
+            link.proxy, link.lost, link.last_seen = proxy, False, time.monotonic()
+            self._cond.notify_all()
+        self.on_event(WorkerJoined(link.name, link.host))
+        return True
+
+    def _dispatch(self, link: WorkerLink) -> None:
+        proxy = link.proxy
+        assert proxy is not None
         params = self.config.params
-        guard = self.config.guard
         with proxy:
-            while cells := self._claim(entry):
+            while cells := self._claim(link):
                 task = cells[0].task
-                proxy._pyroTimeout = guard + self.config.timeout * (len(cells) - 1)
+                proxy._pyroTimeout = self.config.guard + self.config.timeout * (len(cells) - 1)
                 try:
                     if len(cells) == 1:
                         cell = cells[0]
                         answers = [proxy.do_work(cell.year, cell.member, task, params[task])]
                     else:
-                        answers = proxy.do_batch(
-                            task, params[task], [[c.year, c.member] for c in cells]
-                        )
+                        cells_sent = [[c.year, c.member] for c in cells]
+                        answers = proxy.do_batch(task, params[task], cells_sent)
                 except Pyro5.errors.TimeoutError:
-                    _cancel(entry)
-                    timed_out = {
-                        "status": "timeout",
-                        "error_kind": "timeout",
-                        "error": f"no answer from {entry.name} within {proxy._pyroTimeout:g} s",
-                    }
-                    answers = [timed_out] * len(cells)
+                    _cancel(link.entry)
+                    error = f"no answer from {link.name} within {proxy._pyroTimeout:g} s"
+                    answers = [{"status": "timeout", "error_kind": "timeout", "error": error}]
+                    answers *= len(cells)
                 except Pyro5.errors.CommunicationError as exc:
-                    self._lose(entry, cells, str(exc))
+                    self._lose(link, str(exc))
                     return
-                self._finish(entry, cells, answers)
+                self._finish(link, cells, answers)
+                kind = answers[0].get("error_kind")
+                if kind == "stopping":  # it is going away: send nothing more until it is back
+                    self._mark_left(link, "worker stopping")
+                    return
+                if kind == "busy":  # still finishing a task from before it was declared lost
+                    self._done.wait(min(1.0, self.config.heartbeat))
 
     def _run_settings(self) -> dict[str, Any]:
         config = self.config
@@ -234,103 +315,157 @@ class Manager:
             "results_dir": config.results_dir,
             "timeout": config.timeout,
             "scratch_dir": config.scratch_dir,
+            "abandon_after": config.lost_after,
         }
 
-    def _claim(self, entry: WorkerEntry) -> list[Task]:
-        """Take the next cells for ``entry`` (a batch when tasks are short); [] when done."""
+    def _claim(self, link: WorkerLink) -> list[Task]:
+        """Take the next cells for ``link`` (a batch when tasks are short); [] when done."""
         schedule = self.schedule
         with self._cond:
-            while not self._stopping:
-                cell = schedule.get_next_outstanding()
+            while not self._done.is_set() and not link.lost:
+                now = time.time()
+                if self._breaker.is_resting(link.host, now):
+                    self._cond.wait(max(0.1, min(self._rest_left(link.host, now), 1.0)))
+                    continue
+                cell = schedule.take_preferred(link.name, link.host)
                 if cell is not None:
                     cells = [cell]
                     size = self._batch_size(cell.task)
                     while len(cells) < size and (more := schedule.get_next_outstanding(cell.task)):
                         cells.append(more)
-                    now = time.time()
                     for cell in cells:
-                        schedule.start(cell, entry.name, entry.host, now)
+                        schedule.start(cell, link.name, link.host, now)
                         self._ran.add(cell.key)
                         self._writer.put(cell_row(cell, self.ledger))
-                    self._busy[entry.name] = entry
+                    link.cells, link.tokens = cells, [c.attempts for c in cells]
+                    link.last_seen = time.monotonic()
                     return cells
                 if schedule.counts[Status.WORKING] == 0:
-                    return []  # nothing outstanding and nothing that could come back
+                    self._finish_run()  # nothing outstanding and nothing that could come back
+                    return []
                 self._waiting += 1
                 self._cond.wait()
                 self._waiting -= 1
             return []
 
+    def _rest_left(self, host: str, now: float) -> float:
+        return self._breaker.resting(now).get(host, now) - now
+
     def _batch_size(self, task: str) -> int:
         mean = self._mean_elapsed.get(task)
         if mean is None:
             return 1  # no measurement yet: one at a time
-        share = self.schedule.counts[Status.OUTSTANDING] // (2 * max(1, self._active))
+        share = self.schedule.counts[Status.OUTSTANDING] // (2 * max(1, len(self._links)))
         return max(1, min(MAX_BATCH, share, int(BATCH_SECONDS / max(mean, 1e-6))))
 
-    def _finish(self, entry: WorkerEntry, cells: list[Task], answers: list[dict[str, Any]]) -> None:
+    def _finish(self, link: WorkerLink, cells: list[Task], answers: list[dict[str, Any]]) -> None:
         now = time.time()
         schedule = self.schedule
         with self._cond:
-            self._busy.pop(entry.name, None)
-            for cell, answer in zip(cells, answers, strict=True):
-                status, kind = answer.get("status"), answer.get("error_kind")
-                elapsed = float(answer.get("elapsed") or 0.0)
-                if status == "complete":
-                    schedule.complete(
-                        cell, answer.get("output"), answer.get("summary"), elapsed, now
-                    )
-                    mean = self._mean_elapsed.get(cell.task, elapsed)
-                    self._mean_elapsed[cell.task] = 0.8 * mean + 0.2 * elapsed
-                elif kind in _NOT_AN_ATTEMPT:
-                    schedule.requeue(cell)
-                else:
-                    final = Status.TIMEOUT if status == "timeout" else Status.FAILURE
-                    schedule.fail(
-                        cell,
-                        final,
-                        str(answer.get("error") or "unknown error"),
-                        str(kind or "task"),
-                        now,
-                        elapsed,
-                    )
+            tokens = link.tokens
+            link.cells, link.tokens, link.last_seen = [], [], time.monotonic()
+            for cell, token, answer in zip(cells, tokens, answers, strict=True):
+                if not (
+                    cell.status is Status.WORKING
+                    and cell.worker == link.name
+                    and cell.attempts == token
+                ):
+                    # the worker was declared lost and its cell given to another: a late
+                    # answer must not complete the cell twice or overwrite newer news
+                    LOG.warning("late answer from %s for %s ignored", link.name, cell)
+                    continue
+                self._apply(link, cell, answer, now)
                 self._writer.put(cell_row(cell, self.ledger))
-            if self._waiting:
+            if schedule.is_finished:
+                self._finish_run()
+            elif self._waiting:
                 self._cond.notify_all()
 
-    def _lose(self, entry: WorkerEntry, cells: list[Task], reason: str) -> None:
-        LOG.warning("worker %s lost while running %s: %s", entry.name, cells[0], reason)
+    def _apply(self, link: WorkerLink, cell: Task, answer: dict[str, Any], now: float) -> None:
+        status, kind = answer.get("status"), answer.get("error_kind")
+        elapsed = float(answer.get("elapsed") or 0.0)
+        if status == "complete":
+            self.schedule.complete(cell, answer.get("output"), answer.get("summary"), elapsed, now)
+            self._completions += 1
+            mean = self._mean_elapsed.get(cell.task, elapsed)
+            self._mean_elapsed[cell.task] = 0.8 * mean + 0.2 * elapsed
+            self._breaker.record(link.host, True, None, now)
+        elif kind in _NOT_AN_ATTEMPT:
+            self.schedule.requeue(cell)
+        else:
+            final = Status.TIMEOUT if status == "timeout" else Status.FAILURE
+            error = str(answer.get("error") or "unknown error")
+            self.schedule.fail(cell, final, error, str(kind or "task"), now, elapsed)
+            self._host_failed(link.host, str(kind or "task"), now)
+
+    def _host_failed(self, host: str, kind: str, now: float) -> None:
+        others = any(
+            not other.lost and other.host != host and not self._breaker.is_resting(other.host, now)
+            for other in self._links.values()
+        )
+        if self._breaker.record(host, False, kind, now, may_rest=others):
+            LOG.warning("host %s quarantined for %g s", host, self.config.quarantine_for)
+            self.on_event(
+                HostQuarantined(host, self.config.quarantine_for, self.config.quarantine_after)
+            )
+            for link in self._links.values():
+                if link.host == host and not link.lost:
+                    threading.Thread(
+                        target=_quarantine,
+                        args=(link.entry, self.config.quarantine_for),
+                        daemon=True,
+                    ).start()
+
+    def _lose(self, link: WorkerLink, reason: str) -> None:
+        """Mark ``link`` lost and put its cells back (the running one counts as an attempt)."""
         with self._cond:
-            self._busy.pop(entry.name, None)
-            for cell in cells:
-                if self._stopping or cell is not cells[0]:
+            if link.lost:
+                return  # the monitor and the dispatcher may both notice
+            link.lost = True
+            cells, link.cells, link.tokens = link.cells, [], []
+            now = time.time()
+            for i, cell in enumerate(cells):
+                if cell.status is not Status.WORKING or cell.worker != link.name:
+                    continue
+                if self._stopping or i > 0:
                     self.schedule.requeue(cell)  # never started, or we are stopping anyway
                 else:
                     # losing the worker counts as an attempt: a task that kills every worker
                     # it touches ends as F instead of looping
                     self.schedule.fail(
-                        cell,
-                        Status.FAILURE,
-                        f"worker {entry.name} lost: {reason}",
-                        "lost",
-                        time.time(),
+                        cell, Status.FAILURE, f"worker {link.name} lost: {reason}", "lost", now
                     )
                 self._writer.put(cell_row(cell, self.ledger))
+            if cells:
+                self._host_failed(link.host, "lost", now)
+            if self.schedule.is_finished:
+                self._finish_run()
             self._cond.notify_all()
-        self._leave(entry, reason)
+        LOG.warning("worker %s lost: %s", link.name, reason)
+        self._mark_left(link, reason)
 
-    def _leave(self, entry: WorkerEntry, reason: str) -> None:
+    def _mark_left(self, link: WorkerLink, reason: str) -> None:
         with self._cond:
-            if not self._stopping:
-                self._lost.append(entry.name)
-        self.on_event(WorkerLeft(entry.name, reason))
+            link.lost = True
+            if not self._stopping and link.name not in self._ever_lost:
+                self._ever_lost.append(link.name)
+        self.on_event(WorkerLeft(link.name, reason))
 
 
 def _cancel(entry: WorkerEntry) -> None:
     """Ask a worker to stop its task, on a connection of its own (best effort)."""
+    _call_aside(entry, "cancel")
+
+
+def _quarantine(entry: WorkerEntry, seconds: float) -> None:
+    """Tell a worker it is quarantined, so ``clusterfarm workers`` shows it (best effort)."""
+    _call_aside(entry, "quarantine", seconds)
+
+
+def _call_aside(entry: WorkerEntry, method: str, *args: Any) -> None:
     try:
         with Proxy(entry.uri) as proxy:
             proxy._pyroTimeout = 5
-            proxy.cancel()
+            getattr(proxy, method)(*args)
     except Pyro5.errors.PyroError:
         pass

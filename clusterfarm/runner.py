@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -130,9 +130,13 @@ def _dispatch(
         results_dir=str(Path(run.results_path).absolute()),
         timeout=run.timeout,
         params=params,
+        heartbeat=run.heartbeat,
+        lost_after=run.lost_after,
+        quarantine_after=run.quarantine_after,
+        quarantine_for=run.quarantine_for,
     )
-    manager = Manager(schedule, state.db, ledger, config, board.apply)
-    with _workers(request) as workers, _sigterm_interrupts():
+    with _workers(request) as (workers, discover), _sigterm_interrupts():
+        manager = Manager(schedule, state.db, ledger, config, board.apply, discover)
         try:
             outcome = manager.run(workers, tick=view.tick)
         except KeyboardInterrupt:
@@ -145,21 +149,25 @@ def _dispatch(
     return (EXIT_FAILED if schedule.failures() else EXIT_OK), outcome.ran
 
 
+Discover = Callable[[], list[WorkerEntry]]
+
+
 @contextlib.contextmanager
-def _workers(request: RunRequest) -> Iterator[list[WorkerEntry]]:
-    """The workers of this run: started here (local mode) or found in the nameserver."""
+def _workers(request: RunRequest) -> Iterator[tuple[list[WorkerEntry], Discover]]:
+    """The workers of this run (started here in local mode, else found in the nameserver),
+    and how to look for workers that join or come back later."""
     settings = request.settings
     count = request.local_workers
     if count is None:
-        ns = locate(settings.nameserver.host, settings.nameserver.port)
-        workers = list_workers(ns)
+        host, port = settings.nameserver.host, settings.nameserver.port
+        workers = list_workers(locate(host, port))
         if not workers:
             raise WorkerError(
                 f"no workers registered with the nameserver at {settings.nameserver.host}:"
                 f"{settings.nameserver.port}; start them with `clusterfarm start-workers` "
                 "or run with --local N"
             )
-        yield workers
+        yield workers, _discover_at(host, port)
         return
     nameserver = NameServer("127.0.0.1", 0)
     explicit = None if settings.source.endswith("default.toml") else settings.source
@@ -171,10 +179,14 @@ def _workers(request: RunRequest) -> Iterator[list[WorkerEntry]]:
         str(Path(explicit).absolute()) if explicit else None,
     )
     try:
-        yield launcher.start()
+        yield launcher.start(), _discover_at(nameserver.host, nameserver.port)
     finally:
         launcher.stop()
         nameserver.stop()
+
+
+def _discover_at(host: str, port: int) -> Discover:
+    return lambda: list_workers(locate(host, port, timeout=2))
 
 
 @contextlib.contextmanager

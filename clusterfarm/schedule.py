@@ -51,6 +51,7 @@ class Task:
     error: str | None = None
     error_kind: str | None = None
     tried_workers: list[str] = field(default_factory=list)
+    tried_hosts: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> tuple[str, int, int]:
@@ -125,6 +126,32 @@ class TaskSchedule:
             return queue.popleft()
         return None
 
+    def take_preferred(self, worker: str, host: str | None, lookahead: int = 16) -> Task | None:
+        """Return the next outstanding cell, preferring one not yet tried on this host, then
+        one not yet tried by this worker.
+
+        Looks at most ``lookahead`` cells ahead, so a retry moves elsewhere when something else
+        is outstanding, but still runs here when nothing else is.
+        """
+        queue = self._queue
+        seen: list[Task] = []
+        best: tuple[int, int] | None = None  # (rank, index in seen)
+        while queue and len(seen) < lookahead:
+            cell = queue.popleft()
+            if cell.status is not Status.OUTSTANDING:
+                continue
+            rank = (host in cell.tried_hosts) + (worker in cell.tried_workers)
+            seen.append(cell)
+            if best is None or rank < best[0]:
+                best = (rank, len(seen) - 1)
+            if rank == 0:
+                break
+        if best is None:
+            return None
+        chosen = seen.pop(best[1])
+        queue.extendleft(reversed(seen))  # the others back in their places, in order
+        return chosen
+
     def mark_complete_from_earlier(self, cell: Task) -> None:
         """Mark a cell complete because an earlier run finished it (resume)."""
         self._set_status(cell, Status.COMPLETE)
@@ -136,6 +163,8 @@ class TaskSchedule:
         cell.worker, cell.host, cell.started = worker, host, now
         cell.finished = cell.elapsed = None
         cell.tried_workers.append(worker)
+        if host is not None:
+            cell.tried_hosts.append(host)
 
     def complete(
         self,
@@ -173,7 +202,10 @@ class TaskSchedule:
     def requeue(self, cell: Task, count_attempt: bool = False) -> None:
         """Put ``cell`` back to outstanding (e.g. its run was cancelled or its worker lost)."""
         if not count_attempt and cell.status is Status.WORKING:
-            cell.attempts -= 1
+            cell.attempts -= 1  # it never really ran: forget this try
+            cell.tried_workers.pop()
+            if cell.tried_hosts:
+                cell.tried_hosts.pop()
         self._set_status(cell, Status.OUTSTANDING)
         self._queue.append(cell)
 

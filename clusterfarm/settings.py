@@ -46,6 +46,8 @@ class RunSettings:
     retries: int
     heartbeat: float
     lost_after: float
+    quarantine_after: int
+    quarantine_for: float
 
     @property
     def tasks(self) -> list[str]:
@@ -63,6 +65,7 @@ class WorkerSettings:
     setup: str
     workdir: str
     orphan_after: float
+    min_free_mb: float
 
 
 @dataclass(frozen=True)
@@ -327,6 +330,7 @@ def _check_values(settings: Settings) -> None:
     check_run(settings.run, lambda key: f"{source}: run.{key}")
     require(settings.workers.per_host >= 1, "workers.per_host", "must be at least 1")
     require(settings.workers.orphan_after >= 0, "workers.orphan_after", "must not be negative")
+    require(settings.workers.min_free_mb >= 0, "workers.min_free_mb", "must not be negative")
     level = settings.logging.level.upper()
     require(level in LOG_LEVELS, "logging.level", f"must be one of {', '.join(LOG_LEVELS)}")
     require(settings.logging.format in ("text", "json"), "logging.format", "must be text or json")
@@ -352,6 +356,8 @@ def check_run(run: RunSettings, name_of: Callable[[str], str]) -> None:
         "lost_after",
         f"must be longer than heartbeat ({run.lost_after:g} <= {run.heartbeat:g})",
     )
+    require(run.quarantine_after >= 1, "quarantine_after", "must be at least 1")
+    require(run.quarantine_for >= 0, "quarantine_for", "must not be negative")
     require(bool(run.tasks), "task", "must name at least one task")
     require(bool(run.run_dir), "run_dir", "must not be empty")
     for key in ("years", "members"):

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import IO, Any, Protocol
 
-from clusterfarm.manager import CellsChanged, Event, WorkerLeft
+from clusterfarm.events import CellsChanged, Event, HostQuarantined, WorkerLeft
 from clusterfarm.schedule import Status, TaskSchedule
 from clusterfarm.state import RunReport
 
@@ -100,6 +100,11 @@ class Board:
                     row[i] = ord(status)
             elif isinstance(event, WorkerLeft):
                 self.notes.append(f"worker {event.name} left: {event.reason}")
+            elif isinstance(event, HostQuarantined):
+                self.notes.append(
+                    f"host {event.host} quarantined for {event.seconds:g} s after "
+                    f"{event.failures} failures in a row"
+                )
             self.version += 1
 
     def snapshot(self) -> tuple[dict[tuple[str, int], str], Counter[str]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -29,7 +30,7 @@ from clusterfarm.tasks.registry import get_task, load_task_modules
 from clusterfarm.transport import WORKER_PREFIX, configure_pyro
 
 LOG = logging.getLogger("clusterfarm.worker")
-RUN_KEYS = ("data_dir", "results_dir", "scratch_dir", "timeout")
+RUN_KEYS = ("data_dir", "results_dir", "scratch_dir", "timeout", "abandon_after")
 
 
 @behavior(instance_mode="single")
@@ -45,6 +46,9 @@ class PyroWorker:
         self._current: dict[str, Any] | None = None
         self._done = 0
         self._started = time.time()
+        self._last_contact = time.monotonic()  # the manager's last call or heartbeat
+        self._quarantined_until = 0.0
+        self._stopping = False
 
     @expose
     def configure(self, run: dict[str, Any]) -> dict[str, Any]:
@@ -53,6 +57,7 @@ class PyroWorker:
         if unknown:
             return {"ok": False, "error": f"unknown run settings {sorted(unknown)}"}
         self._run_settings.update(run)
+        self._last_contact = time.monotonic()
         return {"ok": True, "worker": self.name, "version": __version__}
 
     @expose
@@ -86,6 +91,8 @@ class PyroWorker:
         problem = _check_call(task, params, cells)
         if problem is not None:
             return [_refused(problem, "input")] * len(cells)
+        if self._stopping:
+            return [_refused(f"{self.name} is stopping", "stopping")] * len(cells)
         if not self._busy.acquire(blocking=False):
             current = self._current or {}
             message = (
@@ -94,11 +101,15 @@ class PyroWorker:
             )
             return [_refused(message, "busy")] * len(cells)
         try:
+            self._last_contact = time.monotonic()
             try:
                 resolved = get_task(task).resolve_params(params)
             except ClusterFarmError as exc:
                 return [_refused(str(exc), "input")] * len(cells)
             run = self._run_settings
+            short = _short_of_disk(run)
+            if short is not None:
+                return [_refused(short, "resource")] * len(cells)
             jobs = [
                 {
                     "task": task,
@@ -129,7 +140,13 @@ class PyroWorker:
     @expose
     def ping(self) -> dict[str, Any]:
         """Answer at once: the manager's liveness check."""
+        self._last_contact = time.monotonic()
         return {"name": self.name, "busy": self._current is not None}
+
+    @expose
+    def quarantine(self, seconds: float) -> None:
+        """Note that the manager rests this worker's host (shown by ``info``)."""
+        self._quarantined_until = time.time() + float(seconds)
 
     @expose
     def info(self) -> dict[str, Any]:
@@ -139,13 +156,43 @@ class PyroWorker:
             "name": self.name,
             "host": self.host,
             "pid": os.getpid(),
-            "state": "busy" if current else "idle",
+            "state": "busy" if current else self._idle_state(),
             "task": dict(current) if current else None,
             "done": self._done,
             "uptime": time.time() - self._started,
             "version": __version__,
             "task_pid": self._executor.pid,
         }
+
+    def _idle_state(self) -> str:
+        return "quarantined" if self._quarantined_until > time.time() else "idle"
+
+    def retire(self) -> None:
+        """Take no more tasks and hand the running one back (before the daemon stops)."""
+        self._stopping = True
+        self.abandon("worker stopping")
+
+    def abandon(self, why: str) -> None:
+        """Stop the running task; ``do_work`` answers ``abandoned`` and the manager requeues."""
+        if self._current is not None:
+            LOG.warning("%s: abandoning %s (%s)", self.name, self._current, why)
+            self._executor.kill("abandoned")
+
+    def wait_idle(self, timeout: float) -> None:
+        """Wait until the running call has answered (bounded)."""
+        if self._busy.acquire(timeout=timeout):
+            self._busy.release()
+
+    def watch_contact(self, stopped: threading.Event) -> None:
+        """Abandon a task when the manager has been silent for ``abandon_after`` seconds.
+
+        The manager declares this worker lost after the same time without an answer and runs
+        the cell elsewhere: stopping here keeps the two from both finishing it.
+        """
+        while not stopped.wait(1.0):
+            limit = self._run_settings.get("abandon_after")
+            if limit and self._current and time.monotonic() - self._last_contact > limit:
+                self.abandon(f"no word from the manager for {limit:g} s")
 
     @expose
     def cancel(self) -> bool:
@@ -202,8 +249,9 @@ def serve(
     run = {
         "data_dir": str(Path(settings.run.data_dir).absolute()),
         "results_dir": str(Path(settings.run.results_path).absolute()),
-        "scratch_dir": None,
+        "scratch_dir": str(Path(settings.workers.workdir).expanduser() / "scratch"),
         "timeout": settings.run.timeout,
+        "min_free_mb": settings.workers.min_free_mb,
     }
     try:
         daemon = Daemon(host=bind_host, port=0)
@@ -216,8 +264,19 @@ def serve(
     full_name = _register(ns, daemon, executor, host_label, name, run)
     LOG.info("worker %s listening at %s (pid %d)", full_name, bind_host, os.getpid())
 
+    worker: PyroWorker = daemon.objectsById[full_name]
+    stopped = threading.Event()
+    threading.Thread(target=worker.watch_contact, args=(stopped,), daemon=True).start()
+
+    def shut_down() -> None:
+        # hand the running cell back cleanly (the manager requeues it), then go
+        worker.retire()
+        worker.wait_idle(5)
+        stopped.set()
+        daemon.shutdown()
+
     def stop(*_: Any) -> None:
-        threading.Thread(target=daemon.shutdown, daemon=True).start()
+        threading.Thread(target=shut_down, daemon=True).start()
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, stop)
@@ -264,6 +323,26 @@ def _register(
     raise WorkerError(
         f"worker name {name or host_label + '.<n>'} is taken by a live worker; give another --name"
     )
+
+
+def _short_of_disk(run: dict[str, Any]) -> str | None:
+    """Why this worker should not take a task for lack of disk space, or None."""
+    needed = float(run.get("min_free_mb") or 0)
+    if not needed:
+        return None
+    for key in ("scratch_dir", "results_dir"):
+        if not run.get(key):
+            continue
+        place = Path(run[key])
+        while not place.exists() and place != place.parent:
+            place = place.parent
+        free = shutil.disk_usage(place).free / 1e6
+        if free < needed:
+            return (
+                f"{run[key]}: only {free:.0f} MB free, below [workers] min_free_mb = "
+                f"{needed:g}; free some space on this host"
+            )
+    return None
 
 
 def _metadata(host_label: str) -> set[str]:

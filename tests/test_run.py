@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ import time
 import pytest
 
 from tests.conftest import PLUGIN_SETTINGS, alive, cli_env, descendants, run_cli, write_settings
+from tests.faults import complete_cells
 
 
 @pytest.fixture
@@ -24,11 +24,6 @@ def run_json(project, *args):
     result = run_cli("run", "--local", "2", "--json", *args, cwd=project)
     assert result.err == "" or "Error" not in result.err, result.err
     return result.code, json.loads(result.out)
-
-
-def complete_cells(run_dir):
-    with sqlite3.connect(run_dir / "state.sqlite") as db:
-        return db.execute("SELECT count(*) FROM cells WHERE status='+'").fetchone()[0]
 
 
 def test_run_completes_every_cell_and_rerun_redoes_nothing(project):

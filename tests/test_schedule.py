@@ -99,3 +99,31 @@ def test_stormtracks_names_are_aliases():
 def test_empty_schedule_is_refused():
     with pytest.raises(ValueError):
         TaskSchedule([], [0])
+
+
+def test_retry_prefers_another_host_then_another_worker():
+    schedule = make(years=[2000], members=range(3), retries=3)
+    first = schedule.get_next_outstanding()
+    schedule.start(first, "a.0", "a", 0.0)
+    schedule.fail(first, Status.FAILURE, "boom", "task", 0.0)  # requeued at the end
+    # workers on the failing host get fresh cells, not the retry
+    assert schedule.take_preferred("a.1", "a").member == 1
+    assert schedule.take_preferred("a.0", "a").member == 2
+    # the retry waits for a worker on another host
+    assert schedule.take_preferred("b.0", "b") is first
+
+
+def test_retry_still_runs_on_the_same_worker_when_nothing_else_is_left():
+    schedule = make(years=[2000], members=[0], retries=1)
+    cell = schedule.get_next_outstanding()
+    schedule.start(cell, "a.0", "a", 0.0)
+    schedule.fail(cell, Status.FAILURE, "boom", "task", 0.0)
+    assert schedule.take_preferred("a.0", "a") is cell
+
+
+def test_cancelled_try_is_forgotten():
+    schedule = make(years=[2000], members=[0])
+    cell = schedule.get_next_outstanding()
+    schedule.start(cell, "a.0", "a", 0.0)
+    schedule.requeue(cell)
+    assert cell.tried_workers == [] and cell.tried_hosts == [] and cell.attempts == 0

@@ -44,3 +44,18 @@ def write_file(year: int, member: int, ctx: TaskContext) -> dict[str, str]:
     with ctx.atomic_output() as tmp:
         tmp.write_text(f"{year} {member}\n")
     return {"workdir_was": str(ctx.workdir)}
+
+
+@task("hang_on", version="1", params={"member": 0, "seconds": 0.05}, writes_output=False)
+def hang_on(year: int, member: int, ctx: TaskContext) -> None:
+    """Hangs on one member; sleeps ``seconds`` on the others."""
+    time.sleep(3600 if member == ctx.params["member"] else ctx.params["seconds"])
+
+
+@task("kill_worker", version="1", writes_output=False)
+def kill_worker(year: int, member: int, ctx: TaskContext) -> None:
+    """Kills the worker daemon that runs it (its parent), like a task that crashes its host."""
+    import signal
+
+    os.kill(os.getppid(), signal.SIGKILL)
+    time.sleep(60)

@@ -1,0 +1,42 @@
+"""What the manager tells the view: plain immutable records, emitted after the state is saved."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CellChange = tuple[str, int, int, str]  # task, year, member, status character
+
+
+@dataclass(frozen=True)
+class CellsChanged:
+    """Cells whose new status is now in the state database."""
+
+    changes: list[CellChange]
+
+
+@dataclass(frozen=True)
+class WorkerJoined:
+    """A worker took part in the run (at the start, or when it came back)."""
+
+    name: str
+    host: str
+
+
+@dataclass(frozen=True)
+class WorkerLeft:
+    """A worker stopped taking part: lost, unreachable, or refused the run."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class HostQuarantined:
+    """A host whose workers kept failing rests for ``seconds``."""
+
+    host: str
+    seconds: float
+    failures: int
+
+
+Event = CellsChanged | WorkerJoined | WorkerLeft | HostQuarantined
