@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -216,18 +217,30 @@ def run(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @common
 def status(run_dir: str | None, as_json: bool) -> int:
-    """Show the progress of a run, live or finished, from its state database."""
+    """Show the progress of a run, live or finished, from its state database.
+
+    Also says which complete cells the next ``run`` (with these settings) would compute again,
+    and why: a new task version, changed parameters or inputs, a missing or changed output.
+    """
     from pathlib import Path
 
-    from clusterfarm.state import connect, read_report
-    from clusterfarm.view import report_json, report_text
+    from clusterfarm.report import read_report
+    from clusterfarm.runner import stale_cells
+    from clusterfarm.state import connect
+    from clusterfarm.view import report_json, report_text, stale_lines
 
-    db = connect(Path(run_dir or settings().run.run_dir), create=False)
+    config = settings()
+    path = Path(run_dir or config.run.run_dir)
+    db = connect(path, create=False)
     try:
         report = read_report(db)
     finally:
         db.close()
-    click.echo(report_json(report) if as_json else report_text(report))
+    stale = stale_cells(config, path, report) if report.state != "running" else []
+    if as_json:
+        click.echo(report_json(report, stale))
+    else:
+        click.echo("\n".join([report_text(report), *stale_lines(stale)]))
     return EXIT_FAILED if report.failures else EXIT_OK
 
 
@@ -333,12 +346,28 @@ def score(run_dir: str | None, truth: str, as_json: bool) -> None:
 @click.option("--year", type=int, required=True, help="Year to draw.")
 @click.option("--member", type=int, help="One member (default: all members of the year).")
 @click.option("--out", required=True, metavar="FILE.png", help="PNG file to write.")
+@click.option(
+    "--density",
+    is_flag=True,
+    help="Draw the year's ensemble-mean track density (from year_summary) instead.",
+)
 @common
-def plot(run_dir: str | None, year: int, member: int | None, out: str) -> None:
-    """Draw the tracks of a year on a lat/lon map (PNG)."""
-    from clusterfarm.analysis import find_results, plot_tracks
+def plot(run_dir: str | None, year: int, member: int | None, out: str, density: bool) -> None:
+    """Draw the tracks of a year on a lat/lon map (PNG), or their density."""
+    from clusterfarm.analysis import find_results, plot_density, plot_tracks
 
     results_dir = _results_dir(run_dir)
+    if density:
+        from clusterfarm.tasks.registry import get_task, load_task_modules
+
+        load_task_modules()
+        summary = get_task("year_summary").output_path(Path(results_dir), year, -1)
+        if not summary.is_file():
+            raise UsageError(
+                f"{summary}: no year_summary for {year}; run --task vort_track,year_summary first"
+            )
+        click.echo(f"wrote {plot_density(summary, out, f'track density {year}')}")
+        return
     files = find_results(results_dir, year, member)
     if not files:
         which = f"year {year}" + (f" member {member}" if member is not None else "")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from clusterfarm.errors import InputError
+from clusterfarm.ledger import file_checksum, input_identity
 
 LOG = logging.getLogger("clusterfarm.executor")
 
@@ -190,16 +191,19 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     started = time.monotonic()
     spec = get_task(job["task"])
     results_dir = Path(job["results_dir"])
+    data_dir = Path(job["data_dir"])
+    inputs = input_identity(spec.input_files(job["year"], job["member"], job["params"], data_dir))
     output_path = spec.output_path(results_dir, job["year"], job["member"])
     scratch_root = job.get("scratch_dir")
     ctx = TaskContext(
         task=spec.name,
         params=job["params"],
-        data_dir=Path(job["data_dir"]),
+        data_dir=data_dir,
         results_dir=results_dir,
         output_path=output_path,
         log=logging.getLogger(f"clusterfarm.task.{spec.name}"),
         scratch_root=Path(scratch_root) if scratch_root else None,
+        members=job.get("members"),
     )
     try:
         summary = spec.fn(job["year"], job["member"], ctx)
@@ -218,6 +222,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         "error_kind": None,
         "error": None,
         "output": output,
+        "output_sum": file_checksum(output_path) if output else None,
+        "inputs": inputs,
         "summary": _plain(summary),
         "elapsed": time.monotonic() - started,
     }

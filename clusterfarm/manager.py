@@ -24,10 +24,11 @@ from Pyro5.api import Proxy
 
 from clusterfarm.breaker import HostBreaker
 from clusterfarm.events import CellsChanged, Event, HostQuarantined, WorkerJoined, WorkerLeft
+from clusterfarm.ledger import Ledger
 from clusterfarm.monitor import Monitor
 from clusterfarm.nameserver import WorkerEntry
 from clusterfarm.schedule import Status, Task, TaskSchedule
-from clusterfarm.state import CellRow, Ledger, StateWriter, cell_row
+from clusterfarm.state import CellRow, StateWriter, cell_row
 from clusterfarm.transport import CALL_TIMEOUT, configure_pyro
 
 LOG = logging.getLogger("clusterfarm.manager")
@@ -126,6 +127,13 @@ class Manager:
         self._breaker = HostBreaker(config.quarantine_after, config.quarantine_for)
         self._writer = StateWriter(writer_db, self._committed)
 
+    def _save(self, cell: Task) -> None:
+        """Queue ``cell``'s new state for the database, with the cells its end has failed."""
+        self._writer.put(cell_row(cell, self.ledger))
+        failed = self.schedule.failed_by_dependency
+        while failed:
+            self._writer.put(cell_row(failed.pop(), self.ledger))
+
     def _committed(self, rows: list[CellRow]) -> None:
         self.on_event(CellsChanged([(row[-3], row[-2], row[-1], row[0]) for row in rows]))
 
@@ -203,7 +211,7 @@ class Manager:
                 for cell in link.cells:
                     if cell.status is Status.WORKING:  # its answer never came: not done
                         self.schedule.requeue(cell)
-                        self._writer.put(cell_row(cell, self.ledger))
+                        self._save(cell)
                 link.cells = []
 
     # -- workers joining and leaving --------------------------------------------------------
@@ -316,6 +324,7 @@ class Manager:
             "timeout": config.timeout,
             "scratch_dir": config.scratch_dir,
             "abandon_after": config.lost_after,
+            "members": self.schedule.members,
         }
 
     def _claim(self, link: WorkerLink) -> list[Task]:
@@ -336,7 +345,7 @@ class Manager:
                     for cell in cells:
                         schedule.start(cell, link.name, link.host, now)
                         self._ran.add(cell.key)
-                        self._writer.put(cell_row(cell, self.ledger))
+                        self._save(cell)
                     link.cells, link.tokens = cells, [c.attempts for c in cells]
                     link.last_seen = time.monotonic()
                     return cells
@@ -375,7 +384,7 @@ class Manager:
                     LOG.warning("late answer from %s for %s ignored", link.name, cell)
                     continue
                 self._apply(link, cell, answer, now)
-                self._writer.put(cell_row(cell, self.ledger))
+                self._save(cell)
             if schedule.is_finished:
                 self._finish_run()
             elif self._waiting:
@@ -385,7 +394,15 @@ class Manager:
         status, kind = answer.get("status"), answer.get("error_kind")
         elapsed = float(answer.get("elapsed") or 0.0)
         if status == "complete":
-            self.schedule.complete(cell, answer.get("output"), answer.get("summary"), elapsed, now)
+            self.schedule.complete(
+                cell,
+                answer.get("output"),
+                answer.get("summary"),
+                elapsed,
+                now,
+                answer.get("inputs"),
+                answer.get("output_sum"),
+            )
             self._completions += 1
             mean = self._mean_elapsed.get(cell.task, elapsed)
             self._mean_elapsed[cell.task] = 0.8 * mean + 0.2 * elapsed
@@ -435,7 +452,7 @@ class Manager:
                     self.schedule.fail(
                         cell, Status.FAILURE, f"worker {link.name} lost: {reason}", "lost", now
                     )
-                self._writer.put(cell_row(cell, self.ledger))
+                self._save(cell)
             if cells:
                 self._host_failed(link.host, "lost", now)
             if self.schedule.is_finished:

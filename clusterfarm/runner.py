@@ -28,14 +28,21 @@ from clusterfarm.errors import (
     WorkerError,
 )
 from clusterfarm.launcher import LocalLauncher
+from clusterfarm.ledger import Ledger, describe, input_identity, plan_resume
 from clusterfarm.logs import setup_logging
 from clusterfarm.manager import Manager, RunConfig
 from clusterfarm.nameserver import NameServer, WorkerEntry, list_workers, locate
-from clusterfarm.schedule import TaskSchedule
+from clusterfarm.report import RunReport, read_report
+from clusterfarm.schedule import Task, TaskSchedule, TaskShape
 from clusterfarm.settings import Settings
 from clusterfarm.specs import format_spec, parse_spec
-from clusterfarm.state import Ledger, RunReport, RunState, read_report
-from clusterfarm.tasks.registry import get_task, load_task_modules, params_hash
+from clusterfarm.state import RunState
+from clusterfarm.tasks.registry import (
+    get_task,
+    load_task_modules,
+    params_hash,
+    with_prerequisites,
+)
 from clusterfarm.view import Board, View
 
 LOG = logging.getLogger("clusterfarm.runner")
@@ -73,29 +80,82 @@ def resolve_task_params(settings: Settings, tasks: list[str]) -> dict[str, dict[
     return {name: resolved.get(name) or get_task(name).resolve_params({}) for name in tasks}
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A run's schedule and ledger, built from the settings and the task registry."""
+
+    schedule: TaskSchedule
+    ledger: Ledger
+    params: dict[str, dict[str, object]]
+
+
+def prepare(settings: Settings) -> Prepared:
+    """Build the schedule (prerequisite tasks added) and the results ledger of ``[run]``."""
+    run = settings.run
+    load_task_modules(settings.tasks.modules)
+    tasks = with_prerequisites(run.tasks)
+    params = resolve_task_params(settings, tasks)
+    years, members = parse_spec(run.years, "year"), parse_spec(run.members, "member")
+    specs = {name: get_task(name) for name in tasks}
+    shapes = {name: TaskShape(spec.per_year, spec.after) for name, spec in specs.items()}
+    schedule = TaskSchedule(years, members, tasks, run.retries, shapes)
+    data_dir = Path(run.data_dir).absolute()
+
+    def inputs_now(cell: Task) -> str | None:
+        spec = specs[cell.task]
+        return input_identity(spec.input_files(cell.year, cell.member, params[cell.task], data_dir))
+
+    # a per-year task summarises the run's members: another member list is another result
+    hashes = {
+        name: params_hash({**params[name], **({"members": members} if spec.per_year else {})})
+        for name, spec in specs.items()
+    }
+    ledger = Ledger({name: spec.version for name, spec in specs.items()}, hashes, inputs_now)
+    return Prepared(schedule, ledger, params)
+
+
+def stale_cells(settings: Settings, run_dir: Path, report: RunReport) -> list[tuple[Task, str]]:
+    """The complete cells of ``report``'s run that a rerun with ``settings`` computes again."""
+    same_run = settings.with_run(
+        task=",".join(report.tasks),
+        years=format_spec(report.years),
+        members=format_spec(report.members),
+        run_dir=str(run_dir),
+    )
+    prepared = prepare(same_run)
+    state = RunState(run_dir, create=False)
+    try:
+        records = state.records(prepared.schedule.tasks)
+    finally:
+        state.close()
+    return plan_resume(prepared.schedule, records, prepared.ledger).stale
+
+
 def execute(request: RunRequest, view: View) -> tuple[RunReport, int]:
     """Run the schedule to the end; return the final report and the exit code."""
     settings = request.settings
-    run = settings.run
-    tasks = run.tasks
-    params = resolve_task_params(settings, tasks)
-    years = parse_spec(run.years, "year")
-    members = parse_spec(run.members, "member")
     if request.local is not None and request.local < 1:
         raise UsageError(f"--local {request.local}: give at least 1 worker")
-    run_dir = Path(run.run_dir)
-    schedule = TaskSchedule(years, members, tasks, run.retries)
-    ledger = Ledger(
-        {t: get_task(t).version for t in tasks}, {t: params_hash(params[t]) for t in tasks}
-    )
+    prepared = prepare(settings)
+    schedule = prepared.schedule
+    run_dir = Path(settings.run.run_dir)
     with _run_dir_lock(run_dir):
         setup_logging(settings, run_dir / "logs" / "manager.log")
         state = RunState(run_dir)
         try:
-            skipped = state.load(schedule, ledger, _output_intact)
-            invocation = state.begin_invocation(tasks, format_spec(years), format_spec(members))
+            plan = state.load(schedule, prepared.ledger)
+            for cell, reason in plan.stale:
+                LOG.info("%s runs again: %s", describe(cell), reason)
+            skipped = len(plan.kept)
+            year_tasks = [t for t, shape in schedule.shapes.items() if shape.per_year]
+            invocation = state.begin_invocation(
+                schedule.tasks,
+                format_spec(schedule.years),
+                format_spec(schedule.members),
+                year_tasks,
+            )
             state.update_invocation_counts(invocation, 0, skipped)
-            code, ran = _dispatch(request, schedule, state, ledger, params, view)
+            code, ran = _dispatch(request, schedule, state, prepared.ledger, prepared.params, view)
             state.end_invocation(invocation, ran, skipped, _STATE_NAMES[code], code)
             return read_report(state.db), code
         finally:
@@ -225,10 +285,6 @@ def _run_dir_lock(run_dir: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _output_intact(path: str) -> bool:
-    return os.path.isfile(path) and os.path.getsize(path) > 0
 
 
 def wait_seconds(since: float) -> float:

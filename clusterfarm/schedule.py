@@ -1,17 +1,21 @@
 """The task schedule: every (task, year, member) cell, its status, and what to do next.
 
 Pure bookkeeping, no I/O and no threads: the manager serialises access. Statuses are the
-progress characters of SPEC §4. ``get_next_outstanding`` is O(1) (a queue of outstanding
-cells, not a scan), and a failed cell goes back into the queue while it has attempts left.
+progress characters of SPEC §4. ``get_next_outstanding`` is O(1): the queue holds only cells
+that may run now, so a cell waiting for other cells (a year's summary after all its members)
+enters it the moment its last prerequisite completes. A failed cell goes back into the queue
+while it has attempts left; a cell that ends F or T fails the cells that wait for it.
 """
 
 from __future__ import annotations
 
 import enum
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from clusterfarm.errors import UsageError
 
 
 class Status(enum.StrEnum):
@@ -29,7 +33,17 @@ class Status(enum.StrEnum):
 
 
 # error kinds that retrying cannot fix
-NOT_RETRIED = frozenset({"input"})
+NOT_RETRIED = frozenset({"input", "dependency"})
+
+YEAR = -1  # the member of a per-year cell (a task that runs once per year)
+
+
+@dataclass(frozen=True)
+class TaskShape:
+    """How a task's cells are laid out and which tasks they wait for."""
+
+    per_year: bool = False
+    after: tuple[str, ...] = ()
 
 
 @dataclass(eq=False, slots=True)
@@ -47,6 +61,8 @@ class Task:
     finished: float | None = None
     elapsed: float | None = None
     output: str | None = None
+    output_sum: str | None = None
+    inputs: str | None = None
     summary: dict[str, Any] | None = None
     error: str | None = None
     error_kind: str | None = None
@@ -70,6 +86,7 @@ class TaskSchedule:
         members: Iterable[int],
         tasks: Iterable[str] = ("vort_track",),
         retries: int = 2,
+        shapes: Mapping[str, TaskShape] | None = None,
     ) -> None:
         self.years = sorted(set(years))
         self.members = sorted(set(members))
@@ -77,15 +94,81 @@ class TaskSchedule:
         if not (self.years and self.members and self.tasks):
             raise ValueError("a schedule needs at least one task, year and member")
         self.retries = retries
+        self.shapes = {name: (shapes or {}).get(name, TaskShape()) for name in self.tasks}
         self._rows: dict[tuple[str, int], list[Task]] = {}
         self._cells: dict[tuple[str, int, int], Task] = {}
         for name in self.tasks:
+            members = [YEAR] if self.shapes[name].per_year else self.members
             for year in self.years:
-                row = [Task(year, member, name) for member in self.members]
+                row = [Task(year, member, name) for member in members]
                 self._rows[(name, year)] = row
                 self._cells.update((cell.key, cell) for cell in row)
-        self._queue: deque[Task] = deque(self._cells.values())
+        self._waiting: dict[Task, int] = {}  # prerequisites not complete yet
+        self._dependents: dict[Task, list[Task]] = {}
+        self._link_dependencies()
+        self._queue: deque[Task] = deque(c for c in self._cells.values() if c not in self._waiting)
         self.counts: Counter[Status] = Counter({Status.OUTSTANDING: len(self._cells)})
+        self.failed_by_dependency: list[Task] = []  # for the caller to persist, then clear
+
+    def _link_dependencies(self) -> None:
+        for name in self.tasks:
+            shape = self.shapes[name]
+            for before in shape.after:
+                if before not in self.shapes:
+                    raise UsageError(
+                        f"task {name!r} runs after {before!r}; run both: --task {before},{name}"
+                    )
+                if self.tasks.index(before) > self.tasks.index(name):
+                    raise UsageError(
+                        f"task {name!r} is listed before {before!r}, which it "
+                        "runs after; list tasks in dependency order"
+                    )
+                for cell in self._rows_of(name):
+                    for needed in self._prerequisites(cell, before):
+                        self._dependents.setdefault(needed, []).append(cell)
+                        self._waiting[cell] = self._waiting.get(cell, 0) + 1
+
+    def _rows_of(self, task: str) -> Iterator[Task]:
+        for year in self.years:
+            yield from self._rows[(task, year)]
+
+    def _prerequisites(self, cell: Task, before: str) -> list[Task]:
+        row = self._rows[(before, cell.year)]
+        if cell.member == YEAR or self.shapes[before].per_year:
+            return list(row)  # a per-year cell waits for the whole year (fan-in)
+        return [self._cells[(before, cell.year, cell.member)]]
+
+    def prerequisites(self, cell: Task) -> list[Task]:
+        """The cells ``cell`` waits for."""
+        return [
+            c for before in self.shapes[cell.task].after for c in self._prerequisites(cell, before)
+        ]
+
+    def dependents(self, cell: Task) -> list[Task]:
+        """The cells that wait for ``cell``."""
+        return list(self._dependents.get(cell, ()))
+
+    def _release_dependents(self, cell: Task) -> None:
+        for dependent in self._dependents.get(cell, ()):
+            self._waiting[dependent] -= 1
+            if self._waiting[dependent] == 0:
+                del self._waiting[dependent]
+                if dependent.status is Status.OUTSTANDING:
+                    # to the front: a year's summary should not wait for every later year
+                    self._queue.appendleft(dependent)
+
+    def _fail_dependents(self, cell: Task, now: float) -> None:
+        todo = list(self._dependents.get(cell, ()))
+        while todo:
+            dependent = todo.pop()
+            if dependent.status is not Status.OUTSTANDING:
+                continue
+            who = f"{cell.task} {cell.year}" + ("" if cell.member == YEAR else f" m{cell.member}")
+            dependent.error = f"needs {who}, which ended {cell.status.value}"
+            dependent.error_kind, dependent.finished = "dependency", now
+            self._set_status(dependent, Status.FAILURE)
+            self.failed_by_dependency.append(dependent)
+            todo.extend(self._dependents.get(dependent, ()))
 
     # -- lookup -----------------------------------------------------------------------------
 
@@ -155,6 +238,7 @@ class TaskSchedule:
     def mark_complete_from_earlier(self, cell: Task) -> None:
         """Mark a cell complete because an earlier run finished it (resume)."""
         self._set_status(cell, Status.COMPLETE)
+        self._release_dependents(cell)
 
     def start(self, cell: Task, worker: str, host: str | None, now: float) -> None:
         """Mark ``cell`` as being worked on by ``worker``; this counts as one attempt."""
@@ -173,11 +257,15 @@ class TaskSchedule:
         summary: dict[str, Any] | None,
         elapsed: float,
         now: float,
+        inputs: str | None = None,
+        output_sum: str | None = None,
     ) -> None:
-        """Mark ``cell`` complete."""
+        """Mark ``cell`` complete; ``inputs`` and ``output_sum`` go to the results ledger."""
         self._set_status(cell, Status.COMPLETE)
         cell.output, cell.summary, cell.elapsed, cell.finished = output, summary, elapsed, now
+        cell.inputs, cell.output_sum = inputs, output_sum
         cell.error = cell.error_kind = None
+        self._release_dependents(cell)
 
     def fail(
         self,
@@ -197,6 +285,7 @@ class TaskSchedule:
             self.requeue(cell, count_attempt=True)
             return True
         self._set_status(cell, status)
+        self._fail_dependents(cell, now)
         return False
 
     def requeue(self, cell: Task, count_attempt: bool = False) -> None:

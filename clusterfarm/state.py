@@ -8,21 +8,23 @@ transaction (group commit) and only then hands the changes on to be shown.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from clusterfarm.errors import StateError
+from clusterfarm.ledger import Ledger, Plan, Record, plan_resume
 from clusterfarm.schedule import Status, Task, TaskSchedule
 
+LOG = logging.getLogger("clusterfarm.state")
 STATE_FILE = "state.sqlite"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -31,32 +33,30 @@ CREATE TABLE IF NOT EXISTS cells (
     status TEXT NOT NULL DEFAULT '-', attempts INTEGER NOT NULL DEFAULT 0,
     worker TEXT, host TEXT, started REAL, finished REAL, elapsed REAL,
     output TEXT, summary TEXT, error TEXT, error_kind TEXT,
-    version TEXT, params_hash TEXT,
+    version TEXT, params_hash TEXT, inputs TEXT, output_sum TEXT,
     PRIMARY KEY (task, year, member)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS invocations (
     id INTEGER PRIMARY KEY, pid INTEGER, started REAL, finished REAL,
-    tasks TEXT, years TEXT, members TEXT,
+    tasks TEXT, years TEXT, members TEXT, year_tasks TEXT NOT NULL DEFAULT '',
     ran INTEGER NOT NULL DEFAULT 0, skipped INTEGER NOT NULL DEFAULT 0,
     state TEXT NOT NULL DEFAULT 'running', exit_code INTEGER
 );
 """
 
+# what schema 1 lacked: added in place, so older run dirs resume
+_MIGRATIONS = {
+    "cells": ("inputs TEXT", "output_sum TEXT"),
+    "invocations": ("year_tasks TEXT NOT NULL DEFAULT ''",),
+}
+
 # one row of the cells table as the writer stores it; built under the manager's lock
 CellRow = tuple[Any, ...]
 _UPDATE_CELL = """
 UPDATE cells SET status=?, attempts=?, worker=?, host=?, started=?, finished=?, elapsed=?,
-    output=?, summary=?, error=?, error_kind=?, version=?, params_hash=?
+    output=?, summary=?, error=?, error_kind=?, version=?, params_hash=?, inputs=?, output_sum=?
 WHERE task=? AND year=? AND member=?
 """
-
-
-@dataclass(frozen=True)
-class Ledger:
-    """What a complete result must match to be reused: task version and parameters hash."""
-
-    versions: Mapping[str, str]
-    params_hashes: Mapping[str, str]
 
 
 def cell_row(cell: Task, ledger: Ledger) -> CellRow:
@@ -76,6 +76,8 @@ def cell_row(cell: Task, ledger: Ledger) -> CellRow:
         cell.error_kind,
         ledger.versions.get(cell.task),
         ledger.params_hashes.get(cell.task),
+        cell.inputs,
+        cell.output_sum,
         cell.task,
         cell.year,
         cell.member,
@@ -98,6 +100,7 @@ def connect(run_dir: Path, create: bool = True) -> sqlite3.Connection:
         db.execute("PRAGMA synchronous=NORMAL")
         if create:
             db.executescript(_SCHEMA)
+            _migrate(db)
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         schema = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
     except sqlite3.Error as exc:
@@ -107,81 +110,73 @@ def connect(run_dir: Path, create: bool = True) -> sqlite3.Connection:
     return db
 
 
+def _migrate(db: sqlite3.Connection) -> None:
+    for table, columns in _MIGRATIONS.items():
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for column in columns:
+            if column.split()[0] not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+    db.execute("UPDATE meta SET value=? WHERE key='schema'", (SCHEMA_VERSION,))
+
+
 class RunState:
     """The state database of one run directory."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, create: bool = True) -> None:
         self.run_dir = Path(run_dir)
-        self.db = connect(self.run_dir)
+        self.db = connect(self.run_dir, create)
 
     def close(self) -> None:
         self.db.close()
 
-    def load(
-        self, schedule: TaskSchedule, ledger: Ledger, output_intact: Callable[[str], bool]
-    ) -> int:
-        """Bring ``schedule`` up to date with earlier runs; return the cells skipped as done.
+    def records(self, tasks: list[str]) -> dict[tuple[str, int, int], Record]:
+        """The complete cells of ``tasks`` as earlier runs recorded them."""
+        names = ",".join("?" * len(tasks))
+        rows = self.db.execute(
+            f"SELECT task, year, member, version, params_hash, inputs, output, output_sum, "
+            f"summary, worker, host, elapsed, finished FROM cells "
+            f"WHERE status='+' AND task IN ({names})",
+            tasks,
+        )
+        return {(r[0], r[1], r[2]): Record(*r[3:]) for r in rows}
 
-        A complete cell is kept only if its version and parameters match ``ledger`` and its
-        output (if any) is intact. Stale ``W`` and earlier F/T cells become outstanding with a
-        fresh set of attempts.
+    def load(self, schedule: TaskSchedule, ledger: Ledger) -> Plan:
+        """Bring ``schedule`` up to date with earlier runs; return what was kept and why the
+        rest runs again.
+
+        Complete cells whose ledger still holds are kept; every other cell (stale results,
+        earlier F/T with a fresh set of attempts, a ``W`` left by a manager that died) becomes
+        outstanding, and that is saved at once so ``status`` agrees.
         """
         with self.db:
             self.db.executemany(
                 "INSERT OR IGNORE INTO cells (task, year, member) VALUES (?, ?, ?)",
                 (cell.key for cell in schedule),
             )
-        names = ",".join("?" * len(schedule.tasks))
-        rows = self.db.execute(
-            f"SELECT task, year, member, output, version, params_hash, summary, worker, host, "
-            f"elapsed, finished FROM cells WHERE status='+' AND task IN ({names})",
-            schedule.tasks,
-        )
-        skipped = 0
-        for (
-            task,
-            year,
-            member,
-            output,
-            version,
-            params_hash,
-            summary,
-            worker,
-            host,
-            elapsed,
-            finished,
-        ) in rows:
-            try:
-                cell = schedule.cell(task, year, member)
-            except KeyError:
-                continue
-            if version != ledger.versions.get(task) or params_hash != ledger.params_hashes.get(
-                task
-            ):
-                continue
-            if output and not output_intact(output):
-                continue
-            cell.output, cell.worker, cell.host = output, worker, host
-            cell.elapsed, cell.finished = elapsed, finished
-            cell.summary = json.loads(summary) if summary else None
+        plan = plan_resume(schedule, self.records(schedule.tasks), ledger)
+        for cell, record in plan.kept:
+            cell.output, cell.worker, cell.host = record.output, record.worker, record.host
+            cell.elapsed, cell.finished = record.elapsed, record.finished
+            cell.inputs, cell.output_sum = record.inputs, record.output_sum
+            cell.summary = json.loads(record.summary) if record.summary else None
             schedule.mark_complete_from_earlier(cell)
-            skipped += 1
-        # everything not kept is outstanding now: persist that, so status agrees at once
         with self.db:
             self.db.executemany(
                 "UPDATE cells SET status='-', attempts=0, error=NULL, error_kind=NULL "
                 "WHERE task=? AND year=? AND member=?",
                 (cell.key for cell in schedule if cell.status is Status.OUTSTANDING),
             )
-        return skipped
+        return plan
 
-    def begin_invocation(self, tasks: list[str], years: str, members: str) -> int:
+    def begin_invocation(
+        self, tasks: list[str], years: str, members: str, year_tasks: Iterable[str] = ()
+    ) -> int:
         """Record the start of a ``run`` invocation and return its id."""
         with self.db:
             cursor = self.db.execute(
-                "INSERT INTO invocations (pid, started, tasks, years, members) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (os.getpid(), time.time(), ",".join(tasks), years, members),
+                "INSERT INTO invocations (pid, started, tasks, years, members, year_tasks) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (os.getpid(), time.time(), ",".join(tasks), years, members, ",".join(year_tasks)),
             )
         return int(cursor.lastrowid or 0)
 
@@ -248,7 +243,10 @@ class StateWriter:
             except sqlite3.Error as exc:  # disk full, run dir removed...
                 self._error = exc
                 return
-            self._on_commit(rows)
+            try:
+                self._on_commit(rows)
+            except Exception:  # showing must never stop saving: log it and go on
+                LOG.exception("showing a state change failed")
 
 
 def _latest_per_cell(rows: Iterable[CellRow]) -> list[CellRow]:
@@ -256,88 +254,3 @@ def _latest_per_cell(rows: Iterable[CellRow]) -> list[CellRow]:
     for row in rows:
         latest[row[-3:]] = row
     return list(latest.values())
-
-
-@dataclass
-class RunReport:
-    """The progress of a run's latest invocation, as read back from its state database."""
-
-    tasks: list[str]
-    years: list[int]
-    members: list[int]
-    progress: dict[tuple[str, int], str]
-    ran: int
-    skipped: int
-    elapsed: float
-    state: str
-    failures: list[dict[str, Any]]
-
-    def count(self, status: Status) -> int:
-        return sum(line.count(status.value) for line in self.progress.values())
-
-    @property
-    def total(self) -> int:
-        return sum(len(line) for line in self.progress.values())
-
-    def to_json(self) -> dict[str, Any]:
-        """The JSON object of SPEC §4."""
-        progress: dict[str, dict[str, str]] = {}
-        for (task, year), line in self.progress.items():
-            progress.setdefault(task, {})[str(year)] = line
-        return {
-            "complete": self.count(Status.COMPLETE),
-            "failure": self.count(Status.FAILURE),
-            "timeout": self.count(Status.TIMEOUT),
-            "outstanding": self.count(Status.OUTSTANDING) + self.count(Status.WORKING),
-            "ran": self.ran,
-            "skipped": self.skipped,
-            "elapsed": round(self.elapsed, 3),
-            "state": self.state,
-            "progress": progress,
-            "failures": self.failures,
-        }
-
-
-def read_report(db: sqlite3.Connection) -> RunReport:
-    """Read the progress of the latest ``run`` invocation recorded in ``db``."""
-    from clusterfarm.specs import parse_spec
-
-    row = db.execute(
-        "SELECT started, finished, tasks, years, members, ran, skipped, state "
-        "FROM invocations ORDER BY id DESC LIMIT 1"
-    ).fetchone()
-    if row is None:
-        raise StateError("this run dir has a state database but no run was started in it yet")
-    started, finished, tasks_text, years_text, members_text, ran, skipped, state = row
-    tasks = tasks_text.split(",")
-    years, members = parse_spec(years_text), parse_spec(members_text, "member")
-    grid = {(task, year): ["-"] * len(members) for task in tasks for year in years}
-    column = {member: i for i, member in enumerate(members)}
-    failures = []
-    names = ",".join("?" * len(tasks))
-    for task, year, member, status, attempts, error, error_kind in db.execute(
-        f"SELECT task, year, member, status, attempts, error, error_kind FROM cells "
-        f"WHERE task IN ({names}) ORDER BY task, year, member",
-        tasks,
-    ):
-        line = grid.get((task, year))
-        if line is None or member not in column:
-            continue
-        line[column[member]] = status
-        if status in (Status.FAILURE.value, Status.TIMEOUT.value):
-            failures.append(
-                {
-                    "task": task,
-                    "year": year,
-                    "member": member,
-                    "status": status,
-                    "attempts": attempts,
-                    "error_kind": error_kind,
-                    "error": error,
-                }
-            )
-    order = {task: i for i, task in enumerate(tasks)}
-    failures.sort(key=lambda f: (order[f["task"]], f["year"], f["member"]))
-    elapsed = (finished or time.time()) - started
-    progress = {key: "".join(line) for key, line in grid.items()}
-    return RunReport(tasks, years, members, progress, ran, skipped, elapsed, state, failures)

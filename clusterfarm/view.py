@@ -15,8 +15,9 @@ from collections.abc import Mapping
 from typing import IO, Any, Protocol
 
 from clusterfarm.events import CellsChanged, Event, HostQuarantined, WorkerLeft
-from clusterfarm.schedule import Status, TaskSchedule
-from clusterfarm.state import RunReport
+from clusterfarm.ledger import describe
+from clusterfarm.report import RunReport
+from clusterfarm.schedule import YEAR, Status, Task, TaskSchedule
 
 STATUS_STYLES = {
     "-": "grey50",
@@ -68,8 +69,26 @@ def report_footer(report: RunReport) -> list[str]:
     return lines
 
 
-def report_json(report: RunReport) -> str:
-    return json.dumps(report.to_json())
+def report_json(report: RunReport, stale: list[tuple[Task, str]] | None = None) -> str:
+    """The JSON object of SPEC §4 (with ``stale``: cells the next run computes again)."""
+    document = report.to_json()
+    if stale is not None:
+        document["stale"] = [
+            {"task": cell.task, "year": cell.year, "member": cell.member, "reason": reason}
+            for cell, reason in stale
+        ]
+    return json.dumps(document)
+
+
+def stale_lines(stale: list[tuple[Task, str]], limit: int = 20) -> list[str]:
+    """Which complete cells the next run computes again, and why (at most ``limit`` lines)."""
+    if not stale:
+        return []
+    lines = [f"{len(stale)} complete cell(s) will run again on the next run:"]
+    lines += [f"  {describe(cell)}: {reason}" for cell, reason in stale[:limit]]
+    if len(stale) > limit:
+        lines.append(f"  ... and {len(stale) - limit} more")
+    return lines
 
 
 class Board:
@@ -78,6 +97,7 @@ class Board:
     def __init__(self, schedule: TaskSchedule) -> None:
         self.tasks, self.years = schedule.tasks, schedule.years
         self._column = {member: i for i, member in enumerate(schedule.members)}
+        self._column[YEAR] = 0  # the one cell of a per-year task
         self._rows = {
             (t, y): bytearray(schedule.progress_line(t, y), "ascii")
             for t in self.tasks

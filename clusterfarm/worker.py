@@ -25,12 +25,13 @@ from clusterfarm import __version__
 from clusterfarm.errors import ClusterFarmError, NameServerError, WorkerError
 from clusterfarm.executor import Executor
 from clusterfarm.nameserver import locate
+from clusterfarm.schedule import YEAR
 from clusterfarm.settings import Settings
 from clusterfarm.tasks.registry import get_task, load_task_modules
 from clusterfarm.transport import WORKER_PREFIX, configure_pyro
 
 LOG = logging.getLogger("clusterfarm.worker")
-RUN_KEYS = ("data_dir", "results_dir", "scratch_dir", "timeout", "abandon_after")
+RUN_KEYS = ("data_dir", "results_dir", "scratch_dir", "timeout", "abandon_after", "members")
 
 
 @behavior(instance_mode="single")
@@ -103,9 +104,13 @@ class PyroWorker:
         try:
             self._last_contact = time.monotonic()
             try:
-                resolved = get_task(task).resolve_params(params)
+                spec = get_task(task)
+                resolved = spec.resolve_params(params)
             except ClusterFarmError as exc:
                 return [_refused(str(exc), "input")] * len(cells)
+            if any((member == YEAR) != spec.per_year for _, member in cells):
+                shape = f"member {YEAR} (once per year)" if spec.per_year else "a member >= 0"
+                return [_refused(f"task {task} takes {shape}", "input")] * len(cells)
             run = self._run_settings
             short = _short_of_disk(run)
             if short is not None:
@@ -119,6 +124,7 @@ class PyroWorker:
                     "data_dir": run["data_dir"],
                     "results_dir": run["results_dir"],
                     "scratch_dir": run.get("scratch_dir"),
+                    "members": run.get("members"),
                 }
                 for year, member in cells
             ]
@@ -207,8 +213,9 @@ def _check_call(task: Any, params: Any, cells: list[Any]) -> str | None:
     for cell in cells:
         if not isinstance(cell, list | tuple) or len(cell) != 2:
             return f"a cell must be [year, member], not {cell!r}"
-        for label, value in zip(("year", "member"), cell, strict=True):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        # member -1 (YEAR) is the one cell of a per-year task
+        for label, value, lowest in zip(("year", "member"), cell, (0, YEAR), strict=True):
+            if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
                 return f"{label} must be a non-negative integer, not {value!r}"
     if not isinstance(task, str):
         return f"task must be a task name, not {task!r}"
@@ -284,14 +291,17 @@ def serve(
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # the manager decides when we stop
     if die_with_stdin:
         threading.Thread(target=_wait_for_eof, args=(stop,), daemon=True).start()
+    leaving = threading.Event()  # set once the daemon stops serving: never register again
     if orphan_after > 0:
-        watch = (ns_host, ns_port, full_name, daemon.uriFor(full_name), orphan_after, stop)
+        uri = daemon.uriFor(full_name)
+        watch = (ns_host, ns_port, full_name, uri, orphan_after, stop, leaving)
         threading.Thread(target=_watch_nameserver, args=watch, daemon=True).start()
     if ready is not None:
         ready.set()
     try:
         daemon.requestLoop()
     finally:
+        leaving.set()
         executor.close()
         _unregister(ns_host, ns_port, full_name)
         daemon.close()
@@ -350,7 +360,13 @@ def _metadata(host_label: str) -> set[str]:
 
 
 def _watch_nameserver(
-    ns_host: str, ns_port: int, full_name: str, uri: Any, orphan_after: float, stop: Any
+    ns_host: str,
+    ns_port: int,
+    full_name: str,
+    uri: Any,
+    orphan_after: float,
+    stop: Any,
+    leaving: threading.Event,
 ) -> None:
     """Stop the worker once the nameserver has been gone ``orphan_after`` s (no orphans).
 
@@ -359,14 +375,15 @@ def _watch_nameserver(
     """
     interval = min(5.0, max(0.2, orphan_after / 5))
     last_seen = time.monotonic()
-    while True:
-        time.sleep(interval)
+    while not leaving.wait(interval):
         try:
             ns = locate(ns_host, ns_port, timeout=min(3.0, interval))
             with ns:
                 try:
                     registered = str(ns.lookup(full_name))
                 except Pyro5.errors.NamingError:
+                    if leaving.is_set():
+                        return  # it unregistered itself on the way out
                     host_label = full_name.removeprefix(WORKER_PREFIX).rsplit(".", 1)[0]
                     ns.register(full_name, uri, safe=True, metadata=_metadata(host_label))
                     LOG.warning("the nameserver had forgotten %s: registered again", full_name)

@@ -127,3 +127,90 @@ def test_cancelled_try_is_forgotten():
     schedule.start(cell, "a.0", "a", 0.0)
     schedule.requeue(cell)
     assert cell.tried_workers == [] and cell.tried_hosts == [] and cell.attempts == 0
+
+
+def summary_schedule(years=(2000, 2001), members=range(3), retries=0):
+    from clusterfarm.schedule import TaskShape
+
+    shapes = {"track": TaskShape(), "summary": TaskShape(per_year=True, after=("track",))}
+    return TaskSchedule(years, members, ["track", "summary"], retries, shapes)
+
+
+def run_all_of(schedule, task, year=None, fail_member=None):
+    while (cell := schedule.get_next_outstanding(task)) is not None:
+        if year is not None and cell.year != year:
+            schedule._queue.appendleft(cell)
+            return
+        schedule.start(cell, "w", "h", 0.0)
+        if cell.member == fail_member:
+            schedule.fail(cell, Status.FAILURE, "boom", "task", 0.0)
+        else:
+            schedule.complete(cell, None, None, 0.0, 0.0)
+
+
+def test_per_year_task_has_one_cell_per_year_shown_as_one_character():
+    schedule = summary_schedule()
+    assert schedule.get_progress_for_year(2000) == "track 2000: ---\nsummary 2000: -"
+    assert len(schedule) == 2 * 3 + 2
+
+
+def test_year_summary_becomes_eligible_the_moment_its_year_is_complete():
+    schedule = summary_schedule()
+    # only tracking is eligible at first
+    first = [schedule.get_next_outstanding() for _ in range(6)]
+    assert {c.task for c in first} == {"track"} and schedule.get_next_outstanding() is None
+    for cell in first:
+        schedule.start(cell, "w", "h", 0.0)
+    for cell in first[:3]:  # all of 2000, none of 2001
+        schedule.complete(cell, None, None, 0.0, 0.0)
+    summary_2000 = schedule.get_next_outstanding()
+    assert (summary_2000.task, summary_2000.year) == ("summary", 2000)
+    assert schedule.get_next_outstanding() is None  # 2001's members are still running
+
+
+def test_a_failed_member_fails_its_year_summary_with_kind_dependency():
+    schedule = summary_schedule()
+    run_all_of(schedule, "track", fail_member=1)
+    summary = schedule.cell("summary", 2000, -1)
+    assert summary.status is Status.FAILURE and summary.error_kind == "dependency"
+    assert summary.error == "needs track 2000 m1, which ended F"
+    assert summary in schedule.failed_by_dependency
+    assert schedule.is_finished
+
+
+def test_prerequisites_complete_from_an_earlier_run_release_their_dependents():
+    schedule = summary_schedule(years=[2000])
+    for member in range(3):
+        schedule.mark_complete_from_earlier(schedule.cell("track", 2000, member))
+    assert schedule.get_next_outstanding() is schedule.cell("summary", 2000, -1)
+
+
+def test_a_dependency_missing_from_the_run_or_listed_after_is_refused():
+    from clusterfarm.errors import UsageError
+    from clusterfarm.schedule import TaskShape
+
+    with pytest.raises(UsageError, match="run both: --task track,summary"):
+        TaskSchedule([2000], [0], ["summary"], shapes={"summary": TaskShape(True, ("track",))})
+    with pytest.raises(UsageError, match="list tasks in dependency order"):
+        TaskSchedule(
+            [2000],
+            [0],
+            ["summary", "track"],
+            shapes={"summary": TaskShape(True, ("track",)), "track": TaskShape()},
+        )
+
+
+def test_per_cell_dependency_waits_for_the_same_member():
+    from clusterfarm.schedule import TaskShape
+
+    schedule = TaskSchedule(
+        [2000], range(2), ["a", "b"], shapes={"a": TaskShape(), "b": TaskShape(after=("a",))}
+    )
+    a0 = schedule.get_next_outstanding()
+    schedule.start(a0, "w", "h", 0.0)
+    schedule.complete(a0, None, None, 0.0, 0.0)
+    assert schedule.prerequisites(schedule.cell("b", 2000, 0)) == [a0]
+    # a released cell goes to the front: finishing work beats starting more
+    assert schedule.get_next_outstanding().key == ("b", 2000, 0)
+    assert schedule.get_next_outstanding().key == ("a", 2000, 1)
+    assert schedule.get_next_outstanding() is None  # b 2000 m1 waits for a 2000 m1

@@ -1,11 +1,14 @@
 """The run state database: resume rules, the writer, the report."""
 
 import threading
+import time
 
+from clusterfarm.ledger import Ledger, plan_resume
+from clusterfarm.report import read_report
 from clusterfarm.schedule import Status, TaskSchedule
-from clusterfarm.state import Ledger, RunState, StateWriter, cell_row, connect, read_report
+from clusterfarm.state import RunState, StateWriter, cell_row, connect
 
-LEDGER = Ledger({"noop": "1"}, {"noop": "abc"})
+LEDGER = Ledger({"noop": "1"}, {"noop": "abc"}, lambda cell: "inputs-1")
 
 
 def fresh(tmp_path, members=range(3)):
@@ -16,7 +19,7 @@ def finish_all(schedule, state, ledger=LEDGER, output=None):
     rows = []
     while (cell := schedule.get_next_outstanding()) is not None:
         schedule.start(cell, "w", "h", 1.0)
-        schedule.complete(cell, output, {"n": cell.member}, 0.5, 2.0)
+        schedule.complete(cell, output, {"n": cell.member}, 0.5, 2.0, inputs="inputs-1")
         rows.append(cell_row(cell, ledger))
     writer = StateWriter(state.db, lambda rows: None)
     for row in rows:
@@ -26,35 +29,61 @@ def finish_all(schedule, state, ledger=LEDGER, output=None):
 
 def test_complete_cells_are_skipped_on_resume(tmp_path):
     schedule, state = fresh(tmp_path)
-    assert state.load(schedule, LEDGER, lambda p: True) == 0
+    assert state.load(schedule, LEDGER).kept == []
     finish_all(schedule, state)
     again = TaskSchedule([2000], range(3), ["noop"])
-    assert RunState(tmp_path).load(again, LEDGER, lambda p: True) == 3
+    assert len(RunState(tmp_path).load(again, LEDGER).kept) == 3
     assert again.get_progress_for_year(2000) == "2000: +++"
     assert again.cell("noop", 2000, 1).summary == {"n": 1}
 
 
 def test_changed_version_or_params_recomputes(tmp_path):
     schedule, state = fresh(tmp_path)
-    state.load(schedule, LEDGER, lambda p: True)
+    state.load(schedule, LEDGER)
     finish_all(schedule, state)
-    for ledger in (Ledger({"noop": "2"}, {"noop": "abc"}), Ledger({"noop": "1"}, {"noop": "x"})):
+    for ledger, reason in (
+        (
+            Ledger({"noop": "2"}, {"noop": "abc"}, LEDGER.inputs_now),
+            "task version changed (1 -> 2)",
+        ),
+        (Ledger({"noop": "1"}, {"noop": "x"}, LEDGER.inputs_now), "parameters changed"),
+        (Ledger({"noop": "1"}, {"noop": "abc"}, lambda cell: "other"), "input files changed"),
+    ):
         again = TaskSchedule([2000], range(3), ["noop"])
-        assert RunState(tmp_path).load(again, ledger, lambda p: True) == 0
+        plan = RunState(tmp_path).load(again, ledger)
+        assert plan.kept == [] and {r for _, r in plan.stale} == {reason}
         assert again.get_progress_for_year(2000) == "2000: ---"
+        finish_all(again, RunState(tmp_path))  # complete again under the original ledger
 
 
-def test_missing_output_recomputes(tmp_path):
-    schedule, state = fresh(tmp_path)
-    state.load(schedule, LEDGER, lambda p: True)
-    finish_all(schedule, state, output="/results/x.nc")
-    again = TaskSchedule([2000], range(3), ["noop"])
-    assert RunState(tmp_path).load(again, LEDGER, lambda path: False) == 0
+def test_missing_or_changed_output_recomputes(tmp_path):
+    from clusterfarm.ledger import file_checksum
+
+    output = tmp_path / "x.nc"
+    output.write_text("tracks")
+    schedule, state = fresh(tmp_path, members=[0])
+    state.load(schedule, LEDGER)
+    cell = schedule.get_next_outstanding()
+    schedule.start(cell, "w", "h", 1.0)
+    schedule.complete(cell, str(output), None, 0.5, 2.0, None, file_checksum(output))
+    writer = StateWriter(state.db, lambda rows: None)
+    writer.put(cell_row(cell, LEDGER))
+    writer.close()
+
+    def reasons():  # read-only, as clusterfarm status asks
+        again = TaskSchedule([2000], [0], ["noop"])
+        return [r for _, r in plan_resume(again, state.records(["noop"]), LEDGER).stale]
+
+    assert reasons() == []
+    output.write_text("edited by hand")
+    assert reasons() == [f"output {output} changed since it was written"]
+    output.unlink()
+    assert reasons() == [f"output {output} is missing"]
 
 
 def test_stale_working_and_failed_cells_become_outstanding_with_fresh_attempts(tmp_path):
     schedule, state = fresh(tmp_path, members=range(2))
-    state.load(schedule, LEDGER, lambda p: True)
+    state.load(schedule, LEDGER)
     working, failed = schedule.get_next_outstanding(), schedule.get_next_outstanding()
     schedule.start(working, "w", "h", 1.0)
     schedule.start(failed, "w", "h", 1.0)
@@ -65,14 +94,14 @@ def test_stale_working_and_failed_cells_become_outstanding_with_fresh_attempts(t
     writer.close()
     assert state.db.execute("SELECT group_concat(status, '') FROM cells").fetchone()[0] == "WF"
     again = TaskSchedule([2000], range(2), ["noop"])
-    RunState(tmp_path).load(again, LEDGER, lambda p: True)
+    RunState(tmp_path).load(again, LEDGER)
     rows = state.db.execute("SELECT status, attempts FROM cells ORDER BY member").fetchall()
     assert rows == [("-", 0), ("-", 0)]
 
 
 def test_writer_hands_on_only_what_it_committed(tmp_path):
     schedule, state = fresh(tmp_path)
-    state.load(schedule, LEDGER, lambda p: True)
+    state.load(schedule, LEDGER)
     seen_in_db = []
 
     def on_commit(rows):
@@ -95,7 +124,7 @@ def test_writer_hands_on_only_what_it_committed(tmp_path):
 
 def test_writer_keeps_up_with_many_threads(tmp_path):
     schedule, state = fresh(tmp_path, members=range(2000))
-    state.load(schedule, LEDGER, lambda p: True)
+    state.load(schedule, LEDGER)
     committed = []
     writer = StateWriter(state.db, committed.extend)
     lock = threading.Lock()
@@ -125,7 +154,7 @@ def test_writer_keeps_up_with_many_threads(tmp_path):
 def test_report_reads_the_latest_invocation(tmp_path):
     schedule, state = fresh(tmp_path, members=range(3))
     schedule.retries = 0
-    state.load(schedule, LEDGER, lambda p: True)
+    state.load(schedule, LEDGER)
     invocation = state.begin_invocation(["noop"], "2000", "0-2")
     cell = schedule.get_next_outstanding()
     schedule.start(cell, "w", "h", 1.0)
@@ -148,3 +177,19 @@ def test_report_reads_the_latest_invocation(tmp_path):
         }
     ]
     assert report.to_json()["outstanding"] == 2
+
+
+def test_writer_keeps_saving_when_showing_fails(tmp_path):
+    schedule, state = fresh(tmp_path, members=range(2))
+    state.load(schedule, LEDGER)
+
+    def broken_view(rows):
+        raise KeyError("a view bug")
+
+    writer = StateWriter(state.db, broken_view)
+    for cell in (schedule.get_next_outstanding(), schedule.get_next_outstanding()):
+        schedule.start(cell, "w", "h", 1.0)
+        writer.put(cell_row(cell, LEDGER))
+        time.sleep(0.05)  # separate commits: the second comes after the first one's failure
+    writer.close()
+    assert state.db.execute("SELECT group_concat(status, '') FROM cells").fetchone()[0] == "WW"

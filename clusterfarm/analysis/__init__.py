@@ -3,17 +3,18 @@
 Vorticity on the sphere (:mod:`.vorticity`), local maxima (:mod:`.extrema`), linking them into
 tracks (:mod:`.tracking`), the pipeline of the three (:mod:`.cyclones`), reading 20CR-like
 winds (:mod:`.winds`), CF trajectory files (:mod:`.trajectories`), synthetic data with known
-tracks (:mod:`.sample`), scoring against them (:mod:`.score`) and maps (:mod:`.plot`). This is
-one of the two places in clusterfarm that import numpy and netCDF4; matplotlib is imported
-only when a plot is drawn.
+tracks (:mod:`.sample`), scoring against them (:mod:`.score`), a year's ensemble statistics
+(:mod:`.summary`) and maps (:mod:`.plot`). This is one of the two places in clusterfarm that
+import numpy and netCDF4; matplotlib is imported only when a plot is drawn.
 """
 
 from clusterfarm.analysis.cyclones import find_cyclones, track_cyclones
 from clusterfarm.analysis.extrema import Maxima, find_maxima
 from clusterfarm.analysis.geo import GLOBAL_BOX, great_circle_km
-from clusterfarm.analysis.plot import plot_tracks
+from clusterfarm.analysis.plot import plot_density, plot_tracks
 from clusterfarm.analysis.sample import truth_path, write_sample_data
 from clusterfarm.analysis.score import score_results, score_tracks
+from clusterfarm.analysis.summary import YearSummary, read_density, summarise_year, write_summary
 from clusterfarm.analysis.tracking import Track, link_tracks
 from clusterfarm.analysis.trajectories import (
     TrackFile,
@@ -31,6 +32,7 @@ __all__ = [
     "Track",
     "TrackFile",
     "WindSource",
+    "YearSummary",
     "Winds",
     "cyclonic_vorticity",
     "find_cyclones",
@@ -38,15 +40,19 @@ __all__ = [
     "find_results",
     "great_circle_km",
     "link_tracks",
+    "plot_density",
     "plot_tracks",
+    "read_density",
     "read_tracks",
     "read_winds",
     "relative_vorticity",
     "result_path",
     "score_results",
     "score_tracks",
+    "summarise_year",
     "track_cyclones",
     "truth_path",
     "write_sample_data",
+    "write_summary",
     "write_tracks",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,10 +25,8 @@ def plot_tracks(
     tracks_or_files: Iterable[Track | str | Path], out_png: str | Path, title: str = ""
 ) -> Path:
     """Draw the tracks (or the tracks in the given files) to ``out_png``; return its path."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.collections import LineCollection
     from matplotlib.colors import Normalize
-    from matplotlib.figure import Figure
 
     tracks = _load(tracks_or_files)
     segments: list[np.ndarray] = []
@@ -41,9 +40,7 @@ def plot_tracks(
             segments.extend(np.stack([points[:-1], points[1:]], axis=1))
             strength.extend(pair_mean / _UNIT)
 
-    figure = Figure(figsize=(11, 5.5), dpi=100)
-    FigureCanvasAgg(figure)
-    ax = figure.add_subplot()
+    figure, ax = _world_map(title or f"{len(tracks)} tracks")
     values = np.asarray(strength)
     norm = Normalize(*(np.percentile(values, [2, 98]) if values.size else (0.0, 1.0)))
     lines = LineCollection(segments, cmap="plasma", norm=norm, linewidths=1.8)
@@ -53,6 +50,30 @@ def plot_tracks(
         starts = np.array([[t.lon[0] % 360.0, t.lat[0]] for t in tracks if len(t)])
         ax.scatter(starts[:, 0], starts[:, 1], s=10, c="black", zorder=3, label="track start")
         ax.legend(loc="lower left", fontsize="small")
+    figure.colorbar(lines, ax=ax, shrink=0.8, label="|relative vorticity| (1e-5 s-1)")
+    return _save(figure, out_png)
+
+
+def plot_density(summary_file: str | Path, out_png: str | Path, title: str = "") -> Path:
+    """Draw the ensemble-mean track density of a year_summary file; return the PNG's path."""
+    from clusterfarm.analysis.summary import read_density
+
+    lat_edges, lon_edges, density, members = read_density(summary_file)
+    figure, ax = _world_map(title or f"track density, mean of {members} members")
+    mesh = ax.pcolormesh(lon_edges, lat_edges, density, cmap="viridis", shading="flat")
+    step = lat_edges[1] - lat_edges[0]
+    figure.colorbar(mesh, ax=ax, shrink=0.8, label=f"tracks per {step:g}° box")
+    return _save(figure, out_png)
+
+
+def _world_map(title: str) -> tuple[Any, Any]:
+    """A figure with one lat/lon axes over the globe, 0-360° E, with a grid."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(11, 5.5), dpi=100)
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
     ax.set_xlim(0, 360)
     ax.set_ylim(-90, 90)
     ax.set_xticks(np.arange(0, 361, 30))
@@ -62,8 +83,11 @@ def plot_tracks(
     ax.set_aspect("equal")
     ax.grid(True, linestyle=":", linewidth=0.6, color="grey")
     ax.axhline(0.0, color="grey", linewidth=0.8)
-    ax.set_title(title or f"{len(tracks)} tracks")
-    figure.colorbar(lines, ax=ax, shrink=0.8, label="|relative vorticity| (1e-5 s-1)")
+    ax.set_title(title)
+    return figure, ax
+
+
+def _save(figure: Any, out_png: str | Path) -> Path:
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, bbox_inches="tight")

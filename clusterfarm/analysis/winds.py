@@ -62,8 +62,7 @@ def read_winds(
 ) -> Winds:
     """Read member ``member`` of ``year``: u and v on one grid, times as CF numbers."""
     src = source or WindSource()
-    u_path = _resolve(data_dir, src.u_path, year, member)
-    v_path = _resolve(data_dir, src.v_path, year, member)
+    u_path, v_path = wind_paths(data_dir, year, member, src)
     u = _read_field(u_path, src.u_var, member, src, per_member="{member" in src.u_path)
     v = _read_field(v_path, src.v_var, member, src, per_member="{member" in src.v_path)
     mismatch = _mismatch(u, v)
@@ -73,6 +72,16 @@ def read_winds(
             "u and v must share one grid and time axis"
         )
     return Winds(u.data, v.data, u.lats, u.lons, u.times, u.time_units, u.calendar)
+
+
+def wind_paths(
+    data_dir: str | Path, year: int, member: int, source: WindSource
+) -> tuple[Path, Path]:
+    """The u and v files that one year and member are read from."""
+    return (
+        _resolve(data_dir, source.u_path, year, member),
+        _resolve(data_dir, source.v_path, year, member),
+    )
 
 
 def _resolve(data_dir: str | Path, template: str, year: int, member: int) -> Path:

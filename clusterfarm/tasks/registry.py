@@ -23,8 +23,13 @@ from typing import Any
 from clusterfarm.errors import SettingsError, UnknownTaskError
 
 TaskFunction = Callable[[int, int, "TaskContext"], "dict[str, Any] | None"]
+InputsFunction = Callable[[int, int, dict[str, Any], Path], list[Path]]
 
-BUILTIN_MODULES = ("clusterfarm.tasks.builtin", "clusterfarm.tasks.vort_track")
+BUILTIN_MODULES = (
+    "clusterfarm.tasks.builtin",
+    "clusterfarm.tasks.vort_track",
+    "clusterfarm.tasks.year_summary",
+)
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,9 @@ class TaskSpec:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     writes_output: bool = True
     check: Callable[[dict[str, Any]], None] | None = None
+    per_year: bool = False
+    after: tuple[str, ...] = ()
+    inputs: InputsFunction | None = None
 
     def resolve_params(self, given: Mapping[str, Any] | None, where: str = "") -> dict[str, Any]:
         """Merge ``given`` over the defaults; unknown names and wrong types are errors."""
@@ -53,7 +61,15 @@ class TaskSpec:
 
     def output_path(self, results_dir: Path, year: int, member: int) -> Path:
         """Where this task writes the result of one cell (SPEC §10)."""
+        if self.per_year:
+            return results_dir / self.name / str(year) / f"{self.name}_{year}.nc"
         return results_dir / self.name / str(year) / f"{self.name}_{year}_m{member:03d}.nc"
+
+    def input_files(
+        self, year: int, member: int, params: dict[str, Any], data_dir: Path
+    ) -> list[Path]:
+        """The input files one cell reads (for the results ledger); [] if not declared."""
+        return self.inputs(year, member, params, data_dir) if self.inputs else []
 
 
 def params_hash(params: Mapping[str, Any]) -> str:
@@ -95,6 +111,7 @@ class TaskContext:
     output_path: Path
     log: logging.Logger
     scratch_root: Path | None = None
+    members: list[int] | None = None  # the run's members (what a per-year task summarises)
     _workdir: Path | None = field(default=None, init=False, repr=False)
 
     @property
@@ -133,15 +150,33 @@ def task(
     params: Mapping[str, Any] | None = None,
     writes_output: bool = True,
     check: Callable[[dict[str, Any]], None] | None = None,
+    per_year: bool = False,
+    after: str | tuple[str, ...] = (),
+    inputs: InputsFunction | None = None,
 ) -> Callable[[TaskFunction], TaskFunction]:
     """Register ``fn`` as the task ``name``; ``params`` are its parameters and defaults.
 
     ``check(params)`` may raise :class:`SettingsError` for values that make no sense; it runs
     when a run starts, so a bad value stops the run at once instead of failing every cell.
+    ``per_year`` tasks run once per year (member -1); ``after`` names the tasks
+    whose cells must be complete first: the same year and member, or every member of the year
+    for a per-year task. ``inputs(year, member, params, data_dir)`` lists the files a cell
+    reads, so a rerun notices when they change.
     """
+    needs = (after,) if isinstance(after, str) else tuple(after)
 
     def register(fn: TaskFunction) -> TaskFunction:
-        spec = TaskSpec(name, str(version), fn, dict(params or {}), writes_output, check)
+        spec = TaskSpec(
+            name,
+            str(version),
+            fn,
+            dict(params or {}),
+            writes_output,
+            check,
+            per_year,
+            needs,
+            inputs,
+        )
         _REGISTRY[name] = spec
         return fn
 
@@ -170,6 +205,39 @@ def get_task(name: str) -> TaskSpec:
     except KeyError:
         known = ", ".join(sorted(_REGISTRY)) or "none"
         raise UnknownTaskError(f"unknown task {name!r} (known: {known})") from None
+
+
+def with_prerequisites(names: list[str]) -> list[str]:
+    """``names`` with the tasks they need added in front, each task after its prerequisites.
+
+    Unknown tasks and cycles are usage errors naming the tasks involved.
+    """
+    ordered: list[str] = []
+    visiting: list[str] = []
+
+    def visit(name: str, needed_by: str | None) -> None:
+        if name in ordered:
+            return
+        if name in visiting:
+            cycle = " -> ".join([*visiting[visiting.index(name) :], name])
+            raise UnknownTaskError(f"task dependencies form a cycle: {cycle}")
+        try:
+            spec = get_task(name)
+        except UnknownTaskError:
+            if needed_by is None:
+                raise
+            raise UnknownTaskError(
+                f"task {needed_by!r} runs after {name!r}, which is not a registered task"
+            ) from None
+        visiting.append(name)
+        for prerequisite in spec.after:
+            visit(prerequisite, name)
+        visiting.pop()
+        ordered.append(name)
+
+    for name in names:
+        visit(name, None)
+    return ordered
 
 
 def task_names() -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import math
 import string
+from pathlib import Path
 from typing import Any
 
 from clusterfarm.errors import SettingsError
@@ -79,13 +80,26 @@ def check_params(params: dict[str, Any]) -> None:
             raise _invalid(params, key, "is a path template that may use only {year} and {member}")
 
 
-@task(NAME, version=VERSION, params=DEFAULTS, check=check_params)
+def _wind_source(params: dict[str, Any]) -> Any:
+    from clusterfarm.analysis import WindSource
+
+    return WindSource(**{key: params[key] for key in _SOURCE_KEYS})
+
+
+def input_files(year: int, member: int, params: dict[str, Any], data_dir: Path) -> list[Path]:
+    """The u and v files a cell reads (the results ledger watches them for changes)."""
+    from clusterfarm.analysis.winds import wind_paths
+
+    return list(wind_paths(data_dir, year, member, _wind_source({**DEFAULTS, **params})))
+
+
+@task(NAME, version=VERSION, params=DEFAULTS, check=check_params, inputs=input_files)
 def vort_track(year: int, member: int, ctx: TaskContext) -> dict[str, Any]:
     """Track the cyclones of ``year``/``member`` and write them to ``ctx.output_path``."""
     params = {**DEFAULTS, **ctx.params}
     from clusterfarm import analysis
 
-    source = analysis.WindSource(**{key: params[key] for key in _SOURCE_KEYS})
+    source = _wind_source(params)
     winds = analysis.read_winds(ctx.data_dir, year, member, source)
     tracks = analysis.track_cyclones(
         winds.u,
