@@ -23,7 +23,7 @@ from clusterfarm.errors import (
     ClusterFarmError,
     UsageError,
 )
-from clusterfarm.settings import Settings, load_settings
+from clusterfarm.settings import Host, Settings, load_settings
 
 _options: dict[str, Any] = {"settings": None, "verbose": False, "debug": False}
 
@@ -68,7 +68,12 @@ def common(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def settings() -> Settings:
-    return load_settings(_options["settings"])
+    """Load the settings and configure Pyro5 (TLS included) once, before any connection."""
+    from clusterfarm.transport import configure_pyro
+
+    config = load_settings(_options["settings"])
+    configure_pyro(config.security)
+    return config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -84,7 +89,8 @@ def settings_command() -> None:
     """Print the effective settings (after ${VAR} substitution) as TOML."""
     from clusterfarm.settings import to_toml
 
-    click.echo(to_toml(settings()), nl=False)
+    # not settings(): printing them must work while the certificate files are still missing
+    click.echo(to_toml(load_settings(_options["settings"])), nl=False)
 
 
 @cli.command()
@@ -129,9 +135,19 @@ def nameserver(host: str | None, port: int | None) -> None:
     hidden=True,
     help="Exit when stdin closes (local mode: die with the manager).",
 )
+@click.option(
+    "--orphan-after",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Exit after this long without a nameserver; 0: never (default: [workers] orphan_after).",
+)
 @common
 def worker(
-    host: str | None, name: str | None, ns_address: str | None, die_with_stdin: bool
+    host: str | None,
+    name: str | None,
+    ns_address: str | None,
+    die_with_stdin: bool,
+    orphan_after: float | None,
 ) -> None:
     """Run one worker daemon in the foreground, registered with the nameserver."""
     from clusterfarm import worker as worker_module
@@ -147,7 +163,8 @@ def worker(
             raise UsageError(f"--nameserver {ns_address!r}: give HOST:PORT, e.g. 10.0.0.1:9090")
         ns_port = int(port_text)
     bind = host or address_towards(ns_host, ns_port)
-    worker_module.serve(config, bind, name, ns_host, ns_port, die_with_stdin)
+    orphan = config.workers.orphan_after if orphan_after is None else orphan_after
+    worker_module.serve(config, bind, name, ns_host, ns_port, die_with_stdin, orphan_after=orphan)
 
 
 @cli.command()
@@ -285,6 +302,115 @@ def run_task(year: int, member: int, task: str | None) -> int:
     return EXIT_OK if outcome["status"] == "complete" else EXIT_FAILED
 
 
+def _seconds(
+    flag: str, default: float, text: str, zero: bool = False
+) -> Callable[[Callable[..., Any]], Any]:
+    """A ``--flag SECONDS`` option: a positive number (or 0 too, with ``zero``)."""
+    return click.option(
+        flag,
+        type=click.FloatRange(min=0, min_open=not zero),
+        default=default,
+        show_default=True,
+        metavar="SECONDS",
+        help=text,
+    )
+
+
+def _ssh_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--hosts`` and ``--connect-timeout`` to a command that reaches the hosts by SSH."""
+    fn = _seconds(
+        "--connect-timeout", 10.0, "Time limit for each of TCP connect, SSH handshake and login."
+    )(fn)
+    return click.option(
+        "--hosts", "host_names", metavar="A,B", help="Only these hosts (default: all [[hosts]])."
+    )(fn)
+
+
+_accept_new_host_keys = click.option(
+    "--accept-new-host-keys",
+    is_flag=True,
+    help="Accept the key of a host not in ~/.ssh/known_hosts, and add it there.",
+)
+
+
+def _ssh_hosts(config: Settings, host_names: str | None) -> tuple[Host, ...]:
+    hosts = config.select_hosts(host_names)
+    if not hosts:
+        raise UsageError(
+            f"{config.source}: no [[hosts]]; add one per machine (see "
+            "settings/example-cluster.toml), or use `clusterfarm run` in local mode"
+        )
+    return hosts
+
+
+def _report_hosts(launcher: Any, action: str, call: Callable[[], object]) -> int:
+    """Run a launcher action; print one row per host (with its error), then a summary line."""
+    from clusterfarm.errors import LaunchError
+    from clusterfarm.launcher import exit_code, outcomes_table
+    from clusterfarm.logs import setup_logging
+
+    setup_logging(launcher.settings, verbose=_options["verbose"])
+    try:
+        call()
+    except LaunchError as exc:
+        click.echo(outcomes_table(launcher.outcomes, action))
+        failed = ", ".join(exc.outcomes)
+        click.echo(
+            f"Error: {action}-workers failed on {len(exc.outcomes)} of "
+            f"{len(launcher.outcomes)} hosts ({failed}); see each host's row above",
+            err=True,
+        )
+        return exit_code(launcher.outcomes)
+    click.echo(outcomes_table(launcher.outcomes, action))
+    return EXIT_OK
+
+
+@cli.command("start-workers")
+@_ssh_options
+@_accept_new_host_keys
+@_seconds("--timeout", 30.0, "How long to wait for the started workers to register.")
+@common
+def start_workers(
+    host_names: str | None, connect_timeout: float, accept_new_host_keys: bool, timeout: float
+) -> int:
+    """SSH to every host in parallel, start its worker daemons, wait until they are registered."""
+    from clusterfarm.remote import SSHLauncher
+
+    config = settings()
+    hosts = _ssh_hosts(config, host_names)
+    launcher = SSHLauncher(config, hosts, accept_new_host_keys, connect_timeout)
+    return _report_hosts(launcher, "start", lambda: launcher.start(timeout))
+
+
+@cli.command("stop-workers")
+@_ssh_options
+@_seconds("--grace", 10.0, "How long workers get to end after SIGTERM before SIGKILL.", True)
+@common
+def stop_workers(host_names: str | None, connect_timeout: float, grace: float) -> int:
+    """SSH to every host, stop the worker daemons started there, forget their names."""
+    from clusterfarm.remote import SSHLauncher
+
+    config = settings()
+    hosts = _ssh_hosts(config, host_names)
+    launcher = SSHLauncher(config, hosts, connect_timeout=connect_timeout, grace=grace)
+    return _report_hosts(launcher, "stop", launcher.stop)
+
+
+@cli.command()
+@_ssh_options
+@_accept_new_host_keys
+@common
+def doctor(host_names: str | None, connect_timeout: float, accept_new_host_keys: bool) -> int:
+    """Check every host before a run; one row per check, with a hint for each failure."""
+    from clusterfarm.doctor import checks_table, diagnose
+
+    config = settings()
+    hosts = _ssh_hosts(config, host_names)
+    checks = diagnose(config, hosts, accept_new_host_keys, connect_timeout)
+    click.echo(checks_table(checks))
+    return EXIT_FAILED if any(check.ok is not True for check in checks) else EXIT_OK
+
+
 @cli.command("sample-data")
 @click.option("--out", required=True, metavar="DIR", help="Where to write the data.")
 @click.option("--years", default="2000-2002", show_default=True, help="Years to write.")
@@ -383,6 +509,27 @@ def _results_dir(run_dir: str | None) -> str:
     if run_dir is not None:
         config = config.with_run(run_dir=run_dir)
     return config.run.results_path
+
+
+@cli.command()
+@click.option("--out", required=True, metavar="DIR", help="Folder to write the files into.")
+@click.option(
+    "--hosts",
+    "host_names",
+    metavar="A,B",
+    help="Hosts of the settings (their name and address), or other names or addresses "
+    "(default: every host and localhost).",
+)
+@click.option("--force", is_flag=True, help="Replace an existing CA in DIR.")
+@common
+def certs(out: str, host_names: str | None, force: bool) -> None:
+    """Make a CA and a certificate per host (and the manager) for [security] tls."""
+    from clusterfarm.certs import alt_names_of, make_certs
+
+    # not settings(): the certificates it would check are the ones being made
+    config = load_settings(_options["settings"])
+    for line in make_certs(Path(out), alt_names_of(config, host_names), force):
+        click.echo(line)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
-CellChange = tuple[str, int, int, str]  # task, year, member, status character
+
+class CellChange(NamedTuple):
+    """One cell's new state: its status character, who ran it, its last error."""
+
+    task: str
+    year: int
+    member: int
+    status: str
+    worker: str | None
+    error: str | None
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,14 @@ import Pyro5.errors
 from Pyro5.api import Proxy
 
 from clusterfarm.breaker import HostBreaker
-from clusterfarm.events import CellsChanged, Event, HostQuarantined, WorkerJoined, WorkerLeft
+from clusterfarm.events import (
+    CellChange,
+    CellsChanged,
+    Event,
+    HostQuarantined,
+    WorkerJoined,
+    WorkerLeft,
+)
 from clusterfarm.ledger import Ledger
 from clusterfarm.monitor import Monitor
 from clusterfarm.nameserver import WorkerEntry
@@ -135,7 +142,9 @@ class Manager:
             self._writer.put(cell_row(failed.pop(), self.ledger))
 
     def _committed(self, rows: list[CellRow]) -> None:
-        self.on_event(CellsChanged([(row[-3], row[-2], row[-1], row[0]) for row in rows]))
+        # row: see state.cell_row (status first, then attempts, worker...; the key last)
+        changes = [CellChange(r[-3], r[-2], r[-1], r[0], r[2], r[9]) for r in rows]
+        self.on_event(CellsChanged(changes))
 
     @property
     def ran(self) -> set[tuple[str, int, int]]:

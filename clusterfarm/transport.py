@@ -1,27 +1,109 @@
-"""Pyro5 configuration shared by every clusterfarm process: serializer and socket options.
+"""Pyro5 configuration shared by every clusterfarm process: serializer, sockets and TLS.
 
 Set once per process before any proxy or daemon is made, so the nameserver, the workers and
-the manager all speak the same way.
+the manager all speak the same way. With ``[security] tls`` every connection is mutual TLS:
+each process presents its machine's certificate and accepts only peers whose certificate the
+cluster's CA signed (and, as a client, that names the address it dialled).
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
+from collections.abc import Callable
+from pathlib import Path
 
-from Pyro5 import config
+from Pyro5 import config, socketutil
+
+from clusterfarm.errors import SettingsError
+from clusterfarm.settings import SecuritySettings
 
 WORKER_PREFIX = "clusterfarm.worker."
 CALL_TIMEOUT = 10.0  # seconds for short calls (ping, info, cancel, nameserver)
+_PYRO_SSL_CONTEXT = socketutil.get_ssl_context
 
 
-def configure_pyro() -> None:
-    """Apply clusterfarm's Pyro5 settings to this process."""
-    config.SERIALIZER = "serpent"  # plain data only: never pickle on the wire
+def configure_pyro(security: SecuritySettings | None = None) -> None:
+    """Apply clusterfarm's Pyro5 settings to this process; with ``security``, its TLS too.
+
+    Called without ``security`` (as the nameserver, worker and manager code does on its way)
+    it leaves TLS as the CLI set it at start. Raises SettingsError for a bad certificate file.
+    """
+    config.SERIALIZER = "serpent"  # plain data only: never pickle on the wire, TLS or not
     config.SOCK_NODELAY = True  # small request/answer messages: no Nagle delay
     config.SERVERTYPE = "thread"  # heartbeats are answered while a task runs
     config.THREADPOOL_SIZE_MIN = 4
     config.MAX_RETRIES = 0
     config.DETAILED_TRACEBACK = False
+    if security is not None:
+        _configure_tls(security)
+
+
+def _configure_tls(security: SecuritySettings) -> None:
+    if not security.tls:
+        config.SSL = False
+        socketutil.get_ssl_context = _PYRO_SSL_CONTEXT
+        return
+    from clusterfarm.certs import check_files  # only TLS needs the cryptography package
+
+    check_files(security)
+    ca, cert, key = (str(Path(p).expanduser()) for p in (security.ca, security.cert, security.key))
+    server = _context(_ServerContext(ssl.PROTOCOL_TLS_SERVER), ca, cert, key)
+    client = _context(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), ca, cert, key)
+    config.SSL = True
+    config.SSL_REQUIRECLIENTCERT = True  # mutual: a peer without our CA's certificate is refused
+    config.SSL_SERVERCERT = config.SSL_CLIENTCERT = cert
+    config.SSL_SERVERKEY = config.SSL_CLIENTKEY = key
+    config.SSL_CACERTS = ca
+    # Pyro5 would build its contexts from the names above, but its client trusts the system's
+    # CAs as well, and its server does the handshake in the loop that accepts every connection
+    # (one client that connects and stays silent would lock everybody out); so it gets ours
+    socketutil.get_ssl_context = _contexts(server, client)
+
+
+def _context(context: ssl.SSLContext, ca: str, cert: str, key: str) -> ssl.SSLContext:
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_REQUIRED
+    for path, field, load in (
+        (ca, "ca", lambda: context.load_verify_locations(cafile=ca)),  # our CA, not the system's
+        (cert, "cert", lambda: context.load_cert_chain(cert, key)),
+    ):
+        try:
+            load()
+        except ssl.SSLError as exc:  # what the checks let pass and OpenSSL still refuses
+            raise SettingsError(
+                f"{path} (security.{field}): OpenSSL refuses it ({exc.reason or exc}); "
+                "make new certificates with `clusterfarm certs`"
+            ) from exc
+    return context
+
+
+class _ServerContext(ssl.SSLContext):
+    """Leaves the TLS handshake of an accepted connection to the thread that serves it.
+
+    Pyro5's thread-pool server accepts in one loop and, by default, would do the handshake
+    right there; deferred, it happens on the connection's first read, in its own thread.
+    """
+
+    def wrap_socket(
+        self,
+        sock: socket.socket,
+        server_side: bool = False,
+        do_handshake_on_connect: bool = True,
+        suppress_ragged_eofs: bool = True,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLSocket:
+        return super().wrap_socket(
+            sock, server_side, False, suppress_ragged_eofs, server_hostname, session
+        )
+
+
+def _contexts(server: ssl.SSLContext, client: ssl.SSLContext) -> Callable[..., ssl.SSLContext]:
+    def get_ssl_context(servercert: str = "", **_: str) -> ssl.SSLContext:
+        return server if servercert else client  # Pyro5 asks with servercert for daemons
+
+    return get_ssl_context
 
 
 def is_loopback(address: str) -> bool:

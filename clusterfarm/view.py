@@ -12,9 +12,17 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import IO, Any, Protocol
 
-from clusterfarm.events import CellsChanged, Event, HostQuarantined, WorkerLeft
+from clusterfarm.events import (
+    CellChange,
+    CellsChanged,
+    Event,
+    HostQuarantined,
+    WorkerJoined,
+    WorkerLeft,
+)
 from clusterfarm.ledger import describe
 from clusterfarm.report import RunReport
 from clusterfarm.schedule import YEAR, Status, Task, TaskSchedule
@@ -91,6 +99,17 @@ def stale_lines(stale: list[tuple[Task, str]], limit: int = 20) -> list[str]:
     return lines
 
 
+@dataclass
+class WorkerRow:
+    """What the board shows of one worker."""
+
+    host: str
+    cell: str | None = None
+    done: int = 0
+    last_error: str | None = None
+    gone: bool = False
+
+
 class Board:
     """A thread-safe mirror of the cells' statuses, updated from committed events."""
 
@@ -108,17 +127,17 @@ class Board:
         self.version = 0
         self._lock = threading.Lock()
         self.notes: list[str] = []
+        self.workers: dict[str, WorkerRow] = {}
 
     def apply(self, event: Event) -> None:
         with self._lock:
             if isinstance(event, CellsChanged):
-                for task, year, member, status in event.changes:
-                    row = self._rows[(task, year)]
-                    i = self._column[member]
-                    self.counts[chr(row[i])] -= 1
-                    self.counts[status] += 1
-                    row[i] = ord(status)
+                for change in event.changes:
+                    self._apply_cell(change)
+            elif isinstance(event, WorkerJoined):
+                self.workers.setdefault(event.name, WorkerRow(event.host)).gone = False
             elif isinstance(event, WorkerLeft):
+                self.workers.setdefault(event.name, WorkerRow("?")).gone = True
                 self.notes.append(f"worker {event.name} left: {event.reason}")
             elif isinstance(event, HostQuarantined):
                 self.notes.append(
@@ -127,9 +146,32 @@ class Board:
                 )
             self.version += 1
 
+    def _apply_cell(self, change: CellChange) -> None:
+        row = self._rows[(change.task, change.year)]
+        i = self._column[change.member]
+        self.counts[chr(row[i])] -= 1
+        self.counts[change.status] += 1
+        row[i] = ord(change.status)
+        worker = self.workers.get(change.worker or "")
+        if worker is None:
+            return
+        if change.status == "W":
+            worker.cell = f"{change.task} {change.year}" + (
+                "" if change.member == YEAR else f" m{change.member:03d}"
+            )
+        else:
+            worker.cell = None
+            worker.done += change.status == "+"
+            if change.error:
+                worker.last_error = change.error
+
     def snapshot(self) -> tuple[dict[tuple[str, int], str], Counter[str]]:
         with self._lock:
             return {k: row.decode() for k, row in self._rows.items()}, Counter(self.counts)
+
+    def worker_rows(self) -> list[tuple[str, WorkerRow]]:
+        with self._lock:
+            return [(name, replace(row)) for name, row in sorted(self.workers.items())]
 
 
 class View(Protocol):
@@ -185,47 +227,73 @@ class PlainView:
 
 
 class RichView:
-    """A live, coloured board of the progress strings with an overall bar and ETA."""
+    """A live board: coloured progress strings, the workers, an overall bar with ETA.
+
+    rich redraws it in place a few times a second from :meth:`_render` (no flicker: one
+    frame, drawn over the last); it is only used on a terminal.
+    """
 
     def start(self, board: Board) -> None:
-        from rich.console import Console, Group
+        from rich.console import Console
         from rich.live import Live
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.board = board
         self._bar = Progress(
-            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.completed}/{task.total} cells"),
             BarColumn(),
             TextColumn("{task.percentage:>3.0f}%"),
+            TextColumn("ETA"),
             TimeRemainingColumn(),
         )
         self._bar_task = self._bar.add_task("cells", total=board.total)
-        self._group = Group
-        self._live = Live(self._render(), console=Console(), refresh_per_second=4, transient=False)
+        self._live = Live(
+            console=Console(),
+            get_renderable=self._render,
+            refresh_per_second=4,
+            vertical_overflow="visible",
+        )
         self._live.start()
 
     def _render(self) -> Any:
+        from rich.console import Group
+        from rich.table import Table
         from rich.text import Text
 
         progress, counts = self.board.snapshot()
-        finished = counts["+"] + counts["F"] + counts["T"]
-        self._bar.update(self._bar_task, completed=finished)
-        text = Text()
+        self._bar.update(self._bar_task, completed=counts["+"] + counts["F"] + counts["T"])
+        cells = Text()
         for line in progress_lines(self.board.tasks, self.board.years, progress):
-            label, _, cells = line.rpartition(" ")
-            text.append(label + " ", style="bold")
-            for char in cells:
-                text.append(char, style=STATUS_STYLES.get(char, ""))
-            text.append("\n")
-        for note in self.board.notes[-5:]:
-            text.append(note + "\n", style="red")
-        return self._group(text, self._bar)
+            label, _, chars = line.rpartition(" ")
+            cells.append(label + " ", style="bold")
+            for char in chars:
+                cells.append(char, style=STATUS_STYLES.get(char, ""))
+            cells.append("\n")
+        cells.append(header(0.0, counts, self.board.total).split("] ", 1)[1], style="dim")
+        workers = Table(box=None, pad_edge=False, header_style="bold")
+        for column in ("worker", "host", "running", "done", "last error"):
+            workers.add_column(
+                column,
+                overflow="ellipsis",
+                no_wrap=True,
+                max_width=60 if column == "last error" else None,
+            )
+        for name, row in self.board.worker_rows():
+            workers.add_row(
+                name.removeprefix("clusterfarm.worker."),
+                row.host,
+                Text("gone", style="red") if row.gone else (row.cell or Text("idle", "dim")),
+                str(row.done),
+                Text(row.last_error or "", style="red"),
+            )
+        notes = Text("\n".join(self.board.notes[-5:]), style="red")
+        return Group(cells, Text(), workers, Text(), self._bar, notes)
 
     def tick(self) -> None:
-        self._live.update(self._render())
+        pass  # rich refreshes the board by itself
 
     def close(self) -> None:
-        self._live.update(self._render())
+        self._live.refresh()
         self._live.stop()
 
 

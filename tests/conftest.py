@@ -147,3 +147,50 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+# -- SSH: a real sshd on 127.0.0.1, and hosts as network namespaces (root) ---------------------
+# helpers live in tests/sshd.py and tests/netns.py; imported here so that collecting the
+# suite needs neither sshd nor root
+
+
+@pytest.fixture(scope="session")
+def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real OpenSSH server on 127.0.0.1 (free port, throw-away keys); skipped without sshd."""
+    from tests.sshd import sshd_missing, start_sshds
+
+    if reason := sshd_missing():
+        pytest.skip(reason)
+    [server] = start_sshds(tmp_path_factory.mktemp("sshd"), [("127.0.0.1", None)])
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def ssh_lab(tmp_path: Path, nameserver: NameServer) -> Iterator[object]:
+    """Settings, HOME and workdir for the SSH commands; kills any worker a test left."""
+    from tests.sshd import SSHLab
+
+    lab = SSHLab(tmp_path, nameserver.host, nameserver.port, run_cli)
+    yield lab
+    lab.cleanup()
+
+
+@pytest.fixture(scope="session")
+def netns_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """Three hosts as network namespaces on a bridge, an sshd in each (root only)."""
+    from tests.netns import make_lab, netns_missing
+    from tests.sshd import start_sshds
+
+    if reason := netns_missing():
+        pytest.skip(reason)
+    lab = make_lab(3)
+    servers = []
+    try:
+        places = [(lab.address(i), namespace) for i, namespace in enumerate(lab.namespaces)]
+        servers = start_sshds(tmp_path_factory.mktemp("netns"), places)
+        yield lab, servers
+    finally:
+        for server in servers:
+            server.stop()
+        lab.close()

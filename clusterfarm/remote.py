@@ -1,0 +1,210 @@
+"""Start and stop the worker daemons of the settings' hosts over SSH, every host at once.
+
+:class:`SSHLauncher` reaches every host in parallel (a thread each, so one dead host costs its
+own timeout, not everyone's), runs ``python -m clusterfarm.daemons`` there after
+``workers.setup`` (see ``daemons.py``) and keeps one :class:`HostOutcome` per host; a failing
+host never stops the others. The SSH itself is in ``ssh.py``, the only module that imports
+paramiko (so local mode never loads it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shlex
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import Pyro5.errors
+
+from clusterfarm import __version__
+from clusterfarm.errors import LaunchError, NameServerError
+from clusterfarm.launcher import START_TIMEOUT, HostOutcome, on_hosts
+from clusterfarm.nameserver import WorkerEntry, list_workers, locate
+from clusterfarm.settings import Host, Settings, WorkerSettings
+from clusterfarm.ssh import CONNECT_TIMEOUT, CommandResult, Remote, connect
+from clusterfarm.transport import WORKER_PREFIX
+
+LOG = logging.getLogger("clusterfarm.remote")
+STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
+COMMAND_TIMEOUT = 120.0  # one remote command, workers.setup included
+SETUP_FAILED = 97  # exit status of the remote shell when workers.setup failed
+
+
+def remote_command(workers: WorkerSettings, python_args: Sequence[str]) -> str:
+    """The shell text that runs ``workers.python ARGS`` on a host, after ``workers.setup``."""
+    line = f"exec {workers.python} {shlex.join(python_args)}"
+    if not workers.setup.strip():
+        return line
+    # braces, not a subshell: an activated environment must still be there for python
+    return (
+        f"{{ {workers.setup}\n}} </dev/null >&2\n"
+        "cf_status=$?\n"
+        'if [ "$cf_status" -ne 0 ]; then\n'
+        f'  echo "workers.setup exited with $cf_status" >&2; exit {SETUP_FAILED}\n'
+        f"fi\n{line}"
+    )
+
+
+def remote_failure(host: str, workers: WorkerSettings, result: CommandResult) -> str:
+    """Say in one line, naming the host, why a remote ``workers.python`` command failed."""
+    lines = [line.strip() for line in result.err.splitlines() if line.strip()]
+    last = lines[-1] if lines else f"exit {result.code}, no message"
+    if result.code == SETUP_FAILED:
+        cause = lines[-2] if len(lines) > 1 else last
+        return f"{host}: workers.setup failed ({cause}); fix the setup line in the settings"
+    if result.code in (126, 127):
+        return (
+            f"{host}: remote python {workers.python!r} not found ({last}); set workers.python "
+            f"to the interpreter's path on {host}, or fix workers.setup"
+        )
+    missing = re.search(r"No module named '?(clusterfarm[\w.]*)", result.err)
+    if missing and missing.group(1) == "clusterfarm":
+        return (
+            f"{host}: clusterfarm is not importable by {workers.python} (No module named "
+            "clusterfarm); install it there, or point workers.python / workers.setup at an "
+            "environment that has it"
+        )
+    if missing:
+        return (
+            f"{host}: the clusterfarm there is too old (no {missing.group(1)}); "
+            f"install clusterfarm {__version__} there"
+        )
+    return f"{host}: remote command failed ({last})"
+
+
+class SSHLauncher:
+    """Starts and stops the worker daemons of the settings' hosts over SSH, in parallel."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        hosts: Sequence[Host] | None = None,
+        accept_new_host_keys: bool = False,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        grace: float = STOP_GRACE,
+    ) -> None:
+        self.settings = settings
+        self.hosts = tuple(settings.hosts if hosts is None else hosts)
+        self.accept_new_host_keys = accept_new_host_keys
+        self.connect_timeout = connect_timeout
+        self.grace = grace
+        self.outcomes: list[HostOutcome] = []
+        ns = settings.nameserver
+        self.nameserver = f"{ns.host}:{ns.port}"
+
+    def start(self, timeout: float = START_TIMEOUT) -> list[WorkerEntry]:
+        """Start every host's missing daemons; raise :class:`LaunchError` if a host failed."""
+        locate(self.settings.nameserver.host, self.settings.nameserver.port)  # none: fail now
+        self.outcomes = on_hosts(self.hosts, lambda host, out: self._start(host, out, timeout))
+        self._raise_failures("start")
+        return [worker for outcome in self.outcomes for worker in outcome.workers]
+
+    def stop(self) -> None:
+        """Stop every host's recorded daemons; raise :class:`LaunchError` if a host failed."""
+        self.outcomes = on_hosts(self.hosts, self._stop)
+        self._raise_failures("stop")
+
+    def _raise_failures(self, action: str) -> None:
+        failed = {o.host: o.error for o in self.outcomes if o.error}
+        if failed:
+            raise LaunchError(
+                f"{action} failed on {len(failed)} of {len(self.outcomes)} hosts: "
+                + "; ".join(failed.values()),
+                failed,
+            )
+
+    def _helper(self, remote: Remote, host: Host, *args: str) -> dict[str, Any]:
+        """Run ``python -m clusterfarm.daemons ARGS`` on ``host``; return its JSON answer."""
+        workers = self.settings.workers
+        helper = ["-m", "clusterfarm.daemons", *args, f"--workdir={workers.workdir}"]
+        result = remote.run(
+            remote_command(workers, [*helper, f"--host={host.name}"]),
+            COMMAND_TIMEOUT + (self.grace if args[0] == "stop" else 0.0),  # stop waits grace
+        )
+        if result.code != 0:
+            raise LaunchError(remote_failure(host.name, workers, result))
+        try:
+            answer: dict[str, Any] = json.loads(result.out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise LaunchError(
+                f"{host.name}: unexpected answer from clusterfarm.daemons "
+                f"({result.out.strip()[-120:]!r}); is clusterfarm there the same version?"
+            ) from None
+        return answer
+
+    def _start(self, host: Host, outcome: HostOutcome, timeout: float) -> None:
+        began = time.monotonic()
+        with connect(host, self.accept_new_host_keys, self.connect_timeout) as remote:
+            LOG.debug("%s: logged in after %.3f s", host.name, time.monotonic() - began)
+            answer = self._helper(
+                remote,
+                host,
+                "start",
+                f"--address={remote.endpoint.hostname}",  # an ssh alias resolved
+                f"--count={host.workers}",
+                f"--nameserver={self.nameserver}",
+                f"--orphan-after={self.settings.workers.orphan_after:g}",
+            )
+            outcome.started, outcome.running = sorted(answer["started"]), sorted(answer["running"])
+            pids = {**answer["started"], **answer["running"]}
+            LOG.debug("%s: daemons started after %.3f s", host.name, time.monotonic() - began)
+            self._wait_registered(remote, host, outcome, pids, timeout)
+            LOG.debug("%s: all registered after %.3f s", host.name, time.monotonic() - began)
+
+    def _wait_registered(
+        self, remote: Remote, host: Host, outcome: HostOutcome, pids: dict[str, int], timeout: float
+    ) -> None:
+        """Wait until each daemon (by name and pid) is in the nameserver; fail fast on a death."""
+        ns = locate(self.settings.nameserver.host, self.settings.nameserver.port)
+        wanted = {WORKER_PREFIX + name: pid for name, pid in pids.items()}
+        deadline = time.monotonic() + timeout
+        next_look = time.monotonic() + 1.0
+        while True:
+            outcome.workers = [w for w in list_workers(ns) if wanted.get(w.name) == w.pid]
+            if len(outcome.workers) == len(wanted):
+                return
+            now = time.monotonic()
+            if now > next_look or now > deadline:  # ask the host whether they still live
+                for name, state in self._helper(remote, host, "status")["workers"].items():
+                    if name in pids and not state["alive"]:
+                        log = state["log"].splitlines()[-1:] or ["no log"]
+                        raise LaunchError(
+                            f"{host.name}: worker {name} exited at start ({log[0]}); see "
+                            f"{self.settings.workers.workdir}/logs/{name}.log on {host.name}"
+                        )
+                next_look = now + 2.0
+            if now > deadline:
+                raise LaunchError(
+                    f"{host.name}: only {len(outcome.workers)} of {len(wanted)} workers registered "
+                    f"with the nameserver {self.nameserver} in {timeout:g} s; can {host.name} "
+                    f"reach it? see {self.settings.workers.workdir}/logs on {host.name}"
+                )
+            time.sleep(0.05)
+
+    def _stop(self, host: Host, outcome: HostOutcome) -> None:
+        with connect(host, self.accept_new_host_keys, self.connect_timeout) as remote:
+            answer = self._helper(remote, host, "stop", f"--grace={self.grace:g}")
+        outcome.stopped, outcome.killed = sorted(answer["stopped"]), sorted(answer["killed"])
+        gone = {**answer["stopped"], **answer["killed"], **answer["stale"]}
+        self._forget(gone)
+        if answer["left"]:
+            left = ", ".join(f"{name} (pid {pid})" for name, pid in answer["left"].items())
+            raise LaunchError(
+                f"{host.name}: {left} still running after SIGKILL; look at it on {host.name}"
+            )
+
+    def _forget(self, gone: dict[str, int]) -> None:
+        """Remove the names of ended daemons from the nameserver (only if it is their entry)."""
+        if not gone:
+            return
+        try:
+            ns = locate(self.settings.nameserver.host, self.settings.nameserver.port, timeout=3)
+            for worker in list_workers(ns):
+                name = worker.name.removeprefix(WORKER_PREFIX)
+                if name in gone and worker.pid in (gone[name], None):
+                    ns.remove(worker.name)
+        except (NameServerError, Pyro5.errors.PyroError) as exc:
+            LOG.debug("names not removed from the nameserver (%s): it is gone", exc)
