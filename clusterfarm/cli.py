@@ -130,6 +130,9 @@ def nameserver(host: str | None, port: int | None) -> None:
     help="Nameserver to register with (default: [nameserver] in the settings).",
 )
 @click.option(
+    "--log-file", metavar="PATH", help="Log here, rotated per [logging] (default: stderr)."
+)
+@click.option(
     "--die-with-stdin",
     is_flag=True,
     hidden=True,
@@ -146,6 +149,7 @@ def worker(
     host: str | None,
     name: str | None,
     ns_address: str | None,
+    log_file: str | None,
     die_with_stdin: bool,
     orphan_after: float | None,
 ) -> None:
@@ -155,7 +159,7 @@ def worker(
     from clusterfarm.transport import address_towards
 
     config = settings()
-    setup_logging(config, verbose=_options["verbose"])
+    setup_logging(config, Path(log_file) if log_file else None, verbose=_options["verbose"])
     ns_host, ns_port = config.nameserver.host, config.nameserver.port
     if ns_address:
         ns_host, _, port_text = ns_address.rpartition(":")
@@ -530,6 +534,28 @@ def certs(out: str, host_names: str | None, force: bool) -> None:
     config = load_settings(_options["settings"])
     for line in make_certs(Path(out), alt_names_of(config, host_names), force):
         click.echo(line)
+
+
+@cli.command()
+@click.argument("worker")
+@click.option(
+    "-n",
+    "lines",
+    default=40,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="How many lines from the end.",
+)
+@click.option("--run-dir", help="Run dir of a local-mode run (for local.<n> workers).")
+@common
+def logs(worker: str, lines: int, run_dir: str | None) -> None:
+    """Show the end of WORKER's log (e.g. berlin.0), over SSH for a remote host."""
+    from clusterfarm.worker_logs import worker_log_tail
+
+    config = settings()
+    if run_dir is not None:
+        config = config.with_run(run_dir=run_dir)
+    click.echo(worker_log_tail(config, worker, lines))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,7 +35,13 @@ def pid_file(workdir: Path, name: str) -> Path:
 
 
 def log_file(workdir: Path, name: str) -> Path:
+    """The worker's log, rotated per ``[logging]``."""
     return workdir / "logs" / f"{name}.log"
+
+
+def out_file(workdir: Path, name: str) -> Path:
+    """The worker's raw stdout and stderr: what it says before its logging starts."""
+    return workdir / "logs" / f"{name}.out"
 
 
 def is_our_worker(pid: int, name: str) -> bool:
@@ -91,7 +97,8 @@ def start(
             command = [sys.executable, "-m", "clusterfarm", "worker", "--host", address]
             command += ["--name", name, "--nameserver", nameserver]
             command += ["--orphan-after", f"{orphan_after:g}"]
-            with open(log_file(workdir, name), "ab") as log:
+            command += ["--log-file", str(log_file(workdir, name))]
+            with open(out_file(workdir, name), "ab") as log:
                 log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {name}\n".encode())
                 log.flush()
                 process = subprocess.Popen(
@@ -124,11 +131,11 @@ def status(workdir: Path, host: str) -> dict[str, Any]:
 
 
 def _tail(workdir: Path, name: str) -> str:
-    try:
-        lines = log_file(workdir, name).read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return "\n".join(line for line in lines[-LOG_TAIL:] if line.strip())
+    lines: list[str] = []
+    for path in (log_file(workdir, name), out_file(workdir, name)):  # a crash ends up last
+        with contextlib.suppress(OSError):
+            lines += [line for line in path.read_text(errors="replace").splitlines() if line]
+    return "\n".join(lines[-LOG_TAIL:])
 
 
 def stop(workdir: Path, host: str, grace: float) -> dict[str, Any]:

@@ -61,7 +61,7 @@ class Executor:
         )
         child_end.close()
         try:
-            parent_end.recv()  # the child says hello once its imports are done
+            _receive(parent_end, None)  # the child says hello once its imports are done
         except (EOFError, OSError):
             LOG.error("task process %d died while starting", child.pid)
         with self._lock:
@@ -130,10 +130,11 @@ class Executor:
         try:
             conn.send(jobs)
             for _ in jobs:
-                if not conn.poll(timeout):
+                outcome = _receive(conn, time.monotonic() + timeout)
+                if outcome is None:
                     self.kill("timeout")
                     break
-                outcomes.append(conn.recv())
+                outcomes.append(outcome)
             else:
                 return outcomes
         except (EOFError, OSError):
@@ -168,6 +169,39 @@ def _unfinished(jobs: list[dict[str, Any]], first: dict[str, Any]) -> list[dict[
     )
     rest["elapsed"] = 0.0
     return [first] + [dict(rest) for _ in jobs[1:]]
+
+
+def _receive(conn: Connection, deadline: float | None) -> Any:
+    """The child's next answer, passing on its log records; None when ``deadline`` passes."""
+    while True:
+        if deadline is not None and not conn.poll(max(0.0, deadline - time.monotonic())):
+            return None
+        message = conn.recv()
+        if isinstance(message, tuple) and message[0] == LOG_LINE:
+            _, level, logger, text = message
+            logging.getLogger(logger).log(level, "%s", text)
+            continue
+        return message
+
+
+# The task process's log records go to the daemon as ("log", level, logger, text), so each
+# worker has one log file with one writer (rotation stays safe). A plain tuple, not a class:
+# the child runs as __main__, whose classes the daemon could not unpickle.
+LOG_LINE = "log"
+
+
+class _PipeHandler(logging.Handler):
+    """Sends the task process's log records to the daemon, over the job pipe."""
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__()
+        self.conn = conn
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.conn.send((LOG_LINE, record.levelno, record.name, self.format(record)))
+        except (OSError, ValueError):
+            self.handleError(record)
 
 
 def _outcome(status: str, kind: str, error: str, started: float) -> dict[str, Any]:
@@ -262,8 +296,10 @@ def main(argv: list[str]) -> None:
 
     threading.Thread(target=_watch_lifeline, name="lifeline", daemon=True).start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     conn = Connection(int(argv[0]))
+    root = logging.getLogger()
+    root.addHandler(_PipeHandler(conn))
+    root.setLevel(logging.INFO)
     load_task_modules(tuple(argv[1:]))
     conn.send("ready")
     while True:

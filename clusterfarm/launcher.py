@@ -81,8 +81,10 @@ class LocalLauncher:
                 "--nameserver",
                 f"{self.ns_host}:{self.ns_port}",
                 "--die-with-stdin",
+                "--log-file",
+                str(self.log_dir / f"{name}.log"),
             ]
-            with open(self.log_dir / f"{name}.log", "ab") as log:
+            with open(self.log_dir / f"{name}.out", "ab") as log:
                 self.processes.append(
                     subprocess.Popen(
                         command,

@@ -43,6 +43,7 @@ def flaky(year: int, member: int, ctx: TaskContext) -> dict[str, int]:
 def write_file(year: int, member: int, ctx: TaskContext) -> dict[str, str]:
     with ctx.atomic_output() as tmp:
         tmp.write_text(f"{year} {member}\n")
+    ctx.log.info("wrote %s", ctx.output_path.name)
     return {"workdir_was": str(ctx.workdir)}
 
 
