@@ -98,3 +98,76 @@ def test_doctor_passes_on_a_lab_host_and_flags_a_loopback_address(
     failed = [(host, check) for host, check, verdict, _ in rows if verdict != "ok"]
     assert failed == [("local", "address")]
     assert "loopback" in result.out and "127.0.1.1" in result.out
+
+
+@pytest.mark.slow
+def test_host_cut_off_mid_task_is_lost_in_time_and_its_cells_are_redone(
+    cluster: tuple[SSHLab, Lab, list[SSHServer]],
+) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import cli_env
+    from tests.faults import complete_cells
+
+    ssh, lab, servers = cluster
+    hosts = [
+        ssh.host(name, server, workers=1)
+        for name, server in zip(HOSTS[:2], servers[:2], strict=True)
+    ]
+    settings = ssh.settings(*hosts)
+    heartbeat, lost_after = 0.5, 3.0
+    settings.write_text(
+        settings.read_text().replace(
+            "[run]\n", f"[run]\nheartbeat = {heartbeat}\nlost_after = {lost_after}\n", 1
+        )
+        + "[tasks.sleep]\nseconds = 0.4\n"
+    )
+    assert ssh.cli(settings, "start-workers").code == 0
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "clusterfarm",
+            "--settings",
+            str(settings),
+            "run",
+            "--task",
+            "sleep",
+            "--years",
+            "2000",
+            "--members",
+            "0-29",
+            "--json",
+        ],
+        cwd=ssh.folder,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while complete_cells(ssh.folder / "run") < 4:
+        assert run.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    # bravo's cable out: its packets vanish, no reset reaches anyone
+    subprocess.run(["ip", "link", "set", f"{lab.tag}v1", "down"], check=True)
+    cut_at = time.time()
+    try:
+        out, err = run.communicate(timeout=120)
+    finally:
+        subprocess.run(["ip", "link", "set", f"{lab.tag}v1", "up"], check=True)
+    assert run.returncode == 0, err
+    assert json.loads(out)["progress"]["sleep"]["2000"] == "+" * 30
+    log = (ssh.folder / "run/logs/manager.log").read_text().splitlines()
+    (lost,) = [line for line in log if "worker clusterfarm.worker.bravo.0 lost" in line]
+    stamp, millis = lost[:23].split(",")
+    lost_at = time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")) + int(millis) / 1000
+    print(f"cut detected after {lost_at - cut_at:.2f} s (lost_after {lost_after:g} s)")
+    assert lost_at - cut_at <= lost_after + heartbeat + 1.0, lost
+    with sqlite3.connect(ssh.folder / "run" / "state.sqlite") as db:
+        after_cut = db.execute(
+            "SELECT DISTINCT host FROM cells WHERE started > ?", (cut_at + lost_after,)
+        ).fetchall()
+    assert after_cut == [("alpha",)]  # the rest ran on the host still connected
+    assert ssh.cli(settings, "stop-workers").code == 0
