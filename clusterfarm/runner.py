@@ -12,7 +12,6 @@ import fcntl
 import logging
 import os
 import signal
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -285,7 +284,3 @@ def _run_dir_lock(run_dir: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def wait_seconds(since: float) -> float:
-    return time.monotonic() - since
