@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import secrets
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,11 +59,13 @@ class Credential:
 
 
 def new_ca(
-    name: str = "clusterfarm CA",
+    name: str = "",
     not_before: datetime.datetime | None = None,
     days: int = VALID_DAYS,
 ) -> Credential:
     """Make a self-signed CA that signs only end certificates (path length 0)."""
+    # a name of its own: two clusters' CAs never look alike in errors, nor to OpenSSL
+    name = name or f"clusterfarm CA {secrets.token_hex(4)}"
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     usage = _key_usage(key_cert_sign=True, crl_sign=True)
@@ -156,7 +159,8 @@ def alt_names_of(settings: Settings, names: str | None) -> dict[str, list[str]]:
     for name in wanted:
         if name in (CA_STEM, MANAGER) or not _is_file_stem(name):
             raise UsageError(
-                f"--hosts: {name!r} cannot be a certificate name; give host names or addresses"
+                f"host {name!r} cannot name a certificate file ({CA_STEM} and {MANAGER} are "
+                "taken; letters, digits and . - _ : only); leave it out with --hosts"
             )
         if name == LOCALHOST:
             plan[name] = list(LOCALHOST_NAMES)
@@ -189,36 +193,44 @@ def make_certs(out: Path, plan: dict[str, list[str]], force: bool = False) -> li
     try:
         out.mkdir(parents=True, exist_ok=True)
         ca = new_ca()
-        lines = _write_pair(ca, out, CA_STEM, "CA certificate, trusted by every machine")
+        lines = _announce(
+            write_credential(ca, out, CA_STEM),
+            ca,
+            "CA certificate, for every machine",
+            "the CA's private key: keep it here, copy it nowhere",
+        )
         for stem, alt_names in plan.items():
             credential = issue(ca, stem, alt_names)
-            lines += _write_pair(credential, out, stem, f"certificate for {', '.join(alt_names)}")
+            lines += _announce(
+                write_credential(credential, out, stem),
+                credential,
+                f"certificate for {', '.join(alt_names)}",
+                f"its private key: for {stem} only",
+            )
     except OSError as exc:
         raise UsageError(f"{exc.filename or out}: cannot write ({exc.strerror})") from exc
     return lines
 
 
-def _write_pair(credential: Credential, out: Path, stem: str, what: str) -> list[str]:
+def _announce(paths: tuple[Path, Path], credential: Credential, cert: str, key: str) -> list[str]:
     until = credential.cert.not_valid_after_utc.strftime("%Y-%m-%d")
-    cert = credential.cert.public_bytes(serialization.Encoding.PEM)
+    return [f"{paths[0]}  {cert} (valid until {until})", f"{paths[1]}  {key} (mode 600)"]
+
+
+def write_credential(credential: Credential, out: Path, stem: str) -> tuple[Path, Path]:
+    """Write ``stem.pem`` and ``stem.key`` (mode 600) into ``out``; return their paths."""
+    cert_path, key_path = out / f"{stem}.pem", out / f"{stem}.key"
+    _write(cert_path, credential.cert.public_bytes(serialization.Encoding.PEM), 0o644)
     key = credential.key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),  # daemons start unattended: nobody to type a passphrase
     )
-    return [
-        _write(out / f"{stem}.pem", cert, 0o644, f"{what} (valid until {until})"),
-        _write(out / f"{stem}.key", key, 0o600, "its private key (mode 600: keep it secret)"),
-    ]
+    _write(key_path, key, 0o600)
+    return cert_path, key_path
 
 
-def write_credential(credential: Credential, out: Path, stem: str) -> tuple[Path, Path]:
-    """Write ``stem.pem`` and ``stem.key`` (mode 600) into ``out``; return their paths."""
-    _write_pair(credential, out, stem, "certificate")
-    return out / f"{stem}.pem", out / f"{stem}.key"
-
-
-def _write(path: Path, data: bytes, mode: int, what: str) -> str:
+def _write(path: Path, data: bytes, mode: int) -> None:
     # a temporary file (created 0600) renamed into place: the key is never readable by others,
     # not even for a moment, and a crash never leaves half a file
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -230,7 +242,6 @@ def _write(path: Path, data: bytes, mode: int, what: str) -> str:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    return f"{path}  {what}"
 
 
 def read_ca(directory: Path) -> Credential:
@@ -265,8 +276,9 @@ def check_files(security: SecuritySettings) -> None:
         _fail(
             security.cert,
             "cert",
-            f"is not signed by the CA {security.ca} (security.ca): issued by "
-            f"{cert.issuer.rfc4514_string()}; use a certificate made with that CA",
+            f"is not signed by the CA {security.ca} (security.ca, "
+            f"{ca.subject.rfc4514_string()}) but by {cert.issuer.rfc4514_string()}; "
+            "use a certificate made with that CA",
         )
     usage = _extension(cert, x509.ExtendedKeyUsage)
     if usage is not None and not all(role in usage for role in _BOTH_ROLES):
@@ -283,6 +295,39 @@ def check_files(security: SecuritySettings) -> None:
             f"is not the private key of {security.cert} (security.cert); give the .key file "
             "written together with that certificate",
         )
+
+
+def check_names(cert_path: str, address: str) -> None:
+    """Raise SettingsError unless the certificate names ``address``, where a daemon listens.
+
+    Clients dial the address in the daemon's URI, which is the one it listens on, and refuse a
+    certificate that does not name it: better to say so when the daemon starts.
+    """
+    cert = _read_cert(cert_path, "cert")
+    alt = _extension(cert, x509.SubjectAlternativeName)
+    ips = alt.get_values_for_type(x509.IPAddress) if alt else []
+    dns = alt.get_values_for_type(x509.DNSName) if alt else []
+    try:
+        found = ipaddress.ip_address(address) in ips
+    except ValueError:
+        found = any(_dns_match(pattern, address) for pattern in dns)
+    if not found:
+        names = ", ".join([*dns, *map(str, ips)]) or "no address"
+        _fail(
+            cert_path,
+            "cert",
+            f"names {names} but not {address}, where this daemon listens and clients dial: "
+            f"listen at one of those (--host), or make a certificate for {address} with "
+            "`clusterfarm certs`",
+        )
+
+
+def _dns_match(pattern: str, name: str) -> bool:
+    pattern, name = pattern.lower().rstrip("."), name.lower().rstrip(".")
+    if pattern.startswith("*."):  # a wildcard stands for exactly one left-most label
+        head, _, rest = name.partition(".")
+        return bool(head) and rest == pattern[2:]
+    return pattern == name
 
 
 def _read(path: str, field: str) -> bytes:

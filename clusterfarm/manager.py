@@ -36,7 +36,7 @@ from clusterfarm.monitor import Monitor
 from clusterfarm.nameserver import WorkerEntry
 from clusterfarm.schedule import Status, Task, TaskSchedule
 from clusterfarm.state import CellRow, StateWriter, cell_row
-from clusterfarm.transport import CALL_TIMEOUT, configure_pyro
+from clusterfarm.transport import CALL_TIMEOUT, configure_pyro, tls_problem
 
 LOG = logging.getLogger("clusterfarm.manager")
 
@@ -282,7 +282,7 @@ class Manager:
         except Pyro5.errors.CommunicationError as exc:
             proxy._pyroRelease()
             if not link.last_seen:  # never reached; a lost one was reported when lost
-                self._mark_left(link, f"unreachable ({exc})")
+                self._mark_left(link, f"unreachable ({tls_problem(exc) or exc})")
             return False
         if not answer.get("ok"):
             proxy._pyroRelease()

@@ -15,7 +15,13 @@ import Pyro5.nameserver
 from Pyro5.api import Proxy
 
 from clusterfarm.errors import NameServerError
-from clusterfarm.transport import CALL_TIMEOUT, WORKER_PREFIX, configure_pyro
+from clusterfarm.transport import (
+    CALL_TIMEOUT,
+    WORKER_PREFIX,
+    check_listen_address,
+    configure_pyro,
+    tls_problem,
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,7 @@ class NameServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         configure_pyro()
+        check_listen_address(host)  # every client would refuse it
         try:
             uri, self._daemon, _ = Pyro5.nameserver.start_ns(host, port, enableBroadcast=False)
         except OSError as exc:
@@ -65,6 +72,9 @@ def locate(host: str, port: int, timeout: float = CALL_TIMEOUT) -> Proxy:
     try:
         proxy.ping()
     except Pyro5.errors.CommunicationError as exc:
+        problem = tls_problem(exc)
+        if problem:  # something answers there: starting a nameserver would not help
+            raise NameServerError(f"nameserver at {host}:{port}: {problem}") from exc
         raise NameServerError(
             f"no nameserver at {host}:{port} ({exc}); start one with `clusterfarm nameserver` "
             "or fix [nameserver] host/port in the settings"

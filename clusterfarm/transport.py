@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from Pyro5 import config, socketutil
+from Pyro5.errors import ConnectionClosedError
 
 from clusterfarm.errors import SettingsError
 from clusterfarm.settings import SecuritySettings
@@ -21,6 +22,9 @@ from clusterfarm.settings import SecuritySettings
 WORKER_PREFIX = "clusterfarm.worker."
 CALL_TIMEOUT = 10.0  # seconds for short calls (ping, info, cancel, nameserver)
 _PYRO_SSL_CONTEXT = socketutil.get_ssl_context
+# OpenSSL's X509_V_ERR codes: issuer unknown here (another cluster's CA); host name or IP
+_UNKNOWN_ISSUER = {2, 18, 19, 20, 21}
+_NAME_MISMATCH = {62, 64}
 
 
 def configure_pyro(security: SecuritySettings | None = None) -> None:
@@ -59,6 +63,14 @@ def _configure_tls(security: SecuritySettings) -> None:
     # CAs as well, and its server does the handshake in the loop that accepts every connection
     # (one client that connects and stays silent would lock everybody out); so it gets ours
     socketutil.get_ssl_context = _contexts(server, client)
+
+
+def check_listen_address(address: str) -> None:
+    """With TLS, raise SettingsError unless this machine's certificate names ``address``."""
+    if config.SSL:
+        from clusterfarm.certs import check_names
+
+        check_names(config.SSL_SERVERCERT, address)
 
 
 def _context(context: ssl.SSLContext, ca: str, cert: str, key: str) -> ssl.SSLContext:
@@ -104,6 +116,34 @@ def _contexts(server: ssl.SSLContext, client: ssl.SSLContext) -> Callable[..., s
         return server if servercert else client  # Pyro5 asks with servercert for daemons
 
     return get_ssl_context
+
+
+def tls_problem(exc: BaseException) -> str | None:
+    """Say in one line how TLS made a connection fail, with what to check; None if it did not."""
+    cause: BaseException | None = exc
+    while cause is not None:  # Pyro5 wraps the ssl error, or raises while handling it
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            code, message = cause.verify_code, cause.verify_message
+            if code in _NAME_MISMATCH:
+                return (
+                    f"TLS: its certificate does not name the address dialled ({message}); "
+                    "make its certificate with `clusterfarm certs` for that address"
+                )
+            if code in _UNKNOWN_ISSUER:
+                return (
+                    f"TLS: its certificate is signed by another CA than [security] ca ({message})"
+                )
+            return f"TLS: its certificate is not accepted ({message})"
+        if isinstance(cause, ssl.SSLError):
+            reason = str(cause.reason or cause).lower().replace("_", " ")
+            if "alert" in reason:
+                return f"TLS: it refused this machine's certificate ({reason}); check [security]"
+            return f"TLS failed ({reason}); check [security] on both machines: tls on, one CA"
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, ConnectionClosedError) and not config.SSL:
+        # a TLS server drops a plain client without a word
+        return f"{exc}; if it uses TLS, set [security] tls = true here too"
+    return None
 
 
 def is_loopback(address: str) -> bool:

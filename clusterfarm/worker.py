@@ -28,7 +28,7 @@ from clusterfarm.nameserver import locate
 from clusterfarm.schedule import YEAR
 from clusterfarm.settings import Settings
 from clusterfarm.tasks.registry import get_task, load_task_modules
-from clusterfarm.transport import WORKER_PREFIX, configure_pyro
+from clusterfarm.transport import WORKER_PREFIX, check_listen_address, configure_pyro
 
 LOG = logging.getLogger("clusterfarm.worker")
 RUN_KEYS = ("data_dir", "results_dir", "scratch_dir", "timeout", "abandon_after", "members")
@@ -250,6 +250,7 @@ def serve(
     With ``orphan_after`` > 0 it also stops once the nameserver has been unreachable that long.
     """
     configure_pyro()
+    check_listen_address(bind_host)  # the manager would refuse to talk to it
     load_task_modules(settings.tasks.modules)
     ns = locate(ns_host, ns_port)
     executor = Executor(settings.tasks.modules)
