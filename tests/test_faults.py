@@ -226,3 +226,38 @@ def test_soak_worker_killed_and_restarted_every_two_seconds(tmp_path, cluster, s
         f"restarts {restarts}"
     )
     assert max(settled) - settled[0] < 20_000
+
+
+def test_worker_short_of_disk_refuses_tasks_as_resource(tmp_path):
+    write_settings(tmp_path / "clusterfarm.toml", "[workers]\nmin_free_mb = 1e12\n")
+    code, report, err = finish(
+        start_run(
+            tmp_path,
+            "--local",
+            "2",
+            "--task",
+            "noop",
+            "--years",
+            "2000",
+            "--members",
+            "0",
+            "--retries",
+            "1",
+        )
+    )
+    assert code == 1, err
+    (failure,) = report["failures"]
+    assert failure["error_kind"] == "resource" and failure["attempts"] == 2
+    assert "below [workers] min_free_mb" in failure["error"]
+
+
+def test_disk_check_asks_the_file_systems_at_most_once_a_second(tmp_path):
+    from clusterfarm.worker import DiskCheck
+
+    check = DiskCheck()
+    run = {"results_dir": str(tmp_path), "min_free_mb": 1e12}
+    assert "only" in check.problem(run)
+    run["min_free_mb"] = 0  # plenty now, but the answer is a second old at most
+    assert check.problem(run) is not None
+    check._checked -= DiskCheck.INTERVAL
+    assert check.problem(run) is None
