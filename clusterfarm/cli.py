@@ -219,7 +219,8 @@ def run(
     config = settings()
     config = config.with_run(**{k: v for k, v in overrides.items() if v is not None})
     view = make_view("none" if as_json else progress, sys.stdout.isatty())
-    report, code = runner.execute(runner.RunRequest(config, local), view)
+    request = runner.RunRequest(config, local, verbose=_options["verbose"])
+    report, code = runner.execute(request, view)
     if as_json:
         click.echo(report_json(report))
     elif progress != "none":

@@ -293,6 +293,7 @@ class Manager:
         with self._cond:
             link.proxy, link.lost, link.last_seen = proxy, False, time.monotonic()
             self._cond.notify_all()
+        LOG.info("worker %s joined (%s)", link.name, link.entry.uri)
         self.on_event(WorkerJoined(link.name, link.host))
         return True
 
@@ -303,6 +304,12 @@ class Manager:
         with proxy:
             while cells := self._claim(link):
                 task = cells[0].task
+                LOG.debug(
+                    "%s runs %s%s",
+                    link.name,
+                    cells[0],
+                    f" and {len(cells) - 1} more" * (len(cells) > 1),
+                )
                 proxy._pyroTimeout = self.config.guard + self.config.timeout * (len(cells) - 1)
                 try:
                     if len(cells) == 1:

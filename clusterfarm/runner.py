@@ -53,6 +53,7 @@ class RunRequest:
 
     settings: Settings
     local: int | None = None  # None: local mode only when there are no hosts
+    verbose: bool = False  # the manager's log at DEBUG
 
     @property
     def local_workers(self) -> int | None:
@@ -139,7 +140,7 @@ def execute(request: RunRequest, view: View) -> tuple[RunReport, int]:
     schedule = prepared.schedule
     run_dir = Path(settings.run.run_dir)
     with _run_dir_lock(run_dir):
-        setup_logging(settings, run_dir / "logs" / "manager.log")
+        setup_logging(settings, run_dir / "logs" / "manager.log", verbose=request.verbose)
         state = RunState(run_dir)
         try:
             plan = state.load(schedule, prepared.ledger)
