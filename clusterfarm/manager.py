@@ -304,12 +304,7 @@ class Manager:
         with proxy:
             while cells := self._claim(link):
                 task = cells[0].task
-                LOG.debug(
-                    "%s runs %s%s",
-                    link.name,
-                    cells[0],
-                    f" and {len(cells) - 1} more" * (len(cells) > 1),
-                )
+                LOG.debug("%s runs %s (%d cell(s) in this call)", link.name, cells[0], len(cells))
                 proxy._pyroTimeout = self.config.guard + self.config.timeout * (len(cells) - 1)
                 try:
                     if len(cells) == 1:
