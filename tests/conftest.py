@@ -75,7 +75,7 @@ def start_worker(
     processes: list[subprocess.Popen[bytes]] = []
     settings = write_settings(tmp_path / "worker.toml", PLUGIN_SETTINGS)
 
-    def start(name: str, *extra: str) -> subprocess.Popen[bytes]:
+    def start(name: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(tmp_path / f"{name}.log", "ab")
         process = subprocess.Popen(
             [
@@ -93,7 +93,7 @@ def start_worker(
                 f"{nameserver.host}:{nameserver.port}",
                 *extra,
             ],
-            env=cli_env(),
+            env=cli_env(**(env or {})),
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=tmp_path,

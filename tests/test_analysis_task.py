@@ -162,3 +162,11 @@ def test_importing_the_task_module_does_not_import_numpy() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    "template", ["/etc/{year}.nc", "../{year}/u850_{year}.nc", "{year}/../../secret.nc"]
+)
+def test_path_templates_may_not_leave_data_dir(template):
+    with pytest.raises(SettingsError, match="must be a path inside data_dir"):
+        get_task("vort_track").resolve_params({"u_path": template})

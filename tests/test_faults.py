@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.conftest import PLUGIN_SETTINGS, cli_env, write_settings
+from tests.conftest import PLUGIN_SETTINGS, cli_env, run_cli, write_settings
 from tests.faults import (
     complete_cells,
     freeze,
@@ -261,3 +261,49 @@ def test_disk_check_asks_the_file_systems_at_most_once_a_second(tmp_path):
     assert check.problem(run) is not None
     check._checked -= DiskCheck.INTERVAL
     assert check.problem(run) is None
+
+
+def test_host_that_keeps_failing_is_quarantined_and_shown_so(
+    tmp_path, cluster, start_worker, nameserver
+):
+    settings = cluster()
+    settings.write_text(
+        settings.read_text().replace(
+            "[run]\n", "[run]\nquarantine_after = 3\nquarantine_for = 60\n", 1
+        )
+    )
+    start_worker("bad.0", env={"CF_TEST_BAD_HOST": "1"})
+    start_worker("good.0")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "clusterfarm",
+            "run",
+            "--task",
+            "fails_on_bad_host",
+            "--years",
+            "2000",
+            "--members",
+            "0-19",
+            "--retries",
+            "5",
+            "--progress",
+            "plain",
+        ],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err  # every cell ended up on the good host
+    assert "host bad quarantined for 60 s after 3 failures in a row" in out
+    assert "+" * 20 in out
+    shown = run_cli("workers", "--json", cwd=tmp_path)
+    states = {w["name"]: w["state"] for w in json.loads(shown.out)}
+    assert states == {
+        "clusterfarm.worker.bad.0": "quarantined",
+        "clusterfarm.worker.good.0": "idle",
+    }

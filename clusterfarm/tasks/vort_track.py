@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import math
 import string
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from clusterfarm.errors import SettingsError
@@ -78,6 +78,10 @@ def check_params(params: dict[str, Any]) -> None:
             fields = {"malformed"}
         if not fields <= {"year", "member"}:
             raise _invalid(params, key, "is a path template that may use only {year} and {member}")
+        template = PurePosixPath(params[key])
+        if template.is_absolute() or ".." in template.parts:
+            # workers read what the manager's settings say: never outside data_dir
+            raise _invalid(params, key, "must be a path inside data_dir (relative, no '..')")
 
 
 def _wind_source(params: dict[str, Any]) -> Any:

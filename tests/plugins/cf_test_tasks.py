@@ -60,3 +60,11 @@ def kill_worker(year: int, member: int, ctx: TaskContext) -> None:
 
     os.kill(os.getppid(), signal.SIGKILL)
     time.sleep(60)
+
+
+@task("fails_on_bad_host", version="1", writes_output=False)
+def fails_on_bad_host(year: int, member: int, ctx: TaskContext) -> None:
+    """Fails on a worker started with CF_TEST_BAD_HOST set (a host with a broken disk, say)."""
+    if os.environ.get("CF_TEST_BAD_HOST"):
+        raise OSError("disk on fire")
+    time.sleep(0.05)
