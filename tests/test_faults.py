@@ -26,9 +26,10 @@ from tests.faults import (
 FAST_LIVENESS = "[run]\nheartbeat = 0.3\nlost_after = 1.5\n"
 
 
-def start_run(cwd, *args):
+def start_run(cwd, *args, as_json=True):
+    """``clusterfarm run ARGS`` in the background (with ``--json`` unless told otherwise)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "clusterfarm", "run", "--json", *args],
+        [sys.executable, "-m", "clusterfarm", "run", *(["--json"] if as_json else []), *args],
         cwd=cwd,
         env=cli_env(),
         stdout=subprocess.PIPE,
@@ -274,28 +275,19 @@ def test_host_that_keeps_failing_is_quarantined_and_shown_so(
     )
     start_worker("bad.0", env={"CF_TEST_BAD_HOST": "1"})
     start_worker("good.0")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "clusterfarm",
-            "run",
-            "--task",
-            "fails_on_bad_host",
-            "--years",
-            "2000",
-            "--members",
-            "0-19",
-            "--retries",
-            "5",
-            "--progress",
-            "plain",
-        ],
-        cwd=tmp_path,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    process = start_run(
+        tmp_path,
+        "--task",
+        "fails_on_bad_host",
+        "--years",
+        "2000",
+        "--members",
+        "0-19",
+        "--retries",
+        "5",
+        "--progress",
+        "plain",
+        as_json=False,
     )
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err  # every cell ended up on the good host
