@@ -250,6 +250,14 @@ def serve(
 
     With ``orphan_after`` > 0 it also stops once the nameserver has been unreachable that long.
     """
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    stop_asked = threading.Event()
+    if in_main_thread:
+        # a SIGTERM while starting up is kept and honoured once the worker can unregister;
+        # the default action would kill it with its name left in the nameserver
+        signal.signal(signal.SIGTERM, lambda *_: stop_asked.set())
+        if die_with_stdin:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the manager decides when we stop
     configure_pyro()
     check_listen_address(bind_host)  # the manager would refuse to talk to it
     load_task_modules(settings.tasks.modules)
@@ -287,10 +295,10 @@ def serve(
     def stop(*_: Any) -> None:
         threading.Thread(target=shut_down, daemon=True).start()
 
-    if threading.current_thread() is threading.main_thread():
+    if in_main_thread:
         signal.signal(signal.SIGTERM, stop)
-        if die_with_stdin:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the manager decides when we stop
+    if stop_asked.is_set():
+        stop()
     if die_with_stdin:
         threading.Thread(target=_wait_for_eof, args=(stop,), daemon=True).start()
     leaving = threading.Event()  # set once the daemon stops serving: never register again
