@@ -1,0 +1,111 @@
+"""Commands about the science: ``sample-data``, ``score`` and ``plot``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from clusterfarm.cli import cli, common, settings
+from clusterfarm.errors import UsageError
+
+
+@cli.command("sample-data")
+@click.option("--out", required=True, metavar="DIR", help="Where to write the data.")
+@click.option("--years", default="2000-2002", show_default=True, help="Years to write.")
+@click.option(
+    "--members",
+    default=4,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Ensemble members per year.",
+)
+@click.option(
+    "--size",
+    type=click.Choice(["small", "full"]),
+    default="small",
+    show_default=True,
+    help="small: a few dozen steps (tests, demo); full: 1460 steps like a real year.",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of the random parts.")
+@click.option("--packed", is_flag=True, help="Write int16 with scale_factor/add_offset and zlib.")
+@common
+def sample_data(out: str, years: str, members: int, size: str, seed: int, packed: bool) -> None:
+    """Write synthetic 20CR-like u850/v850 files with known vortex tracks (and the truth)."""
+    from clusterfarm.analysis import write_sample_data
+    from clusterfarm.specs import parse_spec
+
+    year_list = parse_spec(years, "year")
+    written = write_sample_data(out, year_list, members, size, seed, packed)  # type: ignore[arg-type]
+    click.echo(
+        f"wrote {len(written)} files for {len(year_list)} year(s) x {members} members "
+        f"({size}{', packed' if packed else ''}) to {out}; truth tracks in {out}/truth"
+    )
+
+
+@cli.command()
+@click.option("--run-dir", help="Run directory whose vort_track results to score.")
+@click.option("--truth", required=True, metavar="DIR", help="Sample data folder (or its truth/).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@common
+def score(run_dir: str | None, truth: str, as_json: bool) -> None:
+    """Score vort_track results against the true tracks of sample data."""
+    from clusterfarm.analysis import score_results
+
+    figures = score_results(_results_dir(run_dir), truth)
+    if as_json:
+        click.echo(json.dumps(figures))
+        return
+    error = figures["error_km"]
+    click.echo(
+        f"recall {figures['recall']:.3f}  precision {figures['precision']:.3f}  "
+        f"f1 {figures['f1']:.3f}  ({figures['found_tracks']} found, "
+        f"{figures['truth_tracks']} true tracks)\n"
+        f"position error: mean {error['mean']:.1f} km, median {error['median']:.1f} km, "
+        f"95th percentile {error['p95']:.1f} km"
+    )
+
+
+@cli.command()
+@click.option("--run-dir", help="Run directory whose vort_track results to draw.")
+@click.option("--year", type=int, required=True, help="Year to draw.")
+@click.option("--member", type=int, help="One member (default: all members of the year).")
+@click.option("--out", required=True, metavar="FILE.png", help="PNG file to write.")
+@click.option(
+    "--density",
+    is_flag=True,
+    help="Draw the year's ensemble-mean track density (from year_summary) instead.",
+)
+@common
+def plot(run_dir: str | None, year: int, member: int | None, out: str, density: bool) -> None:
+    """Draw the tracks of a year on a lat/lon map (PNG), or their density."""
+    from clusterfarm.analysis import find_results, plot_density, plot_tracks
+
+    results_dir = _results_dir(run_dir)
+    if density:
+        from clusterfarm.tasks.registry import get_task, load_task_modules
+
+        load_task_modules()
+        summary = get_task("year_summary").output_path(Path(results_dir), year, -1)
+        if not summary.is_file():
+            raise UsageError(
+                f"{summary}: no year_summary for {year}; run --task vort_track,year_summary first"
+            )
+        click.echo(f"wrote {plot_density(summary, out, f'track density {year}')}")
+        return
+    files = find_results(results_dir, year, member)
+    if not files:
+        which = f"year {year}" + (f" member {member}" if member is not None else "")
+        raise UsageError(f"{results_dir}: no vort_track results for {which}; run it first")
+    title = f"vort_track {year}" + (
+        f" member {member}" if member is not None else f", {len(files)} members"
+    )
+    click.echo(f"wrote {plot_tracks(files.values(), out, title)}")
+
+
+def _results_dir(run_dir: str | None) -> str:
+    config = settings()
+    if run_dir is not None:
+        config = config.with_run(run_dir=run_dir)
+    return config.run.results_path

@@ -1,0 +1,257 @@
+"""Commands about the machines: ``nameserver``, ``worker``, ``workers``, ``start-workers``,
+``stop-workers``, ``doctor``, ``certs`` and ``logs``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from clusterfarm.cli import _options, cli, common, settings
+from clusterfarm.errors import EXIT_FAILED, EXIT_OK, UsageError
+from clusterfarm.settings import Host, Settings, load_settings
+
+
+@cli.command()
+@click.option("--host", help="Address to listen on (default: [nameserver] host).")
+@click.option("--port", type=int, help="Port to listen on (default: [nameserver] port).")
+@common
+def nameserver(host: str | None, port: int | None) -> None:
+    """Run a Pyro5 nameserver in the foreground until Ctrl-C or SIGTERM."""
+    import signal
+
+    from clusterfarm.nameserver import NameServer
+
+    config = settings().nameserver
+    server = NameServer(host or config.host, config.port if port is None else port)
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    click.echo(f"nameserver listening at {server.uri}")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+@cli.command()
+@click.option(
+    "--host",
+    help="Address to listen on; one other hosts can reach "
+    "(default: this machine's address towards the nameserver).",
+)
+@click.option(
+    "--name",
+    help="Worker name, registered as clusterfarm.worker.NAME (default: <hostname>.<first free n>).",
+)
+@click.option(
+    "--nameserver",
+    "ns_address",
+    metavar="HOST:PORT",
+    help="Nameserver to register with (default: [nameserver] in the settings).",
+)
+@click.option(
+    "--log-file", metavar="PATH", help="Log here, rotated per [logging] (default: stderr)."
+)
+@click.option(
+    "--die-with-stdin",
+    is_flag=True,
+    hidden=True,
+    help="Exit when stdin closes (local mode: die with the manager).",
+)
+@click.option(
+    "--orphan-after",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Exit after this long without a nameserver; 0: never (default: [workers] orphan_after).",
+)
+@common
+def worker(
+    host: str | None,
+    name: str | None,
+    ns_address: str | None,
+    log_file: str | None,
+    die_with_stdin: bool,
+    orphan_after: float | None,
+) -> None:
+    """Run one worker daemon in the foreground, registered with the nameserver."""
+    from clusterfarm import worker as worker_module
+    from clusterfarm.logs import setup_logging
+    from clusterfarm.transport import address_towards
+
+    config = settings()
+    setup_logging(config, Path(log_file) if log_file else None, verbose=_options["verbose"])
+    ns_host, ns_port = config.nameserver.host, config.nameserver.port
+    if ns_address:
+        ns_host, _, port_text = ns_address.rpartition(":")
+        if not ns_host or not port_text.isdigit():
+            raise UsageError(f"--nameserver {ns_address!r}: give HOST:PORT, e.g. 10.0.0.1:9090")
+        ns_port = int(port_text)
+    bind = host or address_towards(ns_host, ns_port)
+    orphan = config.workers.orphan_after if orphan_after is None else orphan_after
+    worker_module.serve(config, bind, name, ns_host, ns_port, die_with_stdin, orphan_after=orphan)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@common
+def workers(as_json: bool) -> None:
+    """List the workers registered with the nameserver and what they are doing."""
+    from clusterfarm.roster import describe_workers, workers_table
+
+    config = settings().nameserver
+    described = describe_workers(config.host, config.port)
+    click.echo(json.dumps(described) if as_json else workers_table(described))
+
+
+def _seconds(
+    flag: str, default: float, text: str, zero: bool = False
+) -> Callable[[Callable[..., Any]], Any]:
+    """A ``--flag SECONDS`` option: a positive number (or 0 too, with ``zero``)."""
+    return click.option(
+        flag,
+        type=click.FloatRange(min=0, min_open=not zero),
+        default=default,
+        show_default=True,
+        metavar="SECONDS",
+        help=text,
+    )
+
+
+def _ssh_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--hosts`` and ``--connect-timeout`` to a command that reaches the hosts by SSH."""
+    fn = _seconds(
+        "--connect-timeout", 10.0, "Time limit for each of TCP connect, SSH handshake and login."
+    )(fn)
+    return click.option(
+        "--hosts", "host_names", metavar="A,B", help="Only these hosts (default: all [[hosts]])."
+    )(fn)
+
+
+_accept_new_host_keys = click.option(
+    "--accept-new-host-keys",
+    is_flag=True,
+    help="Accept the key of a host not in ~/.ssh/known_hosts, and add it there.",
+)
+
+
+def _ssh_hosts(config: Settings, host_names: str | None) -> tuple[Host, ...]:
+    hosts = config.select_hosts(host_names)
+    if not hosts:
+        raise UsageError(
+            f"{config.source}: no [[hosts]]; add one per machine (see "
+            "settings/example-cluster.toml), or use `clusterfarm run` in local mode"
+        )
+    return hosts
+
+
+def _report_hosts(launcher: Any, action: str, call: Callable[[], object]) -> int:
+    """Run a launcher action; print one row per host (with its error), then a summary line."""
+    from clusterfarm.errors import LaunchError
+    from clusterfarm.launcher import exit_code, outcomes_table
+    from clusterfarm.logs import setup_logging
+
+    setup_logging(launcher.settings, verbose=_options["verbose"])
+    try:
+        call()
+    except LaunchError as exc:
+        click.echo(outcomes_table(launcher.outcomes, action))
+        failed = ", ".join(exc.outcomes)
+        click.echo(
+            f"Error: {action}-workers failed on {len(exc.outcomes)} of "
+            f"{len(launcher.outcomes)} hosts ({failed}); see each host's row above",
+            err=True,
+        )
+        return exit_code(launcher.outcomes)
+    click.echo(outcomes_table(launcher.outcomes, action))
+    return EXIT_OK
+
+
+@cli.command("start-workers")
+@_ssh_options
+@_accept_new_host_keys
+@_seconds("--timeout", 30.0, "How long to wait for the started workers to register.")
+@common
+def start_workers(
+    host_names: str | None, connect_timeout: float, accept_new_host_keys: bool, timeout: float
+) -> int:
+    """SSH to every host in parallel, start its worker daemons, wait until they are registered."""
+    from clusterfarm.remote import SSHLauncher
+
+    config = settings()
+    hosts = _ssh_hosts(config, host_names)
+    launcher = SSHLauncher(config, hosts, accept_new_host_keys, connect_timeout)
+    return _report_hosts(launcher, "start", lambda: launcher.start(timeout))
+
+
+@cli.command("stop-workers")
+@_ssh_options
+@_seconds("--grace", 10.0, "How long workers get to end after SIGTERM before SIGKILL.", True)
+@common
+def stop_workers(host_names: str | None, connect_timeout: float, grace: float) -> int:
+    """SSH to every host, stop the worker daemons started there, forget their names."""
+    from clusterfarm.remote import SSHLauncher
+
+    config = settings()
+    hosts = _ssh_hosts(config, host_names)
+    launcher = SSHLauncher(config, hosts, connect_timeout=connect_timeout, grace=grace)
+    return _report_hosts(launcher, "stop", launcher.stop)
+
+
+@cli.command()
+@_ssh_options
+@_accept_new_host_keys
+@common
+def doctor(host_names: str | None, connect_timeout: float, accept_new_host_keys: bool) -> int:
+    """Check every host before a run; one row per check, with a hint for each failure."""
+    from clusterfarm.doctor import checks_table, diagnose
+
+    config = settings()
+    hosts = _ssh_hosts(config, host_names)
+    checks = diagnose(config, hosts, accept_new_host_keys, connect_timeout)
+    click.echo(checks_table(checks))
+    return EXIT_FAILED if any(check.ok is not True for check in checks) else EXIT_OK
+
+
+@cli.command()
+@click.option("--out", required=True, metavar="DIR", help="Folder to write the files into.")
+@click.option(
+    "--hosts",
+    "host_names",
+    metavar="A,B",
+    help="Hosts of the settings (their name and address), or other names or addresses "
+    "(default: every host and localhost).",
+)
+@click.option("--force", is_flag=True, help="Replace an existing CA in DIR.")
+@common
+def certs(out: str, host_names: str | None, force: bool) -> None:
+    """Make a CA and a certificate per host (and the manager) for [security] tls."""
+    from clusterfarm.certs import alt_names_of, make_certs
+
+    # not settings(): the certificates it would check are the ones being made
+    config = load_settings(_options["settings"])
+    for line in make_certs(Path(out), alt_names_of(config, host_names), force):
+        click.echo(line)
+
+
+@cli.command()
+@click.argument("worker")
+@click.option(
+    "-n",
+    "lines",
+    default=40,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="How many lines from the end.",
+)
+@click.option("--run-dir", help="Run dir of a local-mode run (for local.<n> workers).")
+@common
+def logs(worker: str, lines: int, run_dir: str | None) -> None:
+    """Show the end of WORKER's log (e.g. berlin.0), over SSH for a remote host."""
+    from clusterfarm.worker_logs import worker_log_tail
+
+    config = settings()
+    if run_dir is not None:
+        config = config.with_run(run_dir=run_dir)
+    click.echo(worker_log_tail(config, worker, lines))

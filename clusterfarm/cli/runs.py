@@ -1,0 +1,134 @@
+"""Commands about a run: ``run``, ``status`` and ``run-task``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from clusterfarm.cli import _options, cli, common, settings
+from clusterfarm.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+
+
+@cli.command()
+@click.option("--years", help="Years to run, e.g. 2000-2012 or 2000,2003 (default: [run]).")
+@click.option("--members", help="Ensemble members, e.g. 0-55 (default: [run]).")
+@click.option("--task", help="Task name, or several: vort_track,year_summary.")
+@click.option("--run-dir", help="Run directory: state, logs, results (default: [run]).")
+@click.option(
+    "--local",
+    type=int,
+    metavar="N",
+    help="Local mode with N workers, whatever the hosts in the settings.",
+)
+@click.option("--timeout", type=float, help="Seconds a task may run before it is marked T.")
+@click.option("--retries", type=int, help="Further attempts after F, T or a lost worker.")
+@click.option(
+    "--progress",
+    type=click.Choice(["auto", "rich", "plain", "none"]),
+    default="auto",
+    show_default=True,
+    help="How to show progress.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
+@common
+def run(
+    years: str | None,
+    members: str | None,
+    task: str | None,
+    run_dir: str | None,
+    local: int | None,
+    timeout: float | None,
+    retries: int | None,
+    progress: str,
+    as_json: bool,
+) -> int:
+    """Farm the (task, year, member) schedule out to the workers and show progress."""
+    from clusterfarm import runner
+    from clusterfarm.view import make_view, report_footer, report_json
+
+    overrides = {
+        "years": years,
+        "members": members,
+        "task": task,
+        "run_dir": run_dir,
+        "timeout": timeout,
+        "retries": retries,
+    }
+    config = settings()
+    config = config.with_run(**{k: v for k, v in overrides.items() if v is not None})
+    view = make_view("none" if as_json else progress, sys.stdout.isatty())
+    request = runner.RunRequest(config, local, verbose=_options["verbose"])
+    report, code = runner.execute(request, view)
+    if as_json:
+        click.echo(report_json(report))
+    elif progress != "none":
+        click.echo("\n".join(report_footer(report)))
+    if code == EXIT_INTERRUPTED:
+        click.echo(
+            f"Interrupted: state saved in {config.run.run_dir}; run the same command "
+            "again to resume",
+            err=True,
+        )
+    return code
+
+
+@cli.command()
+@click.option("--run-dir", help="Run directory (default: [run] run_dir).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@common
+def status(run_dir: str | None, as_json: bool) -> int:
+    """Show the progress of a run, live or finished, from its state database.
+
+    Also says which complete cells the next ``run`` (with these settings) would compute again,
+    and why: a new task version, changed parameters or inputs, a missing or changed output.
+    """
+
+    from clusterfarm.report import read_report
+    from clusterfarm.runner import stale_cells
+    from clusterfarm.state import connect
+    from clusterfarm.view import report_json, report_text, stale_lines
+
+    config = settings()
+    path = Path(run_dir or config.run.run_dir)
+    db = connect(path, create=False)
+    try:
+        report = read_report(db)
+    finally:
+        db.close()
+    stale = stale_cells(config, path, report) if report.state != "running" else []
+    if as_json:
+        click.echo(report_json(report, stale))
+    else:
+        click.echo("\n".join([report_text(report), *stale_lines(stale)]))
+    return EXIT_FAILED if report.failures else EXIT_OK
+
+
+@cli.command("run-task")
+@click.option("--year", type=int, required=True, help="Year to run.")
+@click.option("--member", type=int, required=True, help="Ensemble member to run.")
+@click.option("--task", help="Task name (default: the first of [run] task).")
+@common
+def run_task(year: int, member: int, task: str | None) -> int:
+    """Run one task in this process, without the cluster (for debugging a task)."""
+
+    from clusterfarm.executor import run_job
+    from clusterfarm.runner import resolve_task_params
+
+    config = settings()
+    name = task or config.run.tasks[0]
+    params = resolve_task_params(config, [name])[name]
+    outcome = run_job(
+        {
+            "task": name,
+            "year": year,
+            "member": member,
+            "params": params,
+            "data_dir": str(Path(config.run.data_dir).absolute()),
+            "results_dir": str(Path(config.run.results_path).absolute()),
+        }
+    )
+    click.echo(json.dumps({"task": name, "year": year, "member": member, **outcome}))
+    return EXIT_OK if outcome["status"] == "complete" else EXIT_FAILED
