@@ -138,6 +138,8 @@ def execute(request: RunRequest, view: View) -> tuple[RunReport, int]:
         raise UsageError(f"--local {request.local}: give at least 1 worker")
     prepared = prepare(settings)
     schedule = prepared.schedule
+    if request.local_workers is not None:
+        _check_data_dir(settings, schedule)
     run_dir = Path(settings.run.run_dir)
     with _run_dir_lock(run_dir):
         setup_logging(settings, run_dir / "logs" / "manager.log", verbose=request.verbose)
@@ -243,6 +245,22 @@ def _workers(request: RunRequest) -> Iterator[tuple[list[WorkerEntry], Discover]
     finally:
         launcher.stop()
         nameserver.stop()
+
+
+def _check_data_dir(settings: Settings, schedule: TaskSchedule) -> None:
+    """In local mode the workers read this machine's data_dir: it must be there.
+
+    (A missing folder would otherwise fail every cell, one by one. In cluster mode the
+    workers may see another disk than this machine, so only they can tell.)
+    """
+    data_dir = Path(settings.run.data_dir)
+    reads_input = any(get_task(name).inputs is not None for name in schedule.tasks)
+    if reads_input and not data_dir.is_dir():
+        raise UsageError(
+            f"data_dir {settings.run.data_dir!r} does not exist (from {settings.source}); point "
+            "[run] data_dir at the input data, or make sample data: "
+            f"clusterfarm sample-data --out {settings.run.data_dir}"
+        )
 
 
 def _discover_at(host: str, port: int) -> Discover:

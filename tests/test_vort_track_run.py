@@ -4,7 +4,10 @@ import json
 
 import pytest
 
+from clusterfarm.settings import default_settings_path
 from tests.conftest import run_cli
+
+DEFAULT_SETTINGS = default_settings_path()
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +71,18 @@ def test_impossible_parameter_stops_the_run_before_any_cell(tmp_path):
     assert "[tasks.vort_track] link_km = -5.0: must be positive" in result.err
 
 
+def test_missing_data_dir_is_one_line_before_any_cell(tmp_path):
+    result = run_cli("run", "--local", "1", "--years", "2000", "--members", "0", cwd=tmp_path)
+    assert result.code == 2
+    assert result.err.strip() == (
+        "Error: data_dir './data' does not exist (from "
+        f"{DEFAULT_SETTINGS}); point [run] data_dir at the input data, or make sample data: "
+        "clusterfarm sample-data --out ./data"
+    )
+
+
 def test_missing_input_fails_the_cell_as_input_after_one_attempt(tmp_path):
+    (tmp_path / "data").mkdir()  # the folder is there, the year's files are not
     result = run_cli(
         "run", "--local", "1", "--years", "2000", "--members", "0", "--json", cwd=tmp_path
     )
