@@ -1,6 +1,6 @@
 """The manager: farm the schedule's cells out to the workers and keep the state true.
 
-One dispatcher thread per worker owns that worker's proxy and keeps exactly one call
+One dispatcher thread per worker (:mod:`.dispatcher`) owns that worker's proxy and keeps one call
 outstanding on it. A :class:`Monitor` pings busy workers on connections of its own and
 declares a worker lost when it stays silent (a dead host sends no RST); the lost worker's
 cells go back to outstanding and its dispatcher waits for it to come back. Every status change
@@ -19,10 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import Pyro5.errors
 from Pyro5.api import Proxy
 
 from clusterfarm.breaker import HostBreaker
+from clusterfarm.dispatcher import Dispatcher, WorkerLink, cancel_aside, quarantine_aside
 from clusterfarm.events import (
     CellChange,
     CellsChanged,
@@ -36,7 +36,7 @@ from clusterfarm.monitor import Monitor
 from clusterfarm.nameserver import WorkerEntry
 from clusterfarm.schedule import Status, Task, TaskSchedule
 from clusterfarm.state import CellRow, StateWriter, cell_row
-from clusterfarm.transport import CALL_TIMEOUT, configure_pyro, tls_problem
+from clusterfarm.transport import configure_pyro
 
 LOG = logging.getLogger("clusterfarm.manager")
 
@@ -85,26 +85,6 @@ class RunOutcome:
     lost: list[str] = field(default_factory=list)
 
 
-@dataclass(eq=False)
-class WorkerLink:
-    """The manager's view of one worker: what it runs now and when it last answered."""
-
-    entry: WorkerEntry
-    cells: list[Task] = field(default_factory=list)
-    tokens: list[int] = field(default_factory=list)  # attempt of each cell when sent
-    last_seen: float = 0.0  # time.monotonic() of its last sign of life
-    lost: bool = True  # until it has answered configure
-    proxy: Proxy | None = None  # the dispatcher thread's; the monitor only cuts it
-
-    @property
-    def name(self) -> str:
-        return self.entry.name
-
-    @property
-    def host(self) -> str:
-        return self.entry.host
-
-
 class Manager:
     """Drives one run: the schedule, the workers, the state writer."""
 
@@ -126,7 +106,7 @@ class Manager:
         self._waiting = 0
         self._stopping = False
         self._giving_up = False
-        self._done = threading.Event()  # the run is over: finished, interrupted or given up
+        self.done = threading.Event()  # the run is over: finished, interrupted or given up
         self._ran: set[tuple[str, int, int]] = set()
         self._completions = 0
         self._links: dict[str, WorkerLink] = {}
@@ -169,14 +149,14 @@ class Manager:
                 self.offer(entry)
             monitor.start()
             no_live_since: float | None = None
-            while not self._done.wait(0.1):
+            while not self.done.wait(0.1):
                 tick()
                 no_live_since = self._check_live(no_live_since)
         except KeyboardInterrupt:
             self.interrupt()
             raise
         finally:
-            self._done.set()
+            self.done.set()
             monitor.join(5)
             self._wind_down()
             self._writer.close()
@@ -201,7 +181,7 @@ class Manager:
             return no_live_since
 
     def _finish_run(self) -> None:
-        self._done.set()
+        self.done.set()
         self._cond.notify_all()
 
     def interrupt(self) -> None:
@@ -211,7 +191,7 @@ class Manager:
             busy = [link.entry for link in self._links.values() if link.cells]
             self._finish_run()
         for entry in busy:
-            threading.Thread(target=_cancel, args=(entry,), daemon=True).start()
+            threading.Thread(target=cancel_aside, args=(entry,), daemon=True).start()
 
     def _wind_down(self) -> None:
         deadline = time.monotonic() + 10
@@ -235,12 +215,12 @@ class Manager:
                 if link.lost and link.entry.uri != entry.uri:
                     link.entry = entry  # restarted elsewhere: its dispatcher reconnects there
                 return
-            if self._done.is_set():
+            if self.done.is_set():
                 return
             link = WorkerLink(entry)
             self._links[entry.name] = link
             thread = threading.Thread(
-                target=self._serve, args=(link,), name=f"dispatch-{entry.name}", daemon=True
+                target=Dispatcher(self, link).serve, name=f"dispatch-{entry.name}", daemon=True
             )
             self._threads.append(thread)
         thread.start()
@@ -256,7 +236,7 @@ class Manager:
 
     def declare_lost(self, link: WorkerLink, reason: str) -> None:
         """The monitor's verdict: requeue the worker's cells and cut its connection."""
-        self._lose(link, reason)
+        self.lose(link, reason)
         proxy = link.proxy
         connection = getattr(proxy, "_pyroConnection", None) if proxy else None
         if connection is not None:
@@ -266,70 +246,15 @@ class Manager:
 
     # -- one thread per worker --------------------------------------------------------------
 
-    def _serve(self, link: WorkerLink) -> None:
-        try:
-            while not self._done.is_set():
-                if self._connect(link):
-                    self._dispatch(link)
-                self._done.wait(self.config.heartbeat)  # then try to reconnect
-        except Exception:  # a bug here must not hang the run: log it, let the others go on
-            LOG.exception("dispatcher of %s failed", link.name)
-            self._lose(link, "dispatcher error (see manager.log)")
-
-    def _connect(self, link: WorkerLink) -> bool:
-        proxy = Proxy(link.entry.uri)
-        proxy._pyroTimeout = CALL_TIMEOUT
-        try:
-            answer = proxy.configure(self._run_settings())
-        except Pyro5.errors.CommunicationError as exc:
-            proxy._pyroRelease()
-            if not link.last_seen:  # never reached; a lost one was reported when lost
-                self._mark_left(link, f"unreachable ({tls_problem(exc) or exc})")
-            return False
-        if not answer.get("ok"):
-            proxy._pyroRelease()
-            self._mark_left(link, f"refused the run settings: {answer.get('error')}")
-            return False
+    def joined(self, link: WorkerLink, proxy: Proxy) -> None:
+        """``link``'s worker answered and took the run settings: it may take cells."""
         with self._cond:
             link.proxy, link.lost, link.last_seen = proxy, False, time.monotonic()
             self._cond.notify_all()
         LOG.info("worker %s joined (%s)", link.name, link.entry.uri)
         self.on_event(WorkerJoined(link.name, link.host))
-        return True
 
-    def _dispatch(self, link: WorkerLink) -> None:
-        proxy = link.proxy
-        assert proxy is not None
-        params = self.config.params
-        with proxy:
-            while cells := self._claim(link):
-                task = cells[0].task
-                LOG.debug("%s runs %s (%d cell(s) in this call)", link.name, cells[0], len(cells))
-                proxy._pyroTimeout = self.config.guard + self.config.timeout * (len(cells) - 1)
-                try:
-                    if len(cells) == 1:
-                        cell = cells[0]
-                        answers = [proxy.do_work(cell.year, cell.member, task, params[task])]
-                    else:
-                        cells_sent = [[c.year, c.member] for c in cells]
-                        answers = proxy.do_batch(task, params[task], cells_sent)
-                except Pyro5.errors.TimeoutError:
-                    _cancel(link.entry)
-                    error = f"no answer from {link.name} within {proxy._pyroTimeout:g} s"
-                    answers = [{"status": "timeout", "error_kind": "timeout", "error": error}]
-                    answers *= len(cells)
-                except Pyro5.errors.CommunicationError as exc:
-                    self._lose(link, str(exc))
-                    return
-                self._finish(link, cells, answers)
-                kind = answers[0].get("error_kind")
-                if kind == "stopping":  # it is going away: send nothing more until it is back
-                    self._mark_left(link, "worker stopping")
-                    return
-                if kind == "busy":  # still finishing a task from before it was declared lost
-                    self._done.wait(min(1.0, self.config.heartbeat))
-
-    def _run_settings(self) -> dict[str, Any]:
+    def run_settings(self) -> dict[str, Any]:
         config = self.config
         return {
             "data_dir": config.data_dir,
@@ -340,11 +265,11 @@ class Manager:
             "members": self.schedule.members,
         }
 
-    def _claim(self, link: WorkerLink) -> list[Task]:
+    def claim(self, link: WorkerLink) -> list[Task]:
         """Take the next cells for ``link`` (a batch when tasks are short); [] when done."""
         schedule = self.schedule
         with self._cond:
-            while not self._done.is_set() and not link.lost:
+            while not self.done.is_set() and not link.lost:
                 now = time.time()
                 if self._breaker.is_resting(link.host, now):
                     self._cond.wait(max(0.1, min(self._rest_left(link.host, now), 1.0)))
@@ -380,7 +305,7 @@ class Manager:
         share = self.schedule.counts[Status.OUTSTANDING] // (2 * max(1, len(self._links)))
         return max(1, min(MAX_BATCH, share, int(BATCH_SECONDS / max(mean, 1e-6))))
 
-    def _finish(self, link: WorkerLink, cells: list[Task], answers: list[dict[str, Any]]) -> None:
+    def finish(self, link: WorkerLink, cells: list[Task], answers: list[dict[str, Any]]) -> None:
         now = time.time()
         schedule = self.schedule
         with self._cond:
@@ -441,12 +366,12 @@ class Manager:
             for link in self._links.values():
                 if link.host == host and not link.lost:
                     threading.Thread(
-                        target=_quarantine,
+                        target=quarantine_aside,
                         args=(link.entry, self.config.quarantine_for),
                         daemon=True,
                     ).start()
 
-    def _lose(self, link: WorkerLink, reason: str) -> None:
+    def lose(self, link: WorkerLink, reason: str) -> None:
         """Mark ``link`` lost and put its cells back (the running one counts as an attempt)."""
         with self._cond:
             if link.lost:
@@ -472,30 +397,11 @@ class Manager:
                 self._finish_run()
             self._cond.notify_all()
         LOG.warning("worker %s lost: %s", link.name, reason)
-        self._mark_left(link, reason)
+        self.left(link, reason)
 
-    def _mark_left(self, link: WorkerLink, reason: str) -> None:
+    def left(self, link: WorkerLink, reason: str) -> None:
         with self._cond:
             link.lost = True
             if not self._stopping and link.name not in self._ever_lost:
                 self._ever_lost.append(link.name)
         self.on_event(WorkerLeft(link.name, reason))
-
-
-def _cancel(entry: WorkerEntry) -> None:
-    """Ask a worker to stop its task, on a connection of its own (best effort)."""
-    _call_aside(entry, "cancel")
-
-
-def _quarantine(entry: WorkerEntry, seconds: float) -> None:
-    """Tell a worker it is quarantined, so ``clusterfarm workers`` shows it (best effort)."""
-    _call_aside(entry, "quarantine", seconds)
-
-
-def _call_aside(entry: WorkerEntry, method: str, *args: Any) -> None:
-    try:
-        with Proxy(entry.uri) as proxy:
-            proxy._pyroTimeout = 5
-            getattr(proxy, method)(*args)
-    except Pyro5.errors.PyroError:
-        pass

@@ -21,7 +21,8 @@ from clusterfarm.errors import ClusterFarmError
 from clusterfarm.nameserver import WorkerEntry
 
 if TYPE_CHECKING:
-    from clusterfarm.manager import Manager, WorkerLink
+    from clusterfarm.dispatcher import WorkerLink
+    from clusterfarm.manager import Manager
 
 LOG = logging.getLogger("clusterfarm.monitor")
 
@@ -45,7 +46,7 @@ class Monitor(threading.Thread):
         self._proxies: dict[str, Proxy] = {}
 
     def run(self) -> None:
-        done = self.manager._done
+        done = self.manager.done
         while not done.wait(self.heartbeat):
             try:
                 self._check_busy()
