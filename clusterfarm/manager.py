@@ -66,7 +66,6 @@ class RunConfig:
     lost_after: float = 30.0
     quarantine_after: int = 5
     quarantine_for: float = 60.0
-    scratch_dir: str | None = None
 
     @property
     def guard(self) -> float:
@@ -260,7 +259,6 @@ class Manager:
             "data_dir": config.data_dir,
             "results_dir": config.results_dir,
             "timeout": config.timeout,
-            "scratch_dir": config.scratch_dir,
             "abandon_after": config.lost_after,
             "members": self.schedule.members,
         }

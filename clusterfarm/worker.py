@@ -31,7 +31,8 @@ from clusterfarm.tasks.registry import get_task, load_task_modules
 from clusterfarm.transport import WORKER_PREFIX, check_listen_address, configure_pyro
 
 LOG = logging.getLogger("clusterfarm.worker")
-RUN_KEYS = ("data_dir", "results_dir", "scratch_dir", "timeout", "abandon_after", "members")
+# what the manager may set per run; scratch space stays the worker's own ([workers] workdir)
+RUN_KEYS = ("data_dir", "results_dir", "timeout", "abandon_after", "members")
 
 
 @behavior(instance_mode="single")

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -238,3 +239,18 @@ def test_second_manager_on_the_same_run_dir_is_refused(project):
     assert second.code == 2 and "another clusterfarm run" in second.err
     manager.process.send_signal(signal.SIGINT)
     manager.process.communicate(timeout=30)
+
+
+def test_task_scratch_dir_is_under_the_worker_workdir_and_removed(project):
+    workdir = project / "workerdir"
+    write_settings(
+        project / "clusterfarm.toml", PLUGIN_SETTINGS + f'[workers]\nworkdir = "{workdir}"\n'
+    )
+    code, report = run_json(project, "--task", "write_file", "--years", "2000", "--members", "0")
+    assert code == 0
+    db = sqlite3.connect(project / "clusterfarm-run/state.sqlite")
+    (summary,) = db.execute("SELECT summary FROM cells").fetchone()
+    db.close()
+    scratch = json.loads(summary)["workdir_was"]
+    assert scratch.startswith(str(workdir / "scratch") + "/")
+    assert list((workdir / "scratch").iterdir()) == []
