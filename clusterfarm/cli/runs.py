@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from clusterfarm.cli import _options, cli, common, settings
-from clusterfarm.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from clusterfarm.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ClusterFarmError
 
 
 @cli.command()
@@ -98,11 +99,17 @@ def status(run_dir: str | None, as_json: bool) -> int:
         report = read_report(db)
     finally:
         db.close()
-    stale = stale_cells(config, path, report) if report.state != "running" else []
+    stale: list[Any] | None = []
+    unknown = ""
+    if report.state != "running":
+        try:
+            stale = stale_cells(config, path, report)
+        except ClusterFarmError as exc:  # the progress is still worth showing
+            stale, unknown = None, f"(cannot tell which cells the next run redoes: {exc})"
     if as_json:
         click.echo(report_json(report, stale))
     else:
-        click.echo("\n".join([report_text(report), *stale_lines(stale)]))
+        click.echo("\n".join([report_text(report), *stale_lines(stale or []), unknown]).rstrip())
     return EXIT_FAILED if report.failures else EXIT_OK
 
 
