@@ -96,6 +96,25 @@ def list_workers(ns: Proxy) -> list[WorkerEntry]:
     return workers
 
 
+class WorkerDirectory:
+    """Lists the registered workers over one kept connection (the monitor asks every
+    heartbeat); made lazily, so it belongs to the thread that first asks."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._ns: Proxy | None = None
+
+    def __call__(self) -> list[WorkerEntry]:
+        if self._ns is None:
+            self._ns = locate(self.host, self.port, timeout=2)
+        try:
+            return list_workers(self._ns)
+        except NameServerError:
+            self._ns._pyroRelease()  # connect afresh next time
+            self._ns = None
+            raise
+
+
 def _natural(name: str) -> tuple[Any, ...]:
     # local.2 before local.10
     return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in name.split("."))

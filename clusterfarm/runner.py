@@ -30,7 +30,13 @@ from clusterfarm.launcher import LocalLauncher
 from clusterfarm.ledger import Ledger, describe, input_identity, plan_resume
 from clusterfarm.logs import setup_logging
 from clusterfarm.manager import Manager, RunConfig
-from clusterfarm.nameserver import NameServer, WorkerEntry, list_workers, locate
+from clusterfarm.nameserver import (
+    NameServer,
+    WorkerDirectory,
+    WorkerEntry,
+    list_workers,
+    locate,
+)
 from clusterfarm.report import RunReport, read_report
 from clusterfarm.schedule import Task, TaskSchedule, TaskShape
 from clusterfarm.settings import Settings
@@ -229,7 +235,7 @@ def _workers(request: RunRequest) -> Iterator[tuple[list[WorkerEntry], Discover]
                 f"{settings.nameserver.port}; start them with `clusterfarm start-workers` "
                 "or run with --local N"
             )
-        yield workers, _discover_at(host, port)
+        yield workers, WorkerDirectory(host, port)
         return
     nameserver = NameServer("127.0.0.1", 0)
     explicit = None if settings.source.endswith("default.toml") else settings.source
@@ -241,7 +247,7 @@ def _workers(request: RunRequest) -> Iterator[tuple[list[WorkerEntry], Discover]
         str(Path(explicit).absolute()) if explicit else None,
     )
     try:
-        yield launcher.start(), _discover_at(nameserver.host, nameserver.port)
+        yield launcher.start(), WorkerDirectory(nameserver.host, nameserver.port)
     finally:
         launcher.stop()
         nameserver.stop()
@@ -261,10 +267,6 @@ def _check_data_dir(settings: Settings, schedule: TaskSchedule) -> None:
             "[run] data_dir at the input data, or make sample data: "
             f"clusterfarm sample-data --out {settings.run.data_dir}"
         )
-
-
-def _discover_at(host: str, port: int) -> Discover:
-    return lambda: list_workers(locate(host, port, timeout=2))
 
 
 @contextlib.contextmanager
