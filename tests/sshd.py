@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from clusterfarm.daemons import is_our_worker, recorded
+from tests.conftest import stop_process
 
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
@@ -73,13 +74,7 @@ class SSHServer:
 
     def stop(self) -> None:
         """Stop this sshd (by pid) and wait for it."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, grace=5)
 
 
 def start_sshd(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from cryptography import x509
 
 from clusterfarm.certs import issue, read_ca, write_credential
 from clusterfarm.errors import EXIT_INFRA, EXIT_USAGE
-from tests.conftest import cli_env, run_cli, write_settings
+from tests.conftest import cli_env, run_cli, stop_process, write_settings
 
 # A plain Pyro5 client, in a process of its own (TLS settings are per process): with a CA
 # file it is a TLS client presenting the given certificate. Prints one outcome per URI.
@@ -231,12 +230,7 @@ def cluster(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clu
         yield Cluster(work, settings, port, entry["uri"])
     finally:
         for process in reversed(processes):
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
 
 def probe(*uris: str, ca: Path | str = "", cert: Path | str = "", key: Path | str = "") -> list:
