@@ -161,8 +161,8 @@ def execute(request: RunRequest, view: View) -> tuple[RunReport, int]:
                 format_spec(schedule.years),
                 format_spec(schedule.members),
                 year_tasks,
+                skipped,
             )
-            state.update_invocation_counts(invocation, 0, skipped)
             code, ran = _dispatch(request, schedule, state, prepared.ledger, prepared.params, view)
             state.end_invocation(invocation, ran, skipped, _STATE_NAMES[code], code)
             return read_report(state.db), code

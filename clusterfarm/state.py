@@ -169,14 +169,28 @@ class RunState:
         return plan
 
     def begin_invocation(
-        self, tasks: list[str], years: str, members: str, year_tasks: Iterable[str] = ()
+        self,
+        tasks: list[str],
+        years: str,
+        members: str,
+        year_tasks: Iterable[str] = (),
+        skipped: int = 0,
     ) -> int:
-        """Record the start of a ``run`` invocation and return its id."""
+        """Record the start of a ``run`` invocation (``skipped``: complete from before)."""
         with self.db:
             cursor = self.db.execute(
-                "INSERT INTO invocations (pid, started, tasks, years, members, year_tasks) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (os.getpid(), time.time(), ",".join(tasks), years, members, ",".join(year_tasks)),
+                "INSERT INTO invocations "
+                "(pid, started, tasks, years, members, year_tasks, skipped) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    os.getpid(),
+                    time.time(),
+                    ",".join(tasks),
+                    years,
+                    members,
+                    ",".join(year_tasks),
+                    skipped,
+                ),
             )
         return int(cursor.lastrowid or 0)
 
@@ -189,12 +203,6 @@ class RunState:
                 "UPDATE invocations SET finished=?, ran=?, skipped=?, state=?, exit_code=? "
                 "WHERE id=?",
                 (time.time(), ran, skipped, state, exit_code, invocation),
-            )
-
-    def update_invocation_counts(self, invocation: int, ran: int, skipped: int) -> None:
-        with self.db:
-            self.db.execute(
-                "UPDATE invocations SET ran=?, skipped=? WHERE id=?", (ran, skipped, invocation)
             )
 
 

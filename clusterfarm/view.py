@@ -50,10 +50,14 @@ def progress_lines(
 
 def header(elapsed: float, counts: Mapping[str, int], total: int) -> str:
     """The line heading each block: ``[12.3s] 13/39 complete, 2 working, 1 failed, 0 timeout``."""
+    return f"[{elapsed:.1f}s] {counts_line(counts, total)}"
+
+
+def counts_line(counts: Mapping[str, int], total: int) -> str:
+    """``13/39 complete, 2 working, 1 failed, 0 timeout``."""
     return (
-        f"[{elapsed:.1f}s] {counts.get('+', 0)}/{total} complete, "
-        f"{counts.get('W', 0)} working, {counts.get('F', 0)} failed, "
-        f"{counts.get('T', 0)} timeout"
+        f"{counts.get('+', 0)}/{total} complete, {counts.get('W', 0)} working, "
+        f"{counts.get('F', 0)} failed, {counts.get('T', 0)} timeout"
     )
 
 
@@ -269,7 +273,7 @@ class RichView:
             for char in chars:
                 cells.append(char, style=STATUS_STYLES.get(char, ""))
             cells.append("\n")
-        cells.append(header(0.0, counts, self.board.total).split("] ", 1)[1], style="dim")
+        cells.append(counts_line(counts, self.board.total), style="dim")
         workers = Table(box=None, pad_edge=False, header_style="bold")
         for column in ("worker", "host", "running", "done", "last error"):
             workers.add_column(
