@@ -96,22 +96,23 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command, turn errors into one line and an exit code."""
     try:
         code = cli.main(args=argv, prog_name="clusterfarm", standalone_mode=False)
-    except ClusterFarmError as exc:
-        code = _fail(str(exc), exc.exit_code)
     except click.exceptions.Exit as exc:
         code = exc.exit_code
-    except click.ClickException as exc:
-        code = _fail(exc.format_message(), EXIT_USAGE)
-    except (KeyboardInterrupt, click.exceptions.Abort):
-        code = _fail("interrupted; state saved, run again to resume", EXIT_INTERRUPTED)
+    except (ClusterFarmError, click.ClickException, KeyboardInterrupt, click.Abort) as exc:
+        if _options["debug"]:
+            raise
+        message, code = _one_line(exc)
+        click.echo(f"Error: {message}", err=True)
     sys.exit(code if isinstance(code, int) else EXIT_OK)
 
 
-def _fail(message: str, code: int) -> int:
-    if _options["debug"]:
-        raise
-    click.echo(f"Error: {message}", err=True)
-    return code
+def _one_line(exc: BaseException) -> tuple[str, int]:
+    """The ``Error:`` line and exit code (SPEC §5) for an error that ends a command."""
+    if isinstance(exc, ClusterFarmError):
+        return str(exc), exc.exit_code
+    if isinstance(exc, click.ClickException):
+        return exc.format_message(), EXIT_USAGE
+    return "interrupted; state saved, run again to resume", EXIT_INTERRUPTED
 
 
 # the commands register themselves with ``cli`` when their modules are imported
