@@ -65,6 +65,12 @@ class StateError(ClusterFarmError):
     exit_code = EXIT_USAGE
 
 
+class StateWriteError(StateError):
+    """The run state could not be written during a run (disk full...): the run stopped."""
+
+    exit_code = EXIT_INFRA
+
+
 class LaunchError(ClusterFarmError):
     """Starting or stopping workers over SSH failed; carries one outcome per host."""
 

@@ -12,24 +12,30 @@ import fcntl
 import logging
 import os
 import signal
+import socket
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from clusterfarm.dispatcher import check_results_on
 from clusterfarm.errors import (
     EXIT_FAILED,
     EXIT_INFRA,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    ClusterFarmError,
     SettingsError,
+    StateError,
+    StateWriteError,
     UsageError,
     WorkerError,
 )
 from clusterfarm.launcher import LocalLauncher
-from clusterfarm.ledger import Ledger, describe, input_identity, plan_resume
+from clusterfarm.ledger import Ledger, Plan, check_result, describe, needs_files_checked
 from clusterfarm.logs import setup_logging
-from clusterfarm.manager import Manager, RunConfig
+from clusterfarm.manager import Manager, RunConfig, RunOutcome
 from clusterfarm.nameserver import (
     NameServer,
     WorkerDirectory,
@@ -37,11 +43,12 @@ from clusterfarm.nameserver import (
     list_workers,
     locate,
 )
+from clusterfarm.protocol import RunSpec, TaskRef
 from clusterfarm.report import RunReport, read_report
 from clusterfarm.schedule import Task, TaskSchedule, TaskShape
 from clusterfarm.settings import Settings
 from clusterfarm.specs import format_spec, parse_spec
-from clusterfarm.state import RunState
+from clusterfarm.state import RunState, StateWriter
 from clusterfarm.tasks.registry import (
     get_task,
     load_task_modules,
@@ -105,23 +112,25 @@ def prepare(settings: Settings) -> Prepared:
     specs = {name: get_task(name) for name in tasks}
     shapes = {name: TaskShape(spec.per_year, spec.after) for name, spec in specs.items()}
     schedule = TaskSchedule(years, members, tasks, run.retries, shapes)
-    data_dir = Path(run.data_dir).absolute()
+    results_dir = Path(run.results_path).absolute()
 
-    def inputs_now(cell: Task) -> str | None:
+    def output_path(cell: Task) -> str | None:
         spec = specs[cell.task]
-        return input_identity(spec.input_files(cell.year, cell.member, params[cell.task], data_dir))
+        return str(spec.output_path(results_dir, cell.year, cell.member))
 
     # a per-year task summarises the run's members: another member list is another result
     hashes = {
         name: params_hash({**params[name], **({"members": members} if spec.per_year else {})})
         for name, spec in specs.items()
     }
-    ledger = Ledger({name: spec.version for name, spec in specs.items()}, hashes, inputs_now)
+    ledger = Ledger({name: spec.version for name, spec in specs.items()}, hashes, output_path)
     return Prepared(schedule, ledger, params)
 
 
 def stale_cells(settings: Settings, run_dir: Path, report: RunReport) -> list[tuple[Task, str]]:
-    """The complete cells of ``report``'s run that a rerun with ``settings`` computes again."""
+    """The complete cells of ``report``'s run that a rerun with ``settings`` computes again,
+    as far as can be told without the files (their inputs are checked where the data is,
+    when the run starts)."""
     same_run = settings.with_run(
         task=",".join(report.tasks),
         years=format_spec(report.years),
@@ -131,10 +140,9 @@ def stale_cells(settings: Settings, run_dir: Path, report: RunReport) -> list[tu
     prepared = prepare(same_run)
     state = RunState(run_dir, create=False)
     try:
-        records = state.records(prepared.schedule.tasks)
+        return state.plan(prepared.schedule, prepared.ledger).stale
     finally:
         state.close()
-    return plan_resume(prepared.schedule, records, prepared.ledger).stale
 
 
 def execute(request: RunRequest, view: View) -> tuple[RunReport, int]:
@@ -144,7 +152,8 @@ def execute(request: RunRequest, view: View) -> tuple[RunReport, int]:
         raise UsageError(f"--local {request.local}: give at least 1 worker")
     prepared = prepare(settings)
     schedule = prepared.schedule
-    if request.local_workers is not None:
+    local = request.local_workers is not None
+    if local:
         _check_data_dir(settings, schedule)
     run_dir = Path(settings.run.run_dir)
     with _run_dir_lock(run_dir):
@@ -152,6 +161,8 @@ def execute(request: RunRequest, view: View) -> tuple[RunReport, int]:
         state = RunState(run_dir)
         try:
             plan = state.load(schedule, prepared.ledger)
+            if local:  # this machine is where the data is: check the kept results here
+                _reopen(state, schedule, check_here(plan, settings, prepared.params))
             for cell, reason in plan.stale:
                 LOG.info("%s runs again: %s", describe(cell), reason)
             skipped = len(plan.kept)
@@ -163,8 +174,13 @@ def execute(request: RunRequest, view: View) -> tuple[RunReport, int]:
                 year_tasks,
                 skipped,
             )
-            code, ran = _dispatch(request, schedule, state, prepared.ledger, prepared.params, view)
-            state.end_invocation(invocation, ran, skipped, _STATE_NAMES[code], code)
+            spec = run_spec(settings, state.run_id(), schedule, prepared.params)
+            outcome = _dispatch(request, schedule, state, plan, spec, view)
+            code = _exit_code(schedule, outcome)
+            with contextlib.suppress(sqlite3.Error):  # a full disk was said already
+                state.end_invocation(invocation, outcome.ran, skipped, _STATE_NAMES[code], code)
+            if outcome.problem is not None:
+                raise outcome_error(outcome.problem)
             return read_report(state.db), code
         finally:
             state.close()
@@ -178,43 +194,117 @@ _STATE_NAMES = {
 }
 
 
+def _exit_code(schedule: TaskSchedule, outcome: RunOutcome) -> int:
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED
+    if outcome.problem is not None or outcome.workers_lost:
+        return EXIT_INFRA
+    return EXIT_FAILED if schedule.failures() else EXIT_OK
+
+
+def outcome_error(problem: str) -> ClusterFarmError:
+    """The error a run that gave up ends with (exit 3)."""
+    if "cannot write the run state" in problem:
+        return StateWriteError(f"{problem}; free some space, then run again to resume")
+    return WorkerError(problem)
+
+
+def run_spec(
+    settings: Settings, run_id: str, schedule: TaskSchedule, params: dict[str, dict[str, object]]
+) -> RunSpec:
+    """What every worker of this run is told when it joins."""
+    run = settings.run
+    return RunSpec(
+        run_id=run_id,
+        data_dir=str(Path(run.data_dir).absolute()),
+        results_dir=str(Path(run.results_path).absolute()),
+        timeout=run.timeout,
+        lost_after=run.lost_after,
+        members=tuple(schedule.members),
+        tasks={name: TaskRef(get_task(name).version, params[name]) for name in schedule.tasks},
+        manager=f"{socket.gethostname()}:{os.getpid()}",
+    )
+
+
+def check_here(
+    plan: Plan, settings: Settings, params: dict[str, dict[str, object]]
+) -> list[tuple[Task, str]]:
+    """Check the kept results' files from this process (local mode: the data is here)."""
+    data_dir = Path(settings.run.data_dir).absolute()
+    stale = []
+    for cell, _ in plan.kept:
+        if not needs_files_checked(cell):
+            continue
+        spec = get_task(cell.task)
+        files = spec.input_files(cell.year, cell.member, params[cell.task], data_dir)
+        reason = check_result(files, cell.inputs, cell.output, cell.output_sum)
+        if reason is not None:
+            stale.append((cell, reason))
+    return stale
+
+
+def check_on_workers(
+    workers: list[WorkerEntry], spec: RunSpec, plan: Plan
+) -> list[tuple[Task, str]]:
+    """Check the kept results' files on a worker (a cluster: the data is there, not here)."""
+    cells = [cell for cell, _ in plan.kept if needs_files_checked(cell)]
+    if not cells:
+        return []
+    for entry in workers:
+        reasons = check_results_on(entry, spec, cells)
+        if reasons is not None:
+            return [(cell, r) for cell, r in zip(cells, reasons, strict=True) if r is not None]
+    LOG.warning(
+        "no worker could check the inputs of %d kept cells; trusting their records", len(cells)
+    )
+    return []
+
+
+def _reopen(state: RunState, schedule: TaskSchedule, stale: list[tuple[Task, str]]) -> None:
+    for cell, reason in stale:
+        LOG.info("%s runs again: %s", describe(cell), reason)
+    reopened = schedule.reopen(cell for cell, _ in stale)
+    state.reopen(reopened)
+
+
 def _dispatch(
     request: RunRequest,
     schedule: TaskSchedule,
     state: RunState,
-    ledger: Ledger,
-    params: dict[str, dict[str, object]],
+    plan: Plan,
+    spec: RunSpec,
     view: View,
-) -> tuple[int, int]:
-    """Run the manager over whatever is not complete yet; return (exit code, cells ran)."""
+) -> RunOutcome:
+    """Run the manager over whatever is not complete yet."""
     board = Board(schedule)
     view.start(board)
     if schedule.is_finished:  # everything was complete already: no workers needed
         view.close()
-        return (EXIT_FAILED if schedule.failures() else EXIT_OK), 0
+        return RunOutcome(0)
     run = request.settings.run
     config = RunConfig(
-        data_dir=str(Path(run.data_dir).absolute()),
-        results_dir=str(Path(run.results_path).absolute()),
-        timeout=run.timeout,
-        params=params,
+        spec=spec,
         heartbeat=run.heartbeat,
-        lost_after=run.lost_after,
         quarantine_after=run.quarantine_after,
         quarantine_for=run.quarantine_for,
     )
     with _workers(request) as (workers, discover), _sigterm_interrupts():
-        manager = Manager(schedule, state.db, ledger, config, board.apply, discover)
+        if request.local_workers is None:
+            _reopen(state, schedule, check_on_workers(workers, spec, plan))
+            board.refresh()
+        writer = StateWriter(state.db, state.path)
+        manager = Manager(schedule, writer, config, board.apply, discover)
         try:
             outcome = manager.run(workers, tick=view.tick)
         except KeyboardInterrupt:
-            view.close()
-            return EXIT_INTERRUPTED, len(manager.ran)
+            outcome = RunOutcome(len(manager.ran), interrupted=True)
+        finally:
+            with contextlib.suppress(StateError):
+                writer.close()
     view.close()
-    if outcome.workers_lost:
+    if outcome.workers_lost and outcome.problem is None:
         LOG.error("all workers lost: %s", ", ".join(outcome.lost))
-        return EXIT_INFRA, outcome.ran
-    return (EXIT_FAILED if schedule.failures() else EXIT_OK), outcome.ran
+    return outcome
 
 
 Discover = Callable[[], list[WorkerEntry]]

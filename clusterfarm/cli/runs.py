@@ -121,21 +121,20 @@ def status(run_dir: str | None, as_json: bool) -> int:
 def run_task(year: int, member: int, task: str | None) -> int:
     """Run one task in this process, without the cluster (for debugging a task)."""
 
-    from clusterfarm.executor import run_job
+    from clusterfarm.cells import run_cells
+    from clusterfarm.protocol import parse_answer
     from clusterfarm.runner import resolve_task_params
 
     config = settings()
     name = task or config.run.tasks[0]
     params = resolve_task_params(config, [name])[name]
-    outcome = run_job(
-        {
-            "task": name,
-            "year": year,
-            "member": member,
-            "params": params,
-            "data_dir": str(Path(config.run.data_dir).absolute()),
-            "results_dir": str(Path(config.run.results_path).absolute()),
-        }
-    )
-    click.echo(json.dumps({"task": name, "year": year, "member": member, **outcome}))
-    return EXIT_OK if outcome["status"] == "complete" else EXIT_FAILED
+    context = {
+        "task": name,
+        "params": params,
+        "data_dir": str(Path(config.run.data_dir).absolute()),
+        "results_dir": str(Path(config.run.results_path).absolute()),
+    }
+    answer = parse_answer(next(run_cells(context, [(year, member)])))
+    outcome = {"task": name, "year": year, "member": member, **answer.to_dict()}
+    click.echo(json.dumps(outcome))
+    return EXIT_OK if answer.complete else EXIT_FAILED
