@@ -223,11 +223,10 @@ def batch_cells(cells: Any) -> list[tuple[int, int, int]]:
         if not isinstance(cell, list | tuple) or len(cell) not in (2, 3):
             raise ProtocolError(f"a cell must be [year, member, attempt], not {cell!r:.40}")
         # member -1 is the one cell of a per-year task
-        for label, value, lowest in zip(("year", "member", "attempt"), cell, (0, -1, 0)):
+        labels = ("year", "member", "attempt")[: len(cell)]
+        for label, value, lowest in zip(labels, cell, (0, -1, 0)[: len(cell)], strict=True):
             if not _is_int(value) or value < lowest:
-                raise ProtocolError(
-                    f"{label} must be an integer >= {lowest}, not {value!r:.40}"
-                )
+                raise ProtocolError(f"{label} must be an integer >= {lowest}, not {value!r:.40}")
         checked.append((cell[0], cell[1], cell[2] if len(cell) == 3 else 0))
     return checked
 

@@ -41,6 +41,9 @@ def configure_pyro(security: SecuritySettings | None = None) -> None:
     config.SOCK_NODELAY = True  # small request/answer messages: no Nagle delay
     config.SERVERTYPE = "thread"  # heartbeats are answered while a task runs
     config.THREADPOOL_SIZE_MIN = 4
+    # a thread per live connection: a nameserver keeps one per worker (the gate in
+    # guard.py keeps connections that never speak from taking any)
+    config.THREADPOOL_SIZE = 2048
     config.MAX_RETRIES = 0
     config.DETAILED_TRACEBACK = False
     if security is not None:

@@ -27,16 +27,18 @@ from pathlib import Path
 from typing import Any
 
 import Pyro5.errors
-from Pyro5.api import Daemon, Proxy
+from Pyro5.api import Proxy
 
 from clusterfarm.errors import NameServerError, WorkerError
 from clusterfarm.executor import Executor
+from clusterfarm.guard import GuardedDaemon
 from clusterfarm.nameserver import locate
 from clusterfarm.output import RotatingOutput
 from clusterfarm.settings import Settings
 from clusterfarm.tasks.registry import load_task_modules
 from clusterfarm.transport import (
     WORKER_PREFIX,
+    authenticate,
     check_listen_address,
     configure_pyro,
     raise_open_files_limit,
@@ -70,10 +72,11 @@ class WorkerDaemon:
         self.log_file = log_file
         self.stop_asked = threading.Event()  # a stop came (signal, stdin, orphan)
         self.leaving = threading.Event()  # the daemon stopped serving: never register again
-        self.daemon: Daemon | None = None
+        self.daemon: GuardedDaemon | None = None
         self.worker: PyroWorker | None = None
         self.executor: Executor | None = None
         self.full_name = ""
+        self._ns: Proxy
         self._ns_contact = time.monotonic()
 
     # -- set-up -----------------------------------------------------------------------------
@@ -95,7 +98,7 @@ class WorkerDaemon:
             )
         self.executor = Executor(self.settings.tasks.modules, output.fileno() if output else None)
         try:
-            self.daemon = Daemon(host=self.bind_host, port=0)
+            self.daemon = GuardedDaemon(host=self.bind_host, port=0)
         except OSError as exc:
             self.executor.close()
             raise WorkerError(
@@ -170,7 +173,7 @@ class WorkerDaemon:
         interval = max(0.2, min(NS_CHECK_SECONDS, self.orphan_after / 5))
         uri = self.daemon.uriFor(self.full_name)
         ns: Proxy | None = self._ns
-        ns._pyroClaimOwnership()  # made by set-up in another thread; this thread's now
+        self._ns._pyroClaimOwnership()  # made by set-up in another thread; this thread's now
         while not self.leaving.wait(interval):
             try:
                 if ns is None:
@@ -232,6 +235,7 @@ class WorkerDaemon:
         self.worker.wait_idle(5)
         self.leaving.set()
         self.daemon.shutdown()
+        self.daemon.drop_connections()
 
     def run(self, ready: threading.Event | None = None) -> None:
         """Serve until stopped; always closes."""
@@ -288,7 +292,7 @@ def _thread(target: Any, name: str) -> None:
 
 def _is_dead(uri: Any) -> bool:
     try:
-        with Proxy(uri) as proxy:
+        with authenticate(Proxy(uri)) as proxy:
             proxy._pyroTimeout = 2
             proxy._pyroBind()
         return False
