@@ -213,7 +213,7 @@ class Manager:
                 for link in self._links.values()
                 if any(t in link.lacks for t in missing)
             ]
-            if not any(link.usable for link in self._links.values()):
+            if not lacking and not any(link.usable for link in self._links.values()):
                 gone = ", ".join(self._ever_lost) or "none joined"
                 return f"no live worker for {self.spec.lost_after:g} s (lost: {gone})"
         names = ", ".join(missing)

@@ -278,7 +278,9 @@ def _dispatch(
     """Run the manager over whatever is not complete yet."""
     board = Board(schedule)
     view.start(board)
-    if schedule.is_finished:  # everything was complete already: no workers needed
+    cluster = request.local_workers is None
+    to_check = cluster and any(needs_files_checked(cell) for cell, _ in plan.kept)
+    if schedule.is_finished and not to_check:  # all complete already: no workers needed
         view.close()
         return RunOutcome(0)
     run = request.settings.run
@@ -289,22 +291,37 @@ def _dispatch(
         quarantine_for=run.quarantine_for,
     )
     with _workers(request) as (workers, discover), _sigterm_interrupts():
-        if request.local_workers is None:
+        if to_check:  # the workers see the data; this machine may not
             _reopen(state, schedule, check_on_workers(workers, spec, plan))
             board.refresh()
-        writer = StateWriter(state.db, state.path)
-        manager = Manager(schedule, writer, config, board.apply, discover)
-        try:
-            outcome = manager.run(workers, tick=view.tick)
-        except KeyboardInterrupt:
-            outcome = RunOutcome(len(manager.ran), interrupted=True)
-        finally:
-            with contextlib.suppress(StateError):
-                writer.close()
+        if schedule.is_finished:
+            outcome = RunOutcome(0)
+        else:
+            outcome = _manage(schedule, state, config, board, workers, discover, view)
     view.close()
     if outcome.workers_lost and outcome.problem is None:
         LOG.error("all workers lost: %s", ", ".join(outcome.lost))
     return outcome
+
+
+def _manage(
+    schedule: TaskSchedule,
+    state: RunState,
+    config: RunConfig,
+    board: Board,
+    workers: list[WorkerEntry],
+    discover: Discover,
+    view: View,
+) -> RunOutcome:
+    writer = StateWriter(state.db, state.path)
+    manager = Manager(schedule, writer, config, board.apply, discover)
+    try:
+        return manager.run(workers, tick=view.tick)
+    except KeyboardInterrupt:
+        return RunOutcome(len(manager.ran), interrupted=True)
+    finally:
+        with contextlib.suppress(StateError):
+            writer.close()
 
 
 Discover = Callable[[], list[WorkerEntry]]
