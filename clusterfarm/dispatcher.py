@@ -31,6 +31,7 @@ from clusterfarm.protocol import (
     ProtocolError,
     RunSpec,
     failed,
+    pack_cells,
     parse_answers,
 )
 from clusterfarm.schedule import Task
@@ -171,7 +172,9 @@ class Lane:
         host, link = self.host, self.link
         cells = batch.cells
         proxy._pyroTimeout = host.guard + host.spec.timeout * (link.cells_in_flight() - 1)
-        sent = [[c.year, c.member, token] for c, token in zip(cells, batch.tokens, strict=True)]
+        sent = pack_cells(
+            [(c.year, c.member, token) for c, token in zip(cells, batch.tokens, strict=True)]
+        )
         try:
             raw = proxy.do_batch(host.spec.run_id, batch.task, sent)
         except Pyro5.errors.TimeoutError:

@@ -160,6 +160,12 @@ class Manager:
         ``tick`` is called from this (the main) thread a few times a second.
         """
         configure_pyro()
+        LOG.info(
+            "run %s: %d cells to do, %d workers known",
+            self.spec.run_id,
+            self.schedule.counts[Status.OUTSTANDING],
+            len(workers),
+        )
         monitor = Monitor(self, self.heartbeat, self.spec.lost_after, self._discover)
         try:
             for entry in workers:
@@ -174,6 +180,7 @@ class Manager:
             raise
         finally:
             self.done.set()
+            LOG.info("dispatch over; winding down")
             monitor.join(5)
             self._wind_down()
         workers_lost = not self._stopping and not self.schedule.is_finished

@@ -6,14 +6,26 @@ parameters of each task); the worker caches it by ``run_id``, is leased to that 
 answers what it can run (:class:`JoinAnswer`). Then every call names the run:
 ``do_batch(run_id, task, [[year, member, attempt], ...])`` answers one :class:`Answer` per cell.
 
-On the wire everything stays plain serpent values (never pickle), and answers are short
-tuples, because decoding is the manager's main cost per cell::
+On the wire everything stays plain serpent values (never pickle), and compact, because
+decoding is the manager's main cost per cell (serpent parses Python literals: each number or
+tuple is a node to build). One cell's answer is a short tuple::
 
     ("+", elapsed, usage)                                       complete, nothing to record
     ("+", elapsed, usage, output, output_sum, inputs, summary)  complete with an output
     ("F", elapsed, usage, kind, error)                          failure ("T": timeout)
 
 ``usage`` is None or ``(cpu_s, peak_rss, read_bytes, write_bytes)`` of the task process.
+A batch's answers travel by column, so a batch of no-op cells is three literals whatever
+its size (``pack_answers``)::
+
+    (statuses, figures, details)
+    statuses  "++F+"      one status character per cell
+    figures   "e c r i o e c r i o ..."  per cell: elapsed, cpu, peak RSS, bytes read and
+              written ("-" for the four usage figures when unknown)
+    details   {index: [output, output_sum, inputs, summary]} for complete cells with an
+              output, {index: [kind, error]} for the others; only cells that have them
+
+and a batch's cells go as one string ``"year member attempt;year member attempt;..."``.
 Both ends check what they receive: a malformed message raises :class:`ProtocolError`, which
 the receiver turns into a clear failure for the sender (never a dead thread).
 """
@@ -212,8 +224,21 @@ class JoinAnswer:
 # -- a batch of cells ------------------------------------------------------------------------
 
 
+def pack_cells(cells: Sequence[tuple[int, int, int]]) -> str:
+    """A batch's cells as they travel: ``"year member attempt;..."``."""
+    return ";".join(f"{y} {m} {a}" for y, m, a in cells)
+
+
 def batch_cells(cells: Any) -> list[tuple[int, int, int]]:
-    """Check the cells of a ``do_batch`` call: ``[[year, member, attempt], ...]``."""
+    """Check the cells of a ``do_batch`` call: ``[[year, member, attempt], ...]`` or the
+    packed string of :func:`pack_cells`."""
+    if isinstance(cells, str) and cells:
+        try:
+            cells = [[int(v) for v in part.split()] for part in cells.split(";")]
+        except ValueError:
+            raise ProtocolError(
+                f"cells {cells!r:.60}: expected 'year member attempt;...'"
+            ) from None
     if not isinstance(cells, list | tuple) or not cells:
         raise ProtocolError("cells must be a non-empty list of [year, member, attempt]")
     if len(cells) > MAX_BATCH_CELLS:
@@ -329,13 +354,57 @@ def parse_answer(raw: Any) -> Answer:
     return Answer(status, float(elapsed), checked_usage, kind, one_line(error))
 
 
+def pack_answers(answers: Sequence[tuple[Any, ...]]) -> tuple[str, str, dict[int, list[Any]]]:
+    """A batch's answers (each as :meth:`Answer.to_wire` makes it) by column, for the wire."""
+    statuses = []
+    figures = []
+    details: dict[int, list[Any]] = {}
+    for index, answer in enumerate(answers):
+        statuses.append(answer[0])
+        usage = answer[2]
+        figures.append(
+            f"{answer[1]:.6g} "
+            + ("- - - -" if usage is None else "{:.6g} {:d} {:d} {:d}".format(*usage))
+        )
+        if len(answer) > 3:
+            details[index] = list(answer[3:])
+    return "".join(statuses), " ".join(figures), details
+
+
 def parse_answers(raw: Any, expected: int) -> list[Answer]:
-    """Check a batch's answers: a list of exactly ``expected`` wire answers."""
-    if not isinstance(raw, list | tuple):
-        raise ProtocolError(f"a batch answer is a list, not {type(raw).__name__}")
-    if len(raw) != expected:
-        raise ProtocolError(f"{len(raw)} answers for {expected} cells")
-    return [parse_answer(item) for item in raw]
+    """Check a batch's packed answers (see :func:`pack_answers`): exactly ``expected``."""
+    if not isinstance(raw, list | tuple) or len(raw) != 3:
+        raise ProtocolError(f"a batch answer is (statuses, figures, details), not {raw!r:.80}")
+    statuses, figures, details = raw
+    if not isinstance(statuses, str) or len(statuses) != expected:
+        raise ProtocolError(f"{_count(statuses)} answers for {expected} cells")
+    if not isinstance(figures, str) or not isinstance(details, dict):
+        raise ProtocolError("a batch answer's figures must be a string, its details a dict")
+    numbers = figures.split()
+    if len(numbers) != 5 * expected:
+        raise ProtocolError(f"{len(numbers)} figures for {expected} cells (5 each)")
+    answers = []
+    for index, status in enumerate(statuses):
+        elapsed, cpu, rss, read, written = numbers[5 * index : 5 * index + 5]
+        usage = None if cpu == "-" else (cpu, rss, read, written)
+        extra = details.get(index)
+        if extra is not None and not isinstance(extra, list | tuple):
+            raise ProtocolError(f"details of cell {index} must be a list")
+        answers.append(parse_answer((status, _seconds(elapsed), usage, *(extra or ()))))
+    return answers
+
+
+def _seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ProtocolError(
+            f"answer elapsed must be a number of seconds, not {text!r:.40}"
+        ) from None
+
+
+def _count(value: Any) -> str:
+    return str(len(value)) if isinstance(value, str | list | tuple) else "no"
 
 
 # -- small checks ---------------------------------------------------------------------------
@@ -344,6 +413,11 @@ def parse_answers(raw: Any, expected: int) -> list[Answer]:
 def _usage(value: Any) -> Usage | None:
     if value is None:
         return None
+    if isinstance(value, tuple) and value and isinstance(value[0], str):  # packed figures
+        try:
+            return (float(value[0]), int(value[1]), int(value[2]), int(value[3]))
+        except ValueError:
+            raise ProtocolError(f"answer usage must be numbers, not {value!r:.80}") from None
     if (
         isinstance(value, list | tuple)
         and len(value) == 4

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import signal
@@ -95,15 +96,30 @@ def resolve_task_params(settings: Settings, tasks: list[str]) -> dict[str, dict[
 
 @dataclass(frozen=True)
 class Prepared:
-    """A run's schedule and ledger, built from the settings and the task registry."""
+    """A run's tasks, cells and ledger, from the settings and the task registry.
 
-    schedule: TaskSchedule
+    The schedule (an object per cell) is built on first use: a rerun with nothing to do
+    never needs it.
+    """
+
+    tasks: list[str]
+    years: list[int]
+    members: list[int]
+    shapes: dict[str, TaskShape]
+    retries: int
     ledger: Ledger
     params: dict[str, dict[str, object]]
 
+    @functools.cached_property
+    def schedule(self) -> TaskSchedule:
+        return TaskSchedule(self.years, self.members, self.tasks, self.retries, self.shapes)
+
+    def cells_of(self, task: str) -> int:
+        return len(self.years) * (1 if self.shapes[task].per_year else len(self.members))
+
 
 def prepare(settings: Settings) -> Prepared:
-    """Build the schedule (prerequisite tasks added) and the results ledger of ``[run]``."""
+    """Check ``[run]`` and its tasks (prerequisites added) and make the results ledger."""
     run = settings.run
     load_task_modules(settings.tasks.modules)
     tasks = with_prerequisites(run.tasks)
@@ -111,7 +127,6 @@ def prepare(settings: Settings) -> Prepared:
     years, members = parse_spec(run.years, "year"), parse_spec(run.members, "member")
     specs = {name: get_task(name) for name in tasks}
     shapes = {name: TaskShape(spec.per_year, spec.after) for name, spec in specs.items()}
-    schedule = TaskSchedule(years, members, tasks, run.retries, shapes)
     results_dir = Path(run.results_path).absolute()
 
     def output_path(cell: Task) -> str | None:
@@ -124,7 +139,7 @@ def prepare(settings: Settings) -> Prepared:
         for name, spec in specs.items()
     }
     ledger = Ledger({name: spec.version for name, spec in specs.items()}, hashes, output_path)
-    return Prepared(schedule, ledger, params)
+    return Prepared(tasks, years, members, shapes, run.retries, ledger, params)
 
 
 def stale_cells(settings: Settings, run_dir: Path, report: RunReport) -> list[tuple[Task, str]]:
@@ -151,29 +166,24 @@ def execute(request: RunRequest, view: View) -> tuple[RunReport, int]:
     if request.local is not None and request.local < 1:
         raise UsageError(f"--local {request.local}: give at least 1 worker")
     prepared = prepare(settings)
-    schedule = prepared.schedule
     local = request.local_workers is not None
     if local:
-        _check_data_dir(settings, schedule)
+        _check_data_dir(settings, prepared.tasks)
     run_dir = Path(settings.run.run_dir)
     with _run_dir_lock(run_dir):
         setup_logging(settings, run_dir / "logs" / "manager.log", verbose=request.verbose)
         state = RunState(run_dir)
         try:
+            if state.nothing_to_do(prepared):  # skips building a schedule of every cell
+                return _nothing_to_do(state, prepared, view), EXIT_OK
+            schedule = prepared.schedule
             plan = state.load(schedule, prepared.ledger)
             if local:  # this machine is where the data is: check the kept results here
                 _reopen(state, schedule, check_here(plan, settings, prepared.params))
             for cell, reason in plan.stale:
                 LOG.info("%s runs again: %s", describe(cell), reason)
             skipped = len(plan.kept)
-            year_tasks = [t for t, shape in schedule.shapes.items() if shape.per_year]
-            invocation = state.begin_invocation(
-                schedule.tasks,
-                format_spec(schedule.years),
-                format_spec(schedule.members),
-                year_tasks,
-                skipped,
-            )
+            invocation = _begin(state, prepared, skipped)
             spec = run_spec(settings, state.run_id(), schedule, prepared.params)
             outcome = _dispatch(request, schedule, state, plan, spec, view)
             code = _exit_code(schedule, outcome)
@@ -184,6 +194,28 @@ def execute(request: RunRequest, view: View) -> tuple[RunReport, int]:
             return read_report(state.db), code
         finally:
             state.close()
+
+
+def _begin(state: RunState, prepared: Prepared, skipped: int) -> int:
+    year_tasks = [t for t, shape in prepared.shapes.items() if shape.per_year]
+    return state.begin_invocation(
+        prepared.tasks,
+        format_spec(prepared.years),
+        format_spec(prepared.members),
+        year_tasks,
+        skipped,
+    )
+
+
+def _nothing_to_do(state: RunState, prepared: Prepared, view: View) -> RunReport:
+    """Every cell is complete and current: record the invocation and show the board."""
+    total = sum(prepared.cells_of(task) for task in prepared.tasks)
+    invocation = _begin(state, prepared, total)
+    state.end_invocation(invocation, 0, total, _STATE_NAMES[EXIT_OK], EXIT_OK)
+    report = read_report(state.db)
+    view.start(Board.of_report(report))
+    view.close()
+    return report
 
 
 _STATE_NAMES = {
@@ -360,14 +392,14 @@ def _workers(request: RunRequest) -> Iterator[tuple[list[WorkerEntry], Discover]
         nameserver.stop()
 
 
-def _check_data_dir(settings: Settings, schedule: TaskSchedule) -> None:
+def _check_data_dir(settings: Settings, tasks: list[str]) -> None:
     """In local mode the workers read this machine's data_dir: it must be there.
 
     (A missing folder would otherwise fail every cell, one by one. In cluster mode the
     workers may see another disk than this machine, so only they can tell.)
     """
     data_dir = Path(settings.run.data_dir)
-    reads_input = any(get_task(name).inputs is not None for name in schedule.tasks)
+    reads_input = any(get_task(name).inputs is not None for name in tasks)
     if reads_input and not data_dir.is_dir():
         raise UsageError(
             f"data_dir {settings.run.data_dir!r} does not exist (from {settings.source}); point "

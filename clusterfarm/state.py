@@ -22,10 +22,13 @@ from typing import Any
 from clusterfarm.errors import StateError
 from clusterfarm.events import CellChange
 from clusterfarm.ledger import Ledger, Plan, Record, apply_record, plan_resume
-from clusterfarm.schedule import Status, Task, TaskSchedule
+from clusterfarm.schedule import YEAR, Status, Task, TaskSchedule
 
 LOG = logging.getLogger("clusterfarm.state")
 STATE_FILE = "state.sqlite"
+# Changes that arrive this close together are committed together: fewer transactions, and a
+# short cell's start and end meet in one group and make one write instead of two.
+COMMIT_WINDOW = 0.05
 SCHEMA_VERSION = "2"
 
 _SCHEMA = """
@@ -64,8 +67,15 @@ UPDATE cells SET status=?, attempts=?, worker=?, host=?, started=?, finished=?, 
     output=?, summary=?, error=?, error_kind=?, inputs=?, output_sum=?
 WHERE task=? AND year=? AND member=?
 """
+# the end of a cell with nothing but figures to record (most cells of short tasks)
+_END_PLAIN = """
+UPDATE cells SET status=?, attempts=?, worker=?, host=?, started=?, finished=?, elapsed=?,
+    output=NULL, summary=NULL, error=NULL, error_kind=NULL, inputs=NULL, output_sum=NULL
+WHERE task=? AND year=? AND member=?
+"""
 StartRow = tuple[Any, ...]
 EndRow = tuple[Any, ...]
+_PLAIN = slice(7, 13)  # the fields of an end row that _END_PLAIN leaves out (all None)
 
 
 def start_rows(cells: Iterable[Task]) -> list[StartRow]:
@@ -221,6 +231,27 @@ class RunState:
                 )
         return plan
 
+    def nothing_to_do(self, run: Any) -> bool:
+        """True when every cell of ``run`` (a runner.Prepared) is complete with the current
+        version and parameters and has no files to check: then a rerun runs nothing.
+
+        One counting query per task, no object per cell.
+        """
+        for task in run.tasks:
+            per_year = run.shapes[task].per_year
+            members = [YEAR] if per_year else run.members
+            query = (
+                "SELECT count(*) FROM cells WHERE task=? AND status='+' AND version IS ? "
+                "AND params_hash IS ? AND output IS NULL AND inputs IS NULL "
+                f"AND year IN ({','.join('?' * len(run.years))}) "
+                f"AND member IN ({','.join('?' * len(members))})"
+            )
+            values = [task, run.ledger.versions.get(task), run.ledger.params_hashes.get(task)]
+            (count,) = self.db.execute(query, [*values, *run.years, *members]).fetchone()
+            if count != run.cells_of(task):
+                return False
+        return True
+
     def reopen(self, cells: Iterable[Task]) -> None:
         """Save cells made outstanding again after the start (their files did not hold)."""
         with self.db:
@@ -285,6 +316,7 @@ class StateWriter:
         self._queue: queue.SimpleQueue[tuple[bool, Any] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="state-writer", daemon=True)
         self.problem: str | None = None
+        self.window = COMMIT_WINDOW
         self._thread.start()
 
     def put_start(self, rows: list[StartRow]) -> None:
@@ -302,26 +334,35 @@ class StateWriter:
         if self.problem is not None:
             raise StateError(self.problem)
 
+    def _collect(self) -> list[tuple[bool, Any] | None]:
+        """The next group of changes: all that arrive within ``window`` of the first."""
+        items = [self._queue.get()]
+        deadline = time.monotonic() + self.window
+        while items[-1] is not None:
+            try:
+                items.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        return items
+
     def _loop(self) -> None:
         running = True
         while running:
-            items = [self._queue.get()]
-            while True:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            if items[-1] is None or None in items:
+            items = self._collect()
+            if items[-1] is None:
                 running = False
             if self.problem is not None:
                 continue  # a write failed: keep draining, never block the manager
             starts, ends = _latest_per_cell(item for item in items if item is not None)
             if not starts and not ends:
                 continue
+            plain = [row[:7] + row[13:] for row in ends if not any(row[_PLAIN])]
+            full = [row for row in ends if any(row[_PLAIN])]
             try:
                 with self._db:
                     self._db.executemany(_START_CELL, starts)
-                    self._db.executemany(_END_CELL, ends)
+                    self._db.executemany(_END_PLAIN, plain)
+                    self._db.executemany(_END_CELL, full)
             except sqlite3.Error as exc:  # disk full, run dir removed...
                 self.problem = f"{self._path}: cannot write the run state ({exc})"
                 self.on_failure(self.problem)

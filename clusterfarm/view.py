@@ -131,6 +131,17 @@ class Board:
         self.workers: dict[str, WorkerRow] = {}
         self.refresh()
 
+    @classmethod
+    def of_report(cls, report: RunReport) -> Board:
+        """A board of a run read back from its state (nothing will change on it)."""
+        schedule = TaskSchedule(report.years[:1], report.members[:1], report.tasks)
+        board = cls(schedule)
+        board.tasks, board.years = report.tasks, report.years
+        board._rows = {key: bytearray(line, "ascii") for key, line in report.progress.items()}
+        board.counts = Counter({s.value: report.count(s) for s in Status})
+        board.total = report.total
+        return board
+
     def refresh(self) -> None:
         """Read every cell from the schedule again (before dispatch: cells were reopened)."""
         schedule = self.schedule

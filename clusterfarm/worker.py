@@ -40,6 +40,7 @@ from clusterfarm.protocol import (
     TaskRef,
     batch_cells,
     failed,
+    pack_answers,
     parse_answer,
 )
 from clusterfarm.schedule import YEAR
@@ -127,21 +128,21 @@ class PyroWorker:
         return answer.to_wire()
 
     @expose
-    def do_batch(self, run_id: Any, task: Any, cells: Any) -> list[tuple[Any, ...]]:
+    def do_batch(self, run_id: Any, task: Any, cells: Any) -> Any:
         """Run ``task`` for ``[[year, member, attempt], ...]`` of run ``run_id``, in order.
 
-        Answers one wire answer per cell (see :mod:`clusterfarm.protocol`); each cell has its
-        own time limit. Never raises.
+        Answers one answer per cell, packed by column (see :mod:`clusterfarm.protocol`);
+        each cell has its own time limit. Never raises.
         """
         try:
             checked = batch_cells(cells)
         except ProtocolError as exc:
-            return [failed(ErrorKind.PROTOCOL, str(exc)).to_wire()]
+            return pack_answers([failed(ErrorKind.PROTOCOL, str(exc)).to_wire()])
         refusal, run = self._admit(run_id, task, checked)
         if refusal is not None:
-            return [refusal.to_wire()] * len(checked)
+            return pack_answers([refusal.to_wire()] * len(checked))
         assert run is not None
-        return self._run(run, str(task), [(y, m) for y, m, _ in checked])
+        return pack_answers(self._run(run, str(task), [(y, m) for y, m, _ in checked]))
 
     def _admit(
         self, run_id: Any, task: Any, cells: list[tuple[int, int, int]]

@@ -83,12 +83,15 @@ class GarbageWorker:
     @Pyro5.api.expose
     def do_batch(self, run_id, task, cells):
         time.sleep(0.05)
+        n = len(cells.split(";"))
         if self.how == "short list":
-            return [("+", 0.01, None)] * (len(cells) - 1)
+            return ("+" * (n - 1), " ".join(["0.01 - - - -"] * (n - 1)), {})
         if self.how == "not a tuple":
-            return [{"status": "complete"} for _ in cells]
+            return [{"status": "complete"} for _ in range(n)]
         if self.how == "elapsed abc":
-            return [("+", "abc", None) for _ in cells]
+            return ("+" * n, " ".join(["abc - - - -"] * n), {})
+        if self.how == "bad details":
+            return ("F" * n, " ".join(["0.01 - - - -"] * n), {0: ["no such kind", 5]})
         raise RuntimeError("a worker that raises")
 
     @Pyro5.api.expose
@@ -104,7 +107,9 @@ class GarbageWorker:
         return False
 
 
-@pytest.mark.parametrize("how", ["short list", "not a tuple", "elapsed abc", "raises"])
+@pytest.mark.parametrize(
+    "how", ["short list", "not a tuple", "elapsed abc", "bad details", "raises"]
+)
 def test_a_worker_answering_garbage_is_set_aside_and_the_run_completes(
     tmp_path, nameserver, start_worker, how
 ):

@@ -7,6 +7,7 @@ import time
 import Pyro5.api
 import pytest
 
+from clusterfarm.protocol import parse_answers
 from tests.conftest import alive
 
 RUN = "test-run"
@@ -27,6 +28,12 @@ def join(proxy, timeout=30.0, run_id=RUN, tmp="/tmp"):
         "manager": "the test",
     }
     return proxy.join(spec)
+
+
+def batch(proxy, task, cells, run_id=RUN, expected=None):
+    """Call do_batch and check its packed answers as the manager does."""
+    count = expected if expected is not None else len(cells) if isinstance(cells, list) else 1
+    return parse_answers(proxy.do_batch(run_id, task, cells), count)
 
 
 @pytest.fixture
@@ -95,11 +102,11 @@ def test_crashing_task_process_is_replaced(worker_proxy):
 def test_timeout_kills_the_task_not_the_daemon(worker_proxy):
     join(worker_proxy, timeout=0.5)
     started = time.monotonic()
-    (answer,) = worker_proxy.do_batch(RUN, "hang", [[2000, 0, 1]])
-    assert answer[0] == "T" and answer[3] == "timeout"
+    (answer,) = batch(worker_proxy, "hang", [[2000, 0, 1]])
+    assert answer.status == "T" and answer.kind == "timeout"
     assert time.monotonic() - started < 5
     join(worker_proxy, timeout=30)
-    assert worker_proxy.do_batch(RUN, "noop", [[2000, 1, 1]])[0][0] == "+"
+    assert batch(worker_proxy, "noop", [[2000, 1, 1]])[0].complete
 
 
 def test_cancel_stops_the_running_task(worker_proxy, nameserver):
@@ -165,29 +172,30 @@ def test_daemon_listens_on_the_address_given(worker_proxy):
 
 def test_batch_answers_one_outcome_per_cell_in_order(worker_proxy):
     join(worker_proxy)
-    answers = worker_proxy.do_batch(RUN, "sleep", [[2000, 0, 1], [2000, 1, 1], [2001, 5, 1]])
-    assert [a[0] for a in answers] == ["+"] * 3
-    assert all(a[6] == {"slept": 0.01} for a in answers)  # (status, elapsed, usage, ...)
+    answers = batch(worker_proxy, "sleep", [[2000, 0, 1], [2000, 1, 1], [2001, 5, 1]])
+    assert [a.status for a in answers] == ["+"] * 3
+    assert all(a.summary == {"slept": 0.01} for a in answers)
+    assert all(a.usage is not None and a.usage[1] > 1e6 for a in answers)  # peak RSS
     assert worker_proxy.info()["done"] == 3
 
 
 def test_batch_time_limit_holds_per_cell_and_later_cells_are_not_started(worker_proxy):
     join(worker_proxy, timeout=0.5)
-    answers = worker_proxy.do_batch(RUN, "hang", [[2000, 0, 1], [2000, 1, 1], [2000, 2, 1]])
-    assert [a[3] for a in answers] == ["timeout", "not_started", "not_started"]
-    assert worker_proxy.do_batch(RUN, "noop", [[2000, 0, 1]])[0][0] == "+"
+    answers = batch(worker_proxy, "hang", [[2000, 0, 1], [2000, 1, 1], [2000, 2, 1]])
+    assert [a.kind for a in answers] == ["timeout", "not_started", "not_started"]
+    assert batch(worker_proxy, "noop", "2000 0 1")[0].complete  # cells packed as a string
 
 
-@pytest.mark.parametrize("cells", [[], [[2000]], [[2000, -2]], "2000,0", [[2000, 0, "x"]]])
+@pytest.mark.parametrize("cells", [[], [[2000]], [[2000, -2]], "2000,0", [[2000, 0, "x"]], 7])
 def test_malformed_batches_are_refused(worker_proxy, cells):
     join(worker_proxy)
-    answers = worker_proxy.do_batch(RUN, "noop", cells)
-    assert answers and all(a[0] == "F" and a[3] == "protocol" for a in answers)
+    (answer,) = batch(worker_proxy, "noop", cells, expected=1)
+    assert answer.status == "F" and answer.kind == "protocol"
 
 
 def test_a_batch_of_an_unknown_run_asks_to_join_first(worker_proxy):
-    (answer,) = worker_proxy.do_batch("never-joined", "noop", [[2000, 0, 1]])
-    assert answer[0] == "F" and answer[3] == "unknown_run"
+    (answer,) = batch(worker_proxy, "noop", [[2000, 0, 1]], run_id="never-joined")
+    assert answer.status == "F" and answer.kind == "unknown_run"
 
 
 def test_a_worker_leased_to_one_run_refuses_another(worker_proxy):
@@ -198,7 +206,7 @@ def test_a_worker_leased_to_one_run_refuses_another(worker_proxy):
     assert worker_proxy.info()["run_id"] == "run-a"
     assert worker_proxy.release("run-a") is True
     assert join(worker_proxy, run_id="run-b")["leased_by"] is None
-    assert worker_proxy.do_batch("run-b", "noop", [[2000, 0, 1]])[0][0] == "+"
+    assert batch(worker_proxy, "noop", [[2000, 0, 1]], run_id="run-b")[0].complete
 
 
 def test_join_says_which_tasks_and_versions_the_worker_has(worker_proxy):
