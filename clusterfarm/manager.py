@@ -167,6 +167,7 @@ class Manager:
             len(workers),
         )
         monitor = Monitor(self, self.heartbeat, self.spec.lost_after, self._discover)
+        began, cpu = time.monotonic(), time.process_time()
         try:
             for entry in workers:
                 self.offer(entry)
@@ -184,7 +185,14 @@ class Manager:
             monitor.join(5)
             self._wind_down()
         workers_lost = not self._stopping and not self.schedule.is_finished
-        LOG.info("run ended: %d cells sent, %d completions", len(self._ran), self._completions)
+        LOG.info(
+            "run ended: %d cells sent in %d calls, %d completions; %.3f s, manager CPU %.3f s",
+            len(self._ran),
+            self._calls,
+            self._completions,
+            time.monotonic() - began,
+            time.process_time() - cpu,
+        )
         return RunOutcome(
             len(self._ran),
             self._completions,

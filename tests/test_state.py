@@ -212,3 +212,24 @@ def test_writer_keeps_saving_when_showing_fails(tmp_path):
         time.sleep(0.05)  # separate commits: the second comes after the first one's failure
     writer.close()
     assert state.db.execute("SELECT group_concat(status, '') FROM cells").fetchone()[0] == "WW"
+
+
+def test_report_strings_each_year_in_member_order_whatever_the_insert_order(tmp_path):
+    import random
+
+    state = RunState(tmp_path)
+    members = [0, 2, 3, 7, 11]
+    statuses = {(y, m): random.choice("-W+FT") for y in (2000, 2001, 2003) for m in range(12)}
+    rows = [("noop", y, m, s) for (y, m), s in statuses.items()]
+    random.shuffle(rows)
+    del rows[:3]  # some cells never made it into the table: outstanding
+    with state.db:
+        state.db.executemany(
+            "INSERT INTO cells (task, year, member, status) VALUES (?,?,?,?)", rows
+        )
+    state.begin_invocation(["noop"], "2000-2001,2003", "0,2-3,7,11")
+    stored = {(y, m): s for _, y, m, s in rows}
+    expected = {
+        str(y): "".join(stored.get((y, m), "-") for m in members) for y in (2000, 2001, 2003)
+    }
+    assert read_report(state.db).to_json()["progress"] == {"noop": expected}

@@ -79,12 +79,19 @@ def run(
 @cli.command()
 @click.option("--run-dir", help="Run directory (default: [run] run_dir).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--plan",
+    is_flag=True,
+    help="Also say which complete cells the next run would compute again, and why.",
+)
 @common
-def status(run_dir: str | None, as_json: bool) -> int:
+def status(run_dir: str | None, as_json: bool, plan: bool) -> int:
     """Show the progress of a run, live or finished, from its state database.
 
-    Also says which complete cells the next ``run`` (with these settings) would compute again,
-    and why: a new task version, changed parameters or inputs, a missing or changed output.
+    With ``--plan`` it also says which complete cells the next ``run`` (with these settings)
+    would compute again, and why: a new task version, changed parameters, another results
+    dir. Inputs and outputs are checked where the data is, when the run starts: from here
+    status cannot check them.
     """
 
     from clusterfarm.report import read_report
@@ -99,9 +106,9 @@ def status(run_dir: str | None, as_json: bool) -> int:
         report = read_report(db)
     finally:
         db.close()
-    stale: list[Any] | None = []
+    stale: list[Any] | None = None
     unknown = ""
-    if report.state != "running":
+    if plan and report.state != "running":
         try:
             stale = stale_cells(config, path, report)
         except ClusterFarmError as exc:  # the progress is still worth showing
@@ -109,7 +116,10 @@ def status(run_dir: str | None, as_json: bool) -> int:
     if as_json:
         click.echo(report_json(report, stale))
     else:
-        click.echo("\n".join([report_text(report), *stale_lines(stale or []), unknown]).rstrip())
+        lines = [report_text(report), *stale_lines(stale or []), unknown]
+        if stale is not None:
+            lines.append("(inputs and outputs are checked where the data is, when the run starts)")
+        click.echo("\n".join(lines).rstrip())
     return EXIT_FAILED if report.failures else EXIT_OK
 
 
