@@ -215,17 +215,13 @@ def large_state() -> None:
             figures["bare"].append(timed(lambda: bare_read(work / "run")))
             figures["status"].append(timed(lambda: status(work / "run")))
             figures["rerun"].append(timed(lambda: rerun(work, args)))
+        cli = [sys.executable, "-m", "clusterfarm"]
         commands = {
-            "status": [sys.executable, "-m", "clusterfarm", "status", "--run-dir", str(work / "run")],
-            "rerun": [sys.executable, "-m", "clusterfarm", "run", "--local", "2", "--json", *args],
+            "status": [*cli, "status", "--run-dir", str(work / "run")],
+            "rerun": [*cli, "run", "--local", "2", "--json", *args],
             "bare": [sys.executable, "-c", BARE_SCRIPT, str(work / "run" / "state.sqlite")],
-        }  # fmt: skip
-        whole = {
-            name: statistics.median(timed(lambda c=c: subprocess.run(c, cwd=work, check=True,
-                                                                     capture_output=True))
-                                    for _ in range(ROUNDS))
-            for name, c in commands.items()
-        }  # fmt: skip
+        }
+        whole = {name: median_time(command, work) for name, command in commands.items()}
     bare = statistics.median(figures["bare"])
     print(f"\na {cells:,}-cell state: medians of {ROUNDS}, in-process (and as whole commands)")
     table = [["", "seconds", "× bare read", "whole command"]]
@@ -270,6 +266,14 @@ def rerun(work: Path, args: list[str]) -> None:
     )
     report, code = runner.execute(runner.RunRequest(settings, local=2), QuietView())
     assert code == 0 and report.ran == 0, (code, report.ran)
+
+
+def median_time(command: list[str], cwd: Path) -> float:
+    """Median wall time of ``command`` as a whole process."""
+    def once() -> None:
+        subprocess.run(command, cwd=cwd, check=True, capture_output=True)
+
+    return statistics.median(timed(once) for _ in range(ROUNDS))
 
 
 def timed(fn: Any) -> float:
