@@ -55,11 +55,13 @@ class LocalLauncher:
         ns_port: int,
         log_dir: Path,
         settings_path: str | None = None,
+        secret: str | None = None,
     ) -> None:
         self.count = count
         self.ns_host, self.ns_port = ns_host, ns_port
         self.log_dir = Path(log_dir)
         self.settings_path = settings_path
+        self.secret = secret  # the run's; each worker reads it from its stdin
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def names(self) -> list[str]:
@@ -84,16 +86,20 @@ class LocalLauncher:
                 "--log-file",
                 str(self.log_dir / f"{name}.log"),
             ]
+            if self.secret is not None:
+                command.append("--secret-stdin")
             with open(self.log_dir / f"{name}.out", "ab") as log:
-                self.processes.append(
-                    subprocess.Popen(
-                        command,
-                        stdin=subprocess.PIPE,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
+                process = subprocess.Popen(
+                    command,
+                    stdin=subprocess.PIPE,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
+            self.processes.append(process)
+            if self.secret is not None and process.stdin is not None:
+                process.stdin.write(self.secret.encode() + b"\n")  # then the pipe stays open:
+                process.stdin.flush()  # its end tells the worker that the manager is gone
         return self.wait_registered(timeout)
 
     def wait_registered(self, timeout: float) -> list[WorkerEntry]:

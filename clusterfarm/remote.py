@@ -85,8 +85,10 @@ class SSHLauncher:
         accept_new_host_keys: bool = False,
         connect_timeout: float = CONNECT_TIMEOUT,
         grace: float = STOP_GRACE,
+        secret: str | None = None,
     ) -> None:
         self.settings = settings
+        self.secret = secret  # the cluster's, copied to each host on start
         self.hosts = tuple(settings.hosts if hosts is None else hosts)
         self.accept_new_host_keys = accept_new_host_keys
         self.connect_timeout = connect_timeout
@@ -120,9 +122,13 @@ class SSHLauncher:
         """Run ``python -m clusterfarm.daemons ARGS`` on ``host``; return its JSON answer."""
         workers = self.settings.workers
         helper = ["-m", "clusterfarm.daemons", *args, f"--workdir={workers.workdir}"]
+        secret = self.secret if args[0] == "start" else None
+        if secret is not None:
+            helper.append("--secret-stdin")
         result = remote.run(
             remote_command(workers, [*helper, f"--host={host.name}"]),
             COMMAND_TIMEOUT + (self.grace if args[0] == "stop" else 0.0),  # stop waits grace
+            stdin=None if secret is None else secret + "\n",
         )
         if result.code != 0:
             raise LaunchError(remote_failure(host.name, workers, result))

@@ -47,6 +47,7 @@ from clusterfarm.nameserver import (
 from clusterfarm.protocol import RunSpec, TaskRef
 from clusterfarm.report import RunReport, read_report
 from clusterfarm.schedule import Task, TaskSchedule, TaskShape
+from clusterfarm.secret import new_secret, use_cluster_secret
 from clusterfarm.settings import Settings
 from clusterfarm.specs import format_spec, parse_spec
 from clusterfarm.state import RunState, StateWriter
@@ -56,6 +57,7 @@ from clusterfarm.tasks.registry import (
     params_hash,
     with_prerequisites,
 )
+from clusterfarm.transport import set_secret
 from clusterfarm.view import Board, View
 
 LOG = logging.getLogger("clusterfarm.runner")
@@ -366,6 +368,7 @@ def _workers(request: RunRequest) -> Iterator[tuple[list[WorkerEntry], Discover]
     settings = request.settings
     count = request.local_workers
     if count is None:
+        use_cluster_secret(settings.security)
         host, port = settings.nameserver.host, settings.nameserver.port
         workers = list_workers(locate(host, port))
         if not workers:
@@ -376,6 +379,8 @@ def _workers(request: RunRequest) -> Iterator[tuple[list[WorkerEntry], Discover]
             )
         yield workers, WorkerDirectory(host, port)
         return
+    secret = new_secret() if settings.security.auth else None
+    set_secret(secret)  # this run's own: nobody else may list or call its workers
     nameserver = NameServer("127.0.0.1", 0)
     explicit = None if settings.source.endswith("default.toml") else settings.source
     launcher = LocalLauncher(
@@ -384,6 +389,7 @@ def _workers(request: RunRequest) -> Iterator[tuple[list[WorkerEntry], Discover]
         nameserver.port,
         Path(settings.run.run_dir) / "logs",
         str(Path(explicit).absolute()) if explicit else None,
+        secret,
     )
     try:
         yield launcher.start(), WorkerDirectory(nameserver.host, nameserver.port)

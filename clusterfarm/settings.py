@@ -90,6 +90,8 @@ class SecuritySettings:
     ca: str
     cert: str
     key: str
+    auth: bool = True
+    secret_file: str = "~/.clusterfarm/secret"
 
 
 @dataclass(frozen=True)

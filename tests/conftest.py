@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,9 +19,25 @@ from typing import Any
 import pytest
 
 from clusterfarm.nameserver import NameServer, list_workers, locate
+from clusterfarm.secret import new_secret, write_secret
+from clusterfarm.transport import set_secret
 
 TESTS = Path(__file__).resolve().parent
 PLUGINS = TESTS / "plugins"
+
+# The cluster secret of this test session (SPEC §12): in a throw-away file that the default
+# settings find through $CLUSTERFARM_SECRET_FILE, so no test touches ~/.clusterfarm. This
+# process presents it too (and its in-process nameservers demand it).
+SECRET = new_secret()
+SECRET_FILE = Path(tempfile.mkdtemp(prefix="cf-secret-")) / "secret"
+write_secret(SECRET_FILE, SECRET)
+os.environ["CLUSTERFARM_SECRET_FILE"] = str(SECRET_FILE)
+set_secret(SECRET)
+
+
+def handshake() -> dict[str, str]:
+    """What a plain Pyro5 client sets as ``proxy._pyroHandshake`` (SPEC §12)."""
+    return {"secret": SECRET}
 
 
 def cli_env(**extra: str) -> dict[str, str]:

@@ -7,8 +7,10 @@ import time
 import Pyro5.api
 import pytest
 
+from clusterfarm.nameserver import locate
 from clusterfarm.protocol import parse_answers
-from tests.conftest import alive
+from clusterfarm.transport import authenticate
+from tests.conftest import alive, handshake
 
 RUN = "test-run"
 
@@ -40,10 +42,12 @@ def batch(proxy, task, cells, run_id=RUN, expected=None):
 def worker_proxy(nameserver, start_worker):
     """A plain Pyro5 proxy of a real worker, found through the nameserver."""
     start_worker("test.0")
-    # written as a user would, without clusterfarm code
-    ns = Pyro5.api.locate_ns(host=nameserver.host, port=nameserver.port)
+    # written as a user would, without clusterfarm code (SPEC §12: the secret, then calls)
+    ns = Pyro5.api.Proxy(f"PYRO:Pyro.NameServer@{nameserver.host}:{nameserver.port}")
+    ns._pyroHandshake = handshake()
     uri = ns.lookup("clusterfarm.worker.test.0")
     with Pyro5.api.Proxy(uri) as proxy:
+        proxy._pyroHandshake = handshake()
         proxy._pyroTimeout = 30
         yield proxy
 
@@ -137,14 +141,14 @@ def test_cancel_stops_the_running_task(worker_proxy, nameserver):
 
 def _call(uri, task):
     with Pyro5.api.Proxy(uri) as proxy:
+        proxy._pyroHandshake = handshake()
         return proxy.do_work(2000, 0, task)
 
 
 def test_task_process_dies_with_a_killed_daemon(start_worker, nameserver):
     process = start_worker("test.1")
-    with Pyro5.api.Proxy(
-        f"PYRONAME:clusterfarm.worker.test.1@{nameserver.host}:{nameserver.port}"
-    ) as proxy:
+    uri = locate(nameserver.host, nameserver.port).lookup("clusterfarm.worker.test.1")
+    with authenticate(Pyro5.api.Proxy(uri)) as proxy:
         deadline = time.monotonic() + 10
         while proxy.info()["task_pid"] is None:
             assert time.monotonic() < deadline
@@ -162,7 +166,7 @@ def test_sigterm_unregisters_the_worker(start_worker, nameserver):
     process = start_worker("test.2")
     process.send_signal(signal.SIGTERM)
     assert process.wait(10) == 0
-    ns = Pyro5.api.locate_ns(host=nameserver.host, port=nameserver.port)
+    ns = locate(nameserver.host, nameserver.port)
     assert "clusterfarm.worker.test.2" not in ns.list(prefix="clusterfarm.worker.")
 
 

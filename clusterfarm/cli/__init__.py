@@ -66,12 +66,20 @@ def common(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def settings() -> Settings:
-    """Load the settings and configure Pyro5 (TLS included) once, before any connection."""
+def settings(secret: str = "none") -> Settings:
+    """Load the settings and configure Pyro5 (TLS included) once, before any connection.
+
+    ``secret``: ``"read"`` the cluster's secret (connections to a cluster's nameserver and
+    workers present it), ``"create"`` it when missing too, or ``"none"``.
+    """
     from clusterfarm.transport import configure_pyro
 
     config = load_settings(_options["settings"])
     configure_pyro(config.security)
+    if secret != "none":
+        from clusterfarm.secret import use_cluster_secret
+
+        use_cluster_secret(config.security, create=secret == "create")
     return config
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ def nameserver(host: str | None, port: int | None) -> None:
 
     from clusterfarm.nameserver import NameServer
 
-    config = settings().nameserver
+    config = settings(secret="create").nameserver
     server = NameServer(host or config.host, config.port if port is None else port)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     click.echo(f"nameserver listening at {server.uri}")
@@ -61,6 +62,12 @@ def nameserver(host: str | None, port: int | None) -> None:
     help="Exit when stdin closes (local mode: die with the manager).",
 )
 @click.option(
+    "--secret-file",
+    metavar="PATH",
+    help="The cluster's secret (default: [security] secret_file).",
+)
+@click.option("--secret-stdin", is_flag=True, hidden=True, help="Read the secret from stdin.")
+@click.option(
     "--orphan-after",
     type=click.FloatRange(min=0),
     metavar="SECONDS",
@@ -73,14 +80,23 @@ def worker(
     ns_address: str | None,
     log_file: str | None,
     die_with_stdin: bool,
+    secret_file: str | None,
+    secret_stdin: bool,
     orphan_after: float | None,
 ) -> None:
     """Run one worker daemon in the foreground, registered with the nameserver."""
     from clusterfarm import worker_daemon
     from clusterfarm.logs import setup_logging
+    from clusterfarm.secret import use_cluster_secret, use_secret_from_stdin
     from clusterfarm.transport import address_towards
 
     config = settings()
+    if secret_stdin:  # local mode: the run's own secret, from the manager
+        use_secret_from_stdin()
+    else:
+        if secret_file:
+            config = replace(config, security=replace(config.security, secret_file=secret_file))
+        use_cluster_secret(config.security)
     setup_logging(config, Path(log_file) if log_file else None, verbose=_options["verbose"])
     ns_host, ns_port = config.nameserver.host, config.nameserver.port
     if ns_address:
@@ -109,7 +125,7 @@ def workers(as_json: bool) -> None:
     """List the workers registered with the nameserver and what they are doing."""
     from clusterfarm.roster import describe_workers, workers_table
 
-    config = settings().nameserver
+    config = settings(secret="read").nameserver
     described = describe_workers(config.host, config.port)
     click.echo(json.dumps(described) if as_json else workers_table(described))
 
@@ -187,10 +203,12 @@ def start_workers(
 ) -> int:
     """SSH to every host in parallel, start its worker daemons, wait until they are registered."""
     from clusterfarm.remote import SSHLauncher
+    from clusterfarm.secret import read_secret
 
-    config = settings()
+    config = settings(secret="create")
     hosts = _ssh_hosts(config, host_names)
-    launcher = SSHLauncher(config, hosts, accept_new_host_keys, connect_timeout)
+    secret = read_secret(config.security)
+    launcher = SSHLauncher(config, hosts, accept_new_host_keys, connect_timeout, secret=secret)
     return _report_hosts(launcher, "start", lambda: launcher.start(timeout))
 
 
@@ -202,7 +220,7 @@ def stop_workers(host_names: str | None, connect_timeout: float, grace: float) -
     """SSH to every host, stop the worker daemons started there, forget their names."""
     from clusterfarm.remote import SSHLauncher
 
-    config = settings()
+    config = settings(secret="read")
     hosts = _ssh_hosts(config, host_names)
     launcher = SSHLauncher(config, hosts, connect_timeout=connect_timeout, grace=grace)
     return _report_hosts(launcher, "stop", launcher.stop)
@@ -216,7 +234,7 @@ def doctor(host_names: str | None, connect_timeout: float, accept_new_host_keys:
     """Check every host before a run; one row per check, with a hint for each failure."""
     from clusterfarm.doctor import checks_table, diagnose
 
-    config = settings()
+    config = settings(secret="read")
     hosts = _ssh_hosts(config, host_names)
     checks = diagnose(config, hosts, accept_new_host_keys, connect_timeout)
     click.echo(checks_table(checks))
