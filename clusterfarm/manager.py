@@ -144,7 +144,7 @@ class Manager:
 
     @property
     def ran(self) -> set[tuple[str, int, int]]:
-        """The cells this manager has sent to a worker."""
+        """The cells this manager has had run (handed back unrun ones are not counted)."""
         return self._ran
 
     @property
@@ -398,7 +398,6 @@ class Manager:
                         cells.append(more)
                     for cell in cells:
                         schedule.start(cell, link.name, link.host, now)
-                        self._ran.add(cell.key)
                     self._writer.put_start(start_rows(cells))
                     batch = Batch(cells[0].task, cells, [c.attempts for c in cells])
                     link.inflight.append(batch)
@@ -445,6 +444,8 @@ class Manager:
                 kind = self._apply(link, cell, answer, now)
                 if kind is not None and not kind.is_attempt:
                     handed_back = kind
+                else:
+                    self._ran.add(cell.key)
                 self._save(cell)
             if handed_back is not None:
                 self._note_hand_back(link, batch.task, handed_back, answers)
@@ -534,6 +535,7 @@ class Manager:
                         # worker it touches ends as F instead of looping
                         error = f"worker {link.name} lost: {reason}"
                         self.schedule.fail(cell, Status.FAILURE, error, ErrorKind.LOST, now)
+                        self._ran.add(cell.key)
                     first = False
                     self._save(cell)
             if batches:

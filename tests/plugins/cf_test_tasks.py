@@ -84,3 +84,47 @@ def write_paths(year: int, member: int, ctx: TaskContext) -> None:
     with ctx.atomic_output() as tmp:
         record = {"data_dir": str(ctx.data_dir), "results_dir": str(ctx.results_dir)}
         tmp.write_text(json.dumps({**record, "marker": marker}))
+
+
+@task("leave_children", version="1", params={"pid_file": ""}, writes_output=False)
+def leave_children(year: int, member: int, ctx: TaskContext) -> None:
+    """Starts a child and a double-forked, setsid'ed grandchild, and returns without them."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "300"])
+    daemonised = subprocess.run(
+        ["setsid", "sh", "-c", "sleep 300 >/dev/null 2>&1 & echo $!"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    Path(ctx.params["pid_file"]).write_text(f"{child.pid} {daemonised.stdout.strip()}")
+
+
+@task("shout", version="1", params={"megabytes": 1}, writes_output=False)
+def shout(year: int, member: int, ctx: TaskContext) -> None:
+    """Prints ``megabytes`` MB to stdout."""
+    import sys
+
+    line = "x" * 1023 + "\n"
+    for _ in range(ctx.params["megabytes"] * 1024):
+        sys.stdout.write(line)
+    sys.stdout.flush()
+
+
+@task("hang_in_output", version="1", writes_output=True)
+def hang_in_output(year: int, member: int, ctx: TaskContext) -> None:
+    """Writes half its output, then hangs (and is killed at its time limit)."""
+    with ctx.atomic_output() as tmp:
+        tmp.write_text("half")
+        time.sleep(3600)
+
+
+@task("list_summary", version="1", writes_output=False)
+def list_summary(year: int, member: int, ctx: TaskContext) -> list[int]:
+    return [year, member]
+
+
+@task("huge_summary", version="1", writes_output=False)
+def huge_summary(year: int, member: int, ctx: TaskContext) -> dict[str, str]:
+    return {"everything": "x" * 1_000_000}
