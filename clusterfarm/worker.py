@@ -447,9 +447,10 @@ class DiskCheck:
     def problem(self, own: Own, results_dir: str) -> str | None:
         now = time.monotonic()
         if now - self._checked.get(results_dir, -self.INTERVAL) >= self.INTERVAL:
-            self._checked[results_dir] = now
+            # the answer first, then its time: another lane may ask in between
             self._problem[results_dir] = short_of_disk(own, results_dir)
-        return self._problem[results_dir]
+            self._checked[results_dir] = now
+        return self._problem.get(results_dir)
 
 
 def short_of_disk(own: Own, results_dir: str) -> str | None:
