@@ -26,7 +26,7 @@ from clusterfarm.errors import (
     UsageError,
     WorkerError,
 )
-from clusterfarm.launcher import LocalLauncher
+from clusterfarm.launchers.local import LocalLauncher
 from clusterfarm.ledger import Ledger, describe, input_identity, plan_resume
 from clusterfarm.logs import setup_logging
 from clusterfarm.manager import Manager, RunConfig

@@ -149,7 +149,7 @@ def _ssh_hosts(config: Settings, host_names: str | None) -> tuple[Host, ...]:
 def _report_hosts(launcher: Any, action: str, call: Callable[[], object]) -> int:
     """Run a launcher action; print one row per host (with its error), then a summary line."""
     from clusterfarm.errors import LaunchError
-    from clusterfarm.launcher import exit_code, outcomes_table
+    from clusterfarm.launchers.base import exit_code, outcomes_table
     from clusterfarm.logs import setup_logging
 
     setup_logging(launcher.settings, verbose=_options["verbose"])
@@ -177,7 +177,7 @@ def start_workers(
     host_names: str | None, connect_timeout: float, accept_new_host_keys: bool, timeout: float
 ) -> int:
     """SSH to every host in parallel, start its worker daemons, wait until they are registered."""
-    from clusterfarm.remote import SSHLauncher
+    from clusterfarm.launchers.ssh.launcher import SSHLauncher
 
     config = settings()
     hosts = _ssh_hosts(config, host_names)
@@ -191,7 +191,7 @@ def start_workers(
 @common
 def stop_workers(host_names: str | None, connect_timeout: float, grace: float) -> int:
     """SSH to every host, stop the worker daemons started there, forget their names."""
-    from clusterfarm.remote import SSHLauncher
+    from clusterfarm.launchers.ssh.launcher import SSHLauncher
 
     config = settings()
     hosts = _ssh_hosts(config, host_names)
@@ -205,7 +205,8 @@ def stop_workers(host_names: str | None, connect_timeout: float, grace: float) -
 @common
 def doctor(host_names: str | None, connect_timeout: float, accept_new_host_keys: bool) -> int:
     """Check every host before a run; one row per check, with a hint for each failure."""
-    from clusterfarm.doctor import checks_table, diagnose
+    from clusterfarm.launchers.preflight import checks_table
+    from clusterfarm.launchers.ssh.doctor import diagnose
 
     config = settings()
     hosts = _ssh_hosts(config, host_names)
@@ -249,7 +250,7 @@ def certs(out: str, host_names: str | None, force: bool) -> None:
 @common
 def logs(worker: str, lines: int, run_dir: str | None) -> None:
     """Show the end of WORKER's log (e.g. berlin.0), over SSH for a remote host."""
-    from clusterfarm.worker_logs import worker_log_tail
+    from clusterfarm.launchers.logs import worker_log_tail
 
     config = settings()
     if run_dir is not None:
