@@ -41,6 +41,13 @@ class WorkerLeft:
 
 
 @dataclass(frozen=True)
+class WorkersPending:
+    """Worker jobs queued by a batch system, each with the scheduler's reason (Resources...)."""
+
+    workers: tuple[tuple[str, str], ...]  # (worker name, reason)
+
+
+@dataclass(frozen=True)
 class HostQuarantined:
     """A host whose workers kept failing rests for ``seconds``."""
 
@@ -49,4 +56,4 @@ class HostQuarantined:
     failures: int
 
 
-Event = CellsChanged | WorkerJoined | WorkerLeft | HostQuarantined
+Event = CellsChanged | WorkerJoined | WorkerLeft | HostQuarantined | WorkersPending

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from Pyro5.api import Proxy
 
@@ -52,6 +52,18 @@ _NOT_AN_ATTEMPT = frozenset(
 # still spread over the workers. Each cell keeps its own time limit inside a batch.
 BATCH_SECONDS = 0.2
 MAX_BATCH = 64
+
+
+class LauncherHooks(Protocol):
+    """What the manager asks of the launcher that started its workers (a batch system's)."""
+
+    def expecting(self) -> bool:
+        """True while workers are queued or starting: no live worker is no reason to give up."""
+        ...
+
+    def why_lost(self, worker: str) -> str | None:
+        """Why ``worker`` went (e.g. its job ran out of memory), or None when not known."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -95,12 +107,14 @@ class Manager:
         config: RunConfig,
         on_event: Callable[[Event], None] = lambda event: None,
         discover: Callable[[], list[WorkerEntry]] | None = None,
+        launcher: LauncherHooks | None = None,
     ) -> None:
         self.schedule = schedule
         self.ledger = ledger
         self.config = config
         self.on_event = on_event
         self._discover = discover
+        self._launcher = launcher
         self._cond = threading.Condition()
         self._waiting = 0
         self._stopping = False
@@ -170,6 +184,8 @@ class Manager:
         with self._cond:
             if any(not link.lost for link in self._links.values()):
                 return None
+            if self._launcher is not None and self._launcher.expecting():
+                return None  # workers are queued or starting (a batch system): wait for them
             now = time.monotonic()
             if no_live_since is None:
                 return now
@@ -224,10 +240,10 @@ class Manager:
             self._threads.append(thread)
         thread.start()
 
-    def busy_links(self) -> list[WorkerLink]:
-        """The live workers running something now (for the monitor)."""
+    def live_links(self) -> list[WorkerLink]:
+        """The workers that have joined and are not lost (for the monitor)."""
         with self._cond:
-            return [link for link in self._links.values() if link.cells and not link.lost]
+            return [link for link in self._links.values() if not link.lost]
 
     def seen(self, link: WorkerLink) -> None:
         """Note a sign of life from ``link``'s worker."""
@@ -371,6 +387,9 @@ class Manager:
 
     def lose(self, link: WorkerLink, reason: str) -> None:
         """Mark ``link`` lost and put its cells back (the running one counts as an attempt)."""
+        if self._launcher is not None and not link.lost:  # before the lock: it may take seconds
+            why = self._launcher.why_lost(link.name)
+            reason = f"{reason}; {why}" if why else reason
         with self._cond:
             if link.lost:
                 return  # the monitor and the dispatcher may both notice

@@ -1,9 +1,10 @@
-"""Liveness: ping busy workers on connections of their own, and notice new workers.
+"""Liveness: ping the workers on connections of their own, and notice new workers.
 
 A dead host sends no RST, so a call to it just waits. Every ``heartbeat`` seconds the monitor
-pings each busy worker with a short timeout; a worker silent for ``lost_after`` seconds is
-declared lost. It also asks the nameserver for workers that appeared or were restarted since
-the run began, so a worker that comes back is used again.
+pings each worker with a short timeout; a busy worker silent for ``lost_after`` seconds is
+declared lost (an idle one is pinged so that it knows the manager is there). It also asks the
+nameserver for workers that appeared or were restarted since the run began, so a worker that
+comes back is used again.
 """
 
 from __future__ import annotations
@@ -57,10 +58,11 @@ class Monitor(threading.Thread):
             proxy._pyroRelease()
 
     def _check_busy(self) -> None:
-        for link in self.manager.busy_links():
+        # idle workers are pinged too: a pool started for one run leaves after a silence
+        for link in self.manager.live_links():
             if self._ping(link):
                 self.manager.seen(link)
-            elif time.monotonic() - link.last_seen > self.lost_after:
+            elif link.cells and time.monotonic() - link.last_seen > self.lost_after:
                 reason = f"no answer to heartbeats for {self.lost_after:g} s"
                 self.manager.declare_lost(link, reason)
 

@@ -2,7 +2,9 @@
 
 Local mode (no ``[[hosts]]``, or ``--local N``) starts a nameserver in this process and N
 worker processes, and stops them at the end whatever happens. Cluster mode finds the workers
-already registered with the settings' nameserver.
+already registered with the settings' nameserver. With ``[run] launcher = "slurm"`` and no
+workers registered, ``run`` submits its own pool as a SLURM job array, keeps it at size while
+cells remain and cancels it at the end, also on Ctrl-C and on errors.
 """
 
 from __future__ import annotations
@@ -22,14 +24,17 @@ from clusterfarm.errors import (
     EXIT_INFRA,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    LaunchError,
+    NameServerError,
     SettingsError,
     UsageError,
     WorkerError,
 )
+from clusterfarm.events import Event, WorkersPending
 from clusterfarm.launchers.local import LocalLauncher
 from clusterfarm.ledger import Ledger, describe, input_identity, plan_resume
 from clusterfarm.logs import setup_logging
-from clusterfarm.manager import Manager, RunConfig
+from clusterfarm.manager import LauncherHooks, Manager, RunConfig
 from clusterfarm.nameserver import (
     NameServer,
     WorkerDirectory,
@@ -38,7 +43,7 @@ from clusterfarm.nameserver import (
     locate,
 )
 from clusterfarm.report import RunReport, read_report
-from clusterfarm.schedule import Task, TaskSchedule, TaskShape
+from clusterfarm.schedule import Status, Task, TaskSchedule, TaskShape
 from clusterfarm.settings import Settings
 from clusterfarm.specs import format_spec, parse_spec
 from clusterfarm.state import RunState
@@ -65,7 +70,7 @@ class RunRequest:
     def local_workers(self) -> int | None:
         if self.local is not None:
             return self.local
-        return None if self.settings.hosts else (os.cpu_count() or 1)
+        return (os.cpu_count() or 1) if self.settings.launcher == "local" else None
 
 
 def resolve_task_params(settings: Settings, tasks: list[str]) -> dict[str, dict[str, object]]:
@@ -203,8 +208,9 @@ def _dispatch(
         quarantine_after=run.quarantine_after,
         quarantine_for=run.quarantine_for,
     )
-    with _workers(request) as (workers, discover), _sigterm_interrupts():
-        manager = Manager(schedule, state.db, ledger, config, board.apply, discover)
+    pool = _workers(request, schedule, board.apply)
+    with pool as (workers, discover, hooks), _sigterm_interrupts():
+        manager = Manager(schedule, state.db, ledger, config, board.apply, discover, hooks)
         try:
             outcome = manager.run(workers, tick=view.tick)
         except KeyboardInterrupt:
@@ -220,12 +226,21 @@ def _dispatch(
 Discover = Callable[[], list[WorkerEntry]]
 
 
+Pool = tuple[list[WorkerEntry], Discover, LauncherHooks | None]
+
+
 @contextlib.contextmanager
-def _workers(request: RunRequest) -> Iterator[tuple[list[WorkerEntry], Discover]]:
+def _workers(
+    request: RunRequest, schedule: TaskSchedule, on_event: Callable[[Event], None]
+) -> Iterator[Pool]:
     """The workers of this run (started here in local mode, else found in the nameserver),
-    and how to look for workers that join or come back later."""
+    how to look for workers that join or come back later, and what the launcher tells."""
     settings = request.settings
     count = request.local_workers
+    if count is None and settings.launcher == "slurm":
+        with _slurm_pool(settings, schedule, on_event) as pool:
+            yield pool
+        return
     if count is None:
         host, port = settings.nameserver.host, settings.nameserver.port
         workers = list_workers(locate(host, port))
@@ -235,7 +250,7 @@ def _workers(request: RunRequest) -> Iterator[tuple[list[WorkerEntry], Discover]
                 f"{settings.nameserver.port}; start them with `clusterfarm start-workers` "
                 "or run with --local N"
             )
-        yield workers, WorkerDirectory(host, port)
+        yield workers, WorkerDirectory(host, port), None
         return
     nameserver = NameServer("127.0.0.1", 0)
     explicit = None if settings.source.endswith("default.toml") else settings.source
@@ -247,10 +262,61 @@ def _workers(request: RunRequest) -> Iterator[tuple[list[WorkerEntry], Discover]
         str(Path(explicit).absolute()) if explicit else None,
     )
     try:
-        yield launcher.start(), WorkerDirectory(nameserver.host, nameserver.port)
+        yield launcher.start(), WorkerDirectory(nameserver.host, nameserver.port), None
     finally:
         launcher.stop()
         nameserver.stop()
+
+
+@contextlib.contextmanager
+def _slurm_pool(
+    settings: Settings, schedule: TaskSchedule, on_event: Callable[[Event], None]
+) -> Iterator[Pool]:
+    """SLURM workers: those registered already (``start-workers``), else a pool of this run.
+
+    The nameserver is the settings' (compute nodes reach it there); if none answers, this
+    process runs it. A pool of this run leaves by itself if the manager dies: its workers
+    exit after ``lost_after`` + ``heartbeat`` without a call, and with them their jobs.
+    """
+    from clusterfarm.launchers.slurm.launcher import SlurmLauncher
+
+    host, port = settings.nameserver.host, settings.nameserver.port
+    own_nameserver = None
+    try:
+        ns = locate(host, port, timeout=2)
+    except NameServerError:
+        own_nameserver = NameServer(host, port)
+        ns = locate(host, port)
+    try:
+        workers = list_workers(ns)
+        if workers:  # someone's start-workers pool: use it, and leave it running
+            yield workers, WorkerDirectory(host, port), SlurmLauncher(settings)
+            return
+        run = settings.run
+        launcher = SlurmLauncher(settings, exit_when_idle=run.lost_after + run.heartbeat)
+        try:
+            workers = launcher.start()
+            LOG.info("SLURM pool: %d workers registered", len(workers))
+            launcher.keep(
+                lambda: _cells_left(schedule),
+                lambda pending: on_event(WorkersPending(tuple(pending))),
+            )
+            yield workers, WorkerDirectory(host, port), launcher
+        finally:
+            launcher.stop_keeping()
+            try:
+                launcher.stop()
+            except LaunchError as exc:
+                LOG.error("the run's SLURM workers may be left: %s", exc)
+    finally:
+        if own_nameserver is not None:
+            own_nameserver.stop()
+
+
+def _cells_left(schedule: TaskSchedule) -> int:
+    """Cells not final yet (read without the manager's lock: a count, off by one at worst)."""
+    counts = schedule.counts
+    return counts[Status.OUTSTANDING] + counts[Status.WORKING]
 
 
 def _check_data_dir(settings: Settings, schedule: TaskSchedule) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import Pyro5.errors
 from Pyro5.api import Daemon, behavior, expose
 
-from clusterfarm import __version__
+from clusterfarm import __version__, oom
 from clusterfarm.errors import ClusterFarmError, NameServerError, WorkerError
 from clusterfarm.executor import Executor
 from clusterfarm.nameserver import locate
@@ -29,6 +29,7 @@ from clusterfarm.schedule import YEAR
 from clusterfarm.settings import Settings
 from clusterfarm.tasks.registry import get_task, load_task_modules
 from clusterfarm.transport import WORKER_PREFIX, check_listen_address, configure_pyro
+from clusterfarm.walltime import Walltime
 
 LOG = logging.getLogger("clusterfarm.worker")
 # what the manager may set per run; scratch space stays the worker's own ([workers] workdir)
@@ -52,6 +53,7 @@ class PyroWorker:
         self._quarantined_until = 0.0
         self._stopping = False
         self._disk = DiskCheck()
+        self.walltime: Walltime | None = None  # set when it runs in a batch job with a limit
 
     @expose
     def configure(self, run: dict[str, Any]) -> dict[str, Any]:
@@ -96,6 +98,8 @@ class PyroWorker:
             return [_refused(problem, "input")] * len(cells)
         if self._stopping:
             return [_refused(f"{self.name} is stopping", "stopping")] * len(cells)
+        if self.walltime and (late := self.walltime.refusal(str(task), len(cells))):
+            return [_refused(f"{self.name} is stopping: {late}", "stopping")] * len(cells)
         if not self._busy.acquire(blocking=False):
             current = self._current or {}
             message = (
@@ -138,7 +142,11 @@ class PyroWorker:
                 "cells": len(cells),
                 "since": time.time(),
             }
+            oom_before = oom.oom_kills()
             outcomes = self._executor.run_batch(jobs, float(run["timeout"]))
+            outcomes = oom.explain(outcomes, oom_before)
+            if self.walltime:
+                self.walltime.record(task, outcomes)
             self._done += len(cells)
             return outcomes
         finally:
@@ -190,6 +198,17 @@ class PyroWorker:
         """Wait until the running call has answered (bounded)."""
         if self._busy.acquire(timeout=timeout):
             self._busy.release()
+
+    def watch_idle(self, limit: float, stop: Any, stopped: threading.Event) -> None:
+        """Stop the daemon once no manager has called it for ``limit`` seconds.
+
+        For a pool started for one run (``--exit-when-idle``): if that run's manager dies,
+        even by SIGKILL, the workers leave by themselves and their batch jobs end.
+        """
+        while not stopped.wait(min(1.0, limit / 4)):
+            if time.monotonic() - self._last_contact > limit:
+                LOG.warning("%s: no manager for %g s: leaving", self.name, limit)
+                return stop()
 
     def watch_contact(self, stopped: threading.Event) -> None:
         """Abandon a task when the manager has been silent for ``abandon_after`` seconds.
@@ -246,10 +265,13 @@ def serve(
     die_with_stdin: bool = False,
     ready: threading.Event | None = None,
     orphan_after: float = 0.0,
+    exit_when_idle: float = 0.0,
 ) -> None:
     """Run a worker daemon until SIGTERM (or end of stdin with ``die_with_stdin``).
 
-    With ``orphan_after`` > 0 it also stops once the nameserver has been unreachable that long.
+    With ``orphan_after`` > 0 it also stops once the nameserver has been unreachable that long;
+    with ``exit_when_idle`` > 0 once no manager has called it that long. In a batch job with a
+    time limit it leaves before that limit (see ``walltime.py``).
     """
     in_main_thread = threading.current_thread() is threading.main_thread()
     stop_asked = threading.Event()
@@ -278,7 +300,7 @@ def serve(
         raise WorkerError(
             f"cannot listen on {bind_host} ({exc.strerror}); give --host an address of this machine"
         ) from exc
-    host_label = (name or "").rsplit(".", 1)[0] or socket.gethostname().split(".")[0]
+    host_label = _host_label(name)
     full_name = _register(ns, daemon, executor, host_label, name, run)
     LOG.info("worker %s listening at %s (pid %d)", full_name, bind_host, os.getpid())
 
@@ -302,6 +324,13 @@ def serve(
         stop()
     if die_with_stdin:
         threading.Thread(target=_wait_for_eof, args=(stop,), daemon=True).start()
+    if exit_when_idle > 0:
+        idle = (exit_when_idle, stop, stopped)
+        threading.Thread(target=worker.watch_idle, args=idle, daemon=True).start()
+    worker.walltime = Walltime.of_this_job()
+    if worker.walltime is not None:
+        LOG.info("batch job ends in %.0f s", worker.walltime.end - time.time())
+        threading.Thread(target=worker.walltime.watch, args=(stop,), daemon=True).start()
     leaving = threading.Event()  # set once the daemon stops serving: never register again
     if orphan_after > 0:
         uri = daemon.uriFor(full_name)
@@ -386,6 +415,14 @@ def _short_of_disk(run: dict[str, Any]) -> str | None:
     return None
 
 
+def _host_label(name: str | None) -> str:
+    """The host a worker says it runs on: from its name ``<host>.<n>``, else this machine's
+    (a SLURM worker, ``slurm-<job>_<task>``, says its node)."""
+    if name and "." in name:
+        return name.rsplit(".", 1)[0]
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname().split(".")[0]
+
+
 def _metadata(host_label: str) -> set[str]:
     return {"clusterfarm.worker", f"host={host_label}", f"pid={os.getpid()}"}
 
@@ -415,7 +452,7 @@ def _watch_nameserver(
                 except Pyro5.errors.NamingError:
                     if leaving.is_set():
                         return  # it unregistered itself on the way out
-                    host_label = full_name.removeprefix(WORKER_PREFIX).rsplit(".", 1)[0]
+                    host_label = _host_label(full_name.removeprefix(WORKER_PREFIX))
                     ns.register(full_name, uri, safe=True, metadata=_metadata(host_label))
                     LOG.warning("the nameserver had forgotten %s: registered again", full_name)
                     registered = str(uri)

@@ -66,6 +66,13 @@ def nameserver(host: str | None, port: int | None) -> None:
     metavar="SECONDS",
     help="Exit after this long without a nameserver; 0: never (default: [workers] orphan_after).",
 )
+@click.option(
+    "--exit-when-idle",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    metavar="SECONDS",
+    help="Exit once no manager has called for this long; 0: never (a pool started for one run).",
+)
 @common
 def worker(
     host: str | None,
@@ -74,6 +81,7 @@ def worker(
     log_file: str | None,
     die_with_stdin: bool,
     orphan_after: float | None,
+    exit_when_idle: float,
 ) -> None:
     """Run one worker daemon in the foreground, registered with the nameserver."""
     from clusterfarm import worker as worker_module
@@ -90,7 +98,16 @@ def worker(
         ns_port = int(port_text)
     bind = host or address_towards(ns_host, ns_port)
     orphan = config.workers.orphan_after if orphan_after is None else orphan_after
-    worker_module.serve(config, bind, name, ns_host, ns_port, die_with_stdin, orphan_after=orphan)
+    worker_module.serve(
+        config,
+        bind,
+        name,
+        ns_host,
+        ns_port,
+        die_with_stdin,
+        orphan_after=orphan,
+        exit_when_idle=exit_when_idle,
+    )
 
 
 @cli.command()
@@ -100,8 +117,12 @@ def workers(as_json: bool) -> None:
     """List the workers registered with the nameserver and what they are doing."""
     from clusterfarm.roster import describe_workers, workers_table
 
-    config = settings().nameserver
-    described = describe_workers(config.host, config.port)
+    config = settings()
+    described = describe_workers(config.nameserver.host, config.nameserver.port)
+    if config.launcher == "slurm":
+        from clusterfarm.launchers.slurm.launcher import SlurmLauncher, with_jobs
+
+        described = with_jobs(described, SlurmLauncher(config).jobs())
     click.echo(json.dumps(described) if as_json else workers_table(described))
 
 
@@ -168,6 +189,33 @@ def _report_hosts(launcher: Any, action: str, call: Callable[[], object]) -> int
     return EXIT_OK
 
 
+def _slurm_action(action: str, call: Callable[[Any], object], grace: float | None = None) -> int:
+    """start-workers / stop-workers with the SLURM launcher: a row per worker job, then a
+    summary line (or one ``Error:`` line)."""
+    from clusterfarm.errors import EXIT_INFRA, LaunchError
+    from clusterfarm.launchers.slurm.launcher import STOP_GRACE, SlurmLauncher, rows_table
+    from clusterfarm.logs import setup_logging
+
+    config = settings()
+    setup_logging(config, verbose=_options["verbose"])
+    launcher = SlurmLauncher(config, grace=STOP_GRACE if grace is None else grace)
+    try:
+        call(launcher)
+    except LaunchError as exc:
+        if launcher.rows:
+            click.echo(rows_table(launcher.rows))
+        click.echo(f"Error: {action}-workers: {exc}", err=True)
+        return EXIT_INFRA
+    click.echo(rows_table(launcher.rows))
+    if action == "stop":
+        click.echo(f"no worker job of {launcher.job_name} left in the queue")
+    else:
+        pending = sum(row.state == "pending" for row in launcher.rows)
+        if pending:
+            click.echo(f"{pending} worker job(s) still pending: they register when they start")
+    return EXIT_OK
+
+
 @cli.command("start-workers")
 @_ssh_options
 @_accept_new_host_keys
@@ -176,10 +224,13 @@ def _report_hosts(launcher: Any, action: str, call: Callable[[], object]) -> int
 def start_workers(
     host_names: str | None, connect_timeout: float, accept_new_host_keys: bool, timeout: float
 ) -> int:
-    """SSH to every host in parallel, start its worker daemons, wait until they are registered."""
+    """Start the worker daemons (SSH to every host, or one SLURM job array); wait until they
+    are registered."""
     from clusterfarm.launchers.ssh.launcher import SSHLauncher
 
     config = settings()
+    if config.launcher == "slurm":
+        return _slurm_action("start", lambda launcher: launcher.start(timeout))
     hosts = _ssh_hosts(config, host_names)
     launcher = SSHLauncher(config, hosts, accept_new_host_keys, connect_timeout)
     return _report_hosts(launcher, "start", lambda: launcher.start(timeout))
@@ -190,10 +241,13 @@ def start_workers(
 @_seconds("--grace", 10.0, "How long workers get to end after SIGTERM before SIGKILL.", True)
 @common
 def stop_workers(host_names: str | None, connect_timeout: float, grace: float) -> int:
-    """SSH to every host, stop the worker daemons started there, forget their names."""
+    """Stop the worker daemons (SSH to every host, or cancel the SLURM jobs), forget their
+    names."""
     from clusterfarm.launchers.ssh.launcher import SSHLauncher
 
     config = settings()
+    if config.launcher == "slurm":
+        return _slurm_action("stop", lambda launcher: launcher.stop(), grace)
     hosts = _ssh_hosts(config, host_names)
     launcher = SSHLauncher(config, hosts, connect_timeout=connect_timeout, grace=grace)
     return _report_hosts(launcher, "stop", launcher.stop)
@@ -204,13 +258,20 @@ def stop_workers(host_names: str | None, connect_timeout: float, grace: float) -
 @_accept_new_host_keys
 @common
 def doctor(host_names: str | None, connect_timeout: float, accept_new_host_keys: bool) -> int:
-    """Check every host before a run; one row per check, with a hint for each failure."""
+    """Check every host (or, with SLURM, a compute node) before a run; one row per check, with
+    a hint for each failure."""
     from clusterfarm.launchers.preflight import checks_table
-    from clusterfarm.launchers.ssh.doctor import diagnose
 
     config = settings()
-    hosts = _ssh_hosts(config, host_names)
-    checks = diagnose(config, hosts, accept_new_host_keys, connect_timeout)
+    if config.launcher == "slurm":
+        from clusterfarm.launchers.slurm.doctor import diagnose_node
+
+        checks = diagnose_node(config)
+    else:
+        from clusterfarm.launchers.ssh.doctor import diagnose
+
+        hosts = _ssh_hosts(config, host_names)
+        checks = diagnose(config, hosts, accept_new_host_keys, connect_timeout)
     click.echo(checks_table(checks))
     return EXIT_FAILED if any(check.ok is not True for check in checks) else EXIT_OK
 

@@ -22,6 +22,7 @@ from clusterfarm.settings import Host
 
 LOG = logging.getLogger("clusterfarm.launchers")
 START_TIMEOUT = 30.0  # seconds for started workers to register
+SETUP_FAILED = 97  # exit status of the shell when the setup line failed
 
 
 class Launcher(Protocol):
@@ -46,6 +47,23 @@ class Launcher(Protocol):
     def log_tail(self, worker: str, lines: int) -> str:
         """The last ``lines`` lines of ``worker``'s log."""
         ...
+
+
+def setup_then(setup: str, setup_key: str, line: str) -> str:
+    """Shell text that runs the ``setup`` line (``setup_key`` in the settings), then ``line``.
+
+    A failing setup exits with :data:`SETUP_FAILED` after saying so on stderr.
+    """
+    if not setup.strip():
+        return line
+    # braces, not a subshell: an activated environment must still be there for python
+    return (
+        f"{{ {setup}\n}} </dev/null >&2\n"
+        "cf_status=$?\n"
+        'if [ "$cf_status" -ne 0 ]; then\n'
+        f'  echo "{setup_key} exited with $cf_status" >&2; exit {SETUP_FAILED}\n'
+        f"fi\n{line}"
+    )
 
 
 def tail_file(path: Path, lines: int, hint: str) -> str:

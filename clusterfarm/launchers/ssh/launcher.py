@@ -22,7 +22,13 @@ import Pyro5.errors
 
 from clusterfarm import __version__
 from clusterfarm.errors import LaunchError, NameServerError, UsageError, WorkerError
-from clusterfarm.launchers.base import START_TIMEOUT, HostOutcome, on_hosts
+from clusterfarm.launchers.base import (
+    SETUP_FAILED,
+    START_TIMEOUT,
+    HostOutcome,
+    on_hosts,
+    setup_then,
+)
 from clusterfarm.launchers.ssh.session import CONNECT_TIMEOUT, CommandResult, Remote, connect
 from clusterfarm.nameserver import WorkerEntry, list_workers, locate
 from clusterfarm.settings import Host, Settings, WorkerSettings
@@ -32,22 +38,12 @@ LOG = logging.getLogger("clusterfarm.launchers.ssh")
 HELPER = "clusterfarm.launchers.ssh.daemons"
 STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
 COMMAND_TIMEOUT = 120.0  # one remote command, workers.setup included
-SETUP_FAILED = 97  # exit status of the remote shell when workers.setup failed
 
 
 def remote_command(workers: WorkerSettings, python_args: Sequence[str]) -> str:
     """The shell text that runs ``workers.python ARGS`` on a host, after ``workers.setup``."""
     line = f"exec {workers.python} {shlex.join(python_args)}"
-    if not workers.setup.strip():
-        return line
-    # braces, not a subshell: an activated environment must still be there for python
-    return (
-        f"{{ {workers.setup}\n}} </dev/null >&2\n"
-        "cf_status=$?\n"
-        'if [ "$cf_status" -ne 0 ]; then\n'
-        f'  echo "workers.setup exited with $cf_status" >&2; exit {SETUP_FAILED}\n'
-        f"fi\n{line}"
-    )
+    return setup_then(workers.setup, "workers.setup", line)
 
 
 def remote_failure(host: str, workers: WorkerSettings, result: CommandResult) -> str:
