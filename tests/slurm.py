@@ -28,9 +28,14 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from clusterfarm.launchers.slurm import commands
+from tests.conftest import PLUGIN_SETTINGS, Result, cli_env, run_cli
+from tests.sshd import free_port
 
 CONF = Path("/etc/slurm/slurm.conf")
 CGROUP_CONF = Path("/etc/slurm/cgroup.conf")
@@ -100,7 +105,7 @@ CredType=cred/munge
 MpiDefault=none
 MailProg=/bin/true
 ProctrackType=proctrack/{proctrack}
-TaskPlugin={'task/cgroup' if proctrack == 'cgroup' else 'task/none'}
+TaskPlugin={"task/cgroup" if proctrack == "cgroup" else "task/none"}
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
@@ -258,6 +263,75 @@ def start_cluster() -> SlurmCluster:
         SlurmCluster(proctrack, 0).stop()
         raise
     return SlurmCluster(proctrack, time.monotonic() - began)
+
+
+# -- what a test needs: settings of its own, its jobs, its cleanup --------------------------
+
+LIVENESS = "heartbeat = 0.5\nlost_after = 3\n"
+
+
+class Lab:
+    """A test's settings (its own nameserver port, so its own job name) and its cleanup."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.dir = tmp_path
+        self.port = free_port()
+        self.job_name = f"clusterfarm@127.0.0.1:{self.port}"
+        self.settings = tmp_path / "slurm.toml"
+        self.write()
+
+    def write(self, run: str = "", slurm: str = "", tasks: str = "") -> Path:
+        self.settings.write_text(
+            f'[nameserver]\nhost = "127.0.0.1"\nport = {self.port}\n'
+            f'[run]\nlauncher = "slurm"\nrun_dir = "{self.dir / "run"}"\n{LIVENESS}{run}'
+            f'[workers]\nworkdir = "{self.dir / "work"}"\n'
+            f'[slurm]\npython = "{sys.executable}"\n{slurm or "workers = 2"}\n'
+            f"{PLUGIN_SETTINGS}{tasks}"
+        )
+        return self.settings
+
+    def cli(self, *args: str, timeout: float = 120) -> Result:
+        return run_cli("--settings", str(self.settings), *args, cwd=self.dir, timeout=timeout)
+
+    def run_in_background(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "clusterfarm", "--settings", str(self.settings), "run"]
+            + ["--json", "--progress", "none", *args],
+            cwd=self.dir,
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def jobs(self) -> list[commands.Job]:
+        return commands.queue(self.job_name)
+
+    def worker_processes(self) -> list[int]:
+        """Live processes of this lab's worker daemons (from /proc, by their command line)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                args = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"worker" in args and f"127.0.0.1:{self.port}".encode() in args:
+                found.append(int(entry.name))
+        return found
+
+    def wait_no_jobs(self, timeout: float) -> float:
+        """Wait until none of this lab's jobs is in the queue; return how long it took."""
+        began = time.monotonic()
+        while self.jobs():
+            assert time.monotonic() - began < timeout, f"jobs left: {self.jobs()}"
+            time.sleep(0.1)
+        return time.monotonic() - began
+
+    def cleanup(self) -> None:
+        jobs = self.jobs()
+        if jobs:
+            commands.cancel([job.id for job in jobs])
+            self.wait_no_jobs(60)
 
 
 if __name__ == "__main__":  # python -m tests.slurm [start|stop]: by hand, while debugging

@@ -68,3 +68,12 @@ def fails_on_bad_host(year: int, member: int, ctx: TaskContext) -> None:
     if os.environ.get("CF_TEST_BAD_HOST"):
         raise OSError("disk on fire")
     time.sleep(0.05)
+
+
+@task("hog", version="1", params={"mb": 400}, writes_output=False)
+def hog(year: int, member: int, ctx: TaskContext) -> None:
+    """Allocates ``mb`` MB, 20 MB at a time (past a worker job's --mem, for the OOM test)."""
+    held = []
+    for _ in range(int(ctx.params["mb"]) // 20):
+        held.append(bytearray(20_000_000))  # bytearray(n) writes its n zero bytes: resident
+        time.sleep(0.01)

@@ -1,0 +1,179 @@
+"""The SLURM launcher against a real single-node SLURM (tests/slurm.py): no fakes of sbatch,
+squeue, scancel or scontrol. Root only; the cluster starts once per session (conftest.py).
+
+Each test names its jobs by its own nameserver port (``clusterfarm@127.0.0.1:<port>``), so it
+sees and cleans up only its own, and short liveness settings keep the suite quick.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clusterfarm.launchers.slurm import commands
+from clusterfarm.launchers.slurm.launcher import SlurmLauncher
+from clusterfarm.settings import load_settings
+from tests.slurm import Lab
+
+pytestmark = pytest.mark.slow
+LIVENESS = "heartbeat = 0.5\nlost_after = 3\n"
+
+
+@pytest.fixture
+def lab(slurm_cluster: object, tmp_path: Path) -> Iterator[Lab]:
+    lab = Lab(tmp_path)
+    yield lab
+    lab.cleanup()
+
+
+def wait_until(condition: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def running_workers(lab: Lab) -> list[commands.Job]:
+    return [job for job in lab.jobs() if job.state == "RUNNING"]
+
+
+def report(process: subprocess.Popen[str], timeout: float = 120) -> tuple[int, dict, str]:
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, (json.loads(out) if out.strip() else {}), err
+
+
+# -- start-workers, run, stop-workers ----------------------------------------------------------
+
+
+def test_start_workers_registers_an_array_that_runs_40_cells_and_stop_leaves_nothing(
+    lab: Lab, nameserver_on: object
+) -> None:
+    began = time.monotonic()
+    started = lab.cli("start-workers")
+    registered_after = time.monotonic() - began
+    assert started.code == 0, started.err
+    assert started.out.count("registered") == 2, started.out
+    [array] = {job.array_job for job in lab.jobs()}  # ONE job array
+    assert f"slurm-{array}_0" in started.out and f"slurm-{array}_1" in started.out
+
+    listed = lab.cli("workers", "--json")
+    assert {w["job"] for w in json.loads(listed.out)} == {f"{array}_0", f"{array}_1"}
+
+    ran = lab.cli("run", "--json", "--task", "sleep", "--years", "2000-2003", "--members", "0-9")
+    assert ran.code == 0, ran.err
+    done = json.loads(ran.out)
+    assert done["complete"] == 40 and done["ran"] == 40
+
+    began = time.monotonic()
+    stopped = lab.cli("stop-workers")
+    gone_after = time.monotonic() - began
+    assert stopped.code == 0, stopped.err
+    assert "no worker job" in stopped.out and stopped.out.count("stopped") == 2
+    assert lab.jobs() == [] and lab.worker_processes() == []
+    print(
+        f"start-workers: 2 registered {registered_after:.1f} s after submit; "
+        f"stop-workers: nothing left after {gone_after:.1f} s"
+    )
+
+
+@pytest.fixture
+def nameserver_on(lab: Lab) -> Iterator[object]:
+    """A nameserver at the lab's settings address (start-workers needs one running)."""
+    from clusterfarm.nameserver import NameServer
+
+    server = NameServer("127.0.0.1", lab.port)
+    yield server
+    server.stop()
+
+
+# -- run with its own pool ---------------------------------------------------------------------
+
+
+def test_run_without_workers_submits_its_own_pool_and_leaves_no_job(lab: Lab) -> None:
+    ran = lab.cli("run", "--json", "--task", "sleep", "--years", "2000", "--members", "0-19")
+    assert ran.code == 0, ran.err
+    assert json.loads(ran.out)["complete"] == 20
+    assert lab.jobs() == [] and lab.worker_processes() == []
+
+
+def test_ctrl_c_cancels_the_runs_pool(lab: Lab) -> None:
+    lab.write(tasks="[tasks.sleep]\nseconds = 30\n")
+    process = lab.run_in_background("--task", "sleep", "--years", "2000", "--members", "0-3")
+    wait_until(lambda: len(lab.worker_processes()) >= 2, 30, "two workers")
+    time.sleep(1.0)  # both busy with a cell
+    process.send_signal(signal.SIGINT)
+    code, _, err = report(process, 60)
+    assert code == 130, err
+    assert lab.jobs() == [] and lab.worker_processes() == []
+
+
+def test_sigkilled_manager_leaves_no_job_behind(lab: Lab) -> None:
+    lab.write(tasks="[tasks.sleep]\nseconds = 30\n")
+    process = lab.run_in_background("--task", "sleep", "--years", "2000", "--members", "0-3")
+    wait_until(lambda: len(lab.worker_processes()) >= 2, 30, "two workers")
+    time.sleep(1.0)
+    process.kill()
+    process.communicate()
+    gone_after = lab.wait_no_jobs(3 + 10)  # lost_after + a few seconds
+    wait_until(lambda: not lab.worker_processes(), 5, "worker processes to end")
+    print(f"manager SIGKILLed: its SLURM jobs gone after {gone_after:.1f} s")
+
+
+# -- faults during a run -------------------------------------------------------------------------
+
+
+def test_a_cancelled_worker_job_is_replaced_and_its_cell_redone(lab: Lab) -> None:
+    lab.write(tasks="[tasks.sleep]\nseconds = 1.5\n")
+    process = lab.run_in_background("--task", "sleep", "--years", "2000", "--members", "0-9")
+    wait_until(lambda: len(running_workers(lab)) == 2, 30, "two running workers")
+    time.sleep(2.0)  # both are busy
+    victim = running_workers(lab)[0]
+    subprocess.run(["scancel", victim.id], check=True)
+    code, done, err = report(process)
+    assert code == 0, err
+    assert done["complete"] == 10 and done["progress"]["sleep"]["2000"] == "+" * 10
+    log = (lab.dir / "run" / "logs" / "manager.log").read_text()
+    assert "submitting 1" in log  # the pool was topped up
+
+
+def test_a_task_past_the_memory_limit_fails_saying_out_of_memory(lab: Lab) -> None:
+    lab.write(run="retries = 0\n", slurm='mem = "200M"\nworkers = 1\n')
+    ran = lab.cli("run", "--json", "--task", "hog", "--years", "2000", "--members", "0")
+    assert ran.code == 1, ran.err
+    [failure] = json.loads(ran.out)["failures"]
+    assert "out of memory" in failure["error"], failure
+
+
+def test_why_lost_reads_the_end_of_a_job_from_scontrol(lab: Lab) -> None:
+    script = "#!/bin/bash\nexec sleep 300\n"
+    job = commands.submit([f"--job-name={lab.job_name}", "--array=0", "--output=/dev/null"], script)
+    wait_until(lambda: running_workers(lab), 20, "the job to run")
+    launcher = SlurmLauncher(load_settings(str(lab.settings)))
+    assert launcher.why_lost(f"clusterfarm.worker.slurm-{job}_0") is None  # still running
+    commands.cancel([f"{job}_0"])
+    why = launcher.why_lost(f"clusterfarm.worker.slurm-{job}_0")
+    assert why is not None and "CANCELLED" in why and f"{job}_0" in why
+
+
+def test_a_worker_near_its_time_limit_drains_and_is_replaced(
+    walltime_run: tuple[Lab, subprocess.Popen[str]],
+) -> None:
+    lab, process = walltime_run
+    code, done, err = report(process, 150)
+    assert code == 0, err
+    assert done["complete"] == 5 and done["failure"] == 0 and done["failures"] == []
+    log = (lab.dir / "run" / "logs" / "manager.log").read_text()
+    first = log.split("submitted worker array ", 1)[1].split()[0]
+    # the first workers left on their own before their limit (COMPLETED, not TIMEOUT) ...
+    assert f"worker job {first}_0 ended: COMPLETED" in log
+    assert f"worker job {first}_1 ended: COMPLETED" in log
+    assert "TIMEOUT" not in log
+    # ... and the pool was topped up for the cell they handed back
+    assert "1 cells left and 0 worker jobs: submitting 1" in log
+    assert lab.jobs() == []
