@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from clusterfarm.launchers.slurm import commands
-from clusterfarm.launchers.slurm.launcher import SlurmLauncher
+from clusterfarm.launchers.slurm.launcher import SlurmLauncher, with_jobs
+from clusterfarm.roster import workers_table
 from clusterfarm.settings import load_settings
 from tests.slurm import Lab
 
@@ -30,6 +31,43 @@ def lab(slurm_cluster: object, tmp_path: Path) -> Iterator[Lab]:
     lab = Lab(tmp_path)
     yield lab
     lab.cleanup()
+
+
+def test_workers_rows_carry_job_ids_and_list_queued_jobs_with_their_reason():
+    described = [
+        {
+            **dict.fromkeys(("uri", "pid", "task", "done", "uptime")),
+            **{"name": "clusterfarm.worker.slurm-9_0", "host": "n1", "state": "idle"},
+        }
+    ]
+    jobs = [
+        commands.Job("9", "0", "RUNNING", "None", "n1", 12.0),
+        commands.Job("9", "1", "PENDING", "Resources", "", 0.0),
+    ]
+    rows = with_jobs(described, jobs)
+    assert rows[0]["job"] == "9_0" and rows[0]["state"] == "idle"
+    assert rows[1]["name"] == "clusterfarm.worker.slurm-9_1"
+    assert rows[1]["state"] == "pending (Resources)" and rows[1]["job"] == "9_1"
+    assert "pending (Resources)" in workers_table(rows)
+
+
+def test_squeue_time_used_reads_days_hours_minutes_seconds():
+    assert commands._seconds("0:05") == 5
+    assert commands._seconds("1:02:03") == 3723
+    assert commands._seconds("2-00:00:10") == 2 * 86400 + 10
+
+
+def test_job_script_execs_the_worker_after_the_setup_line(tmp_path: Path) -> None:
+    settings = tmp_path / "s.toml"
+    settings.write_text('[run]\nlauncher = "slurm"\n[slurm]\nsetup = "module load py"\n')
+    launcher = SlurmLauncher(load_settings(str(settings)), exit_when_idle=6)
+    script = launcher.job_script()
+    assert "module load py" in script and "slurm.setup exited with" in script
+    last = script.strip().splitlines()[-1]
+    assert last.startswith("exec python3 -m clusterfarm --settings ")
+    assert '--name "$cf_name"' in last and "--exit-when-idle 6" in last
+    options = launcher.sbatch_options(3)
+    assert "--array=0-2" in options and "--no-requeue" in options
 
 
 def wait_until(condition: object, timeout: float, what: str) -> None:

@@ -162,3 +162,18 @@ def test_batch_time_limit_holds_per_cell_and_later_cells_are_not_started(worker_
 def test_malformed_batches_are_refused(worker_proxy, cells):
     answers = worker_proxy.do_batch("noop", None, cells)
     assert answers and all(a["status"] == "failure" for a in answers)
+
+
+def test_a_worker_started_for_a_run_leaves_once_no_manager_calls(start_worker, nameserver):
+    process = start_worker("test.3", "--exit-when-idle", "1.5")
+    uri = f"PYRONAME:clusterfarm.worker.test.3@{nameserver.host}:{nameserver.port}"
+    with Pyro5.api.Proxy(uri) as worker:
+        for _ in range(10):  # a manager's heartbeats keep it
+            worker.ping()
+            time.sleep(0.3)
+        assert process.poll() is None
+    began = time.monotonic()
+    assert process.wait(10) == 0
+    assert time.monotonic() - began < 4
+    ns = Pyro5.api.locate_ns(host=nameserver.host, port=nameserver.port)
+    assert "clusterfarm.worker.test.3" not in ns.list(prefix="clusterfarm.worker.")
