@@ -12,10 +12,12 @@ Pitfalls this handles (each cost an afternoon somewhere):
 - ``proctrack/cgroup`` (a writable cgroup-v1 freezer) is what makes ``scancel`` end every
   process of a job; ``proctrack/linuxproc`` lets a double-forked process survive, so it is
   only the fallback.
-- A job is only killed for memory if something enforces ``--mem``: here the job accounting
-  poller (``jobacct_gather/linux`` with ``OverMemoryKill``), which ends the whole job step, so
-  the job's state says ``OUT_OF_MEMORY``. (The cgroup memory controller would OOM-kill only
-  the biggest process, the task's child, and leave the job running.)
+- ``--mem`` is only enforced if something enforces it. Here the cgroup-v1 memory controller
+  does (``TaskPlugin=task/cgroup``, ``ConstrainRAMSpace=yes``): the kernel OOM-kills the
+  biggest process of the job, the task's child process, and the worker says "out of memory"
+  from its cgroup's ``oom_kill`` count (the job ends ``OUT_OF_MEMORY`` if it ends after that).
+  ``JobAcctGatherParams=OverMemoryKill`` was tried too: it kills the whole job step, but
+  SLURM 22.05 then records the job as ``FAILED``, not ``OUT_OF_MEMORY``.
 - The node advertises more CPUs than the machine has (``config_overrides``) so several
   one-CPU workers fit on a two-core machine.
 - PID 1 here reaps orphans late: a killed daemon lingers as a zombie, so "alive" reads the
@@ -285,7 +287,10 @@ class Lab:
             f'[nameserver]\nhost = "127.0.0.1"\nport = {self.port}\n'
             f'[run]\nlauncher = "slurm"\nrun_dir = "{self.dir / "run"}"\n{LIVENESS}{run}'
             f'[workers]\nworkdir = "{self.dir / "work"}"\n'
-            f'[slurm]\npython = "{sys.executable}"\n{slurm or "workers = 2"}\n'
+            "[slurm]\n"
+            + ("" if "python =" in slurm else f'python = "{sys.executable}"\n')
+            + ("" if "workers =" in slurm else "workers = 2\n")
+            + f"{slurm}\n"
             f"{PLUGIN_SETTINGS}{tasks}"
         )
         return self.settings

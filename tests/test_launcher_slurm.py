@@ -8,6 +8,7 @@ sees and cleans up only its own, and short liveness settings keep the suite quic
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -107,6 +108,8 @@ def test_start_workers_registers_an_array_that_runs_40_cells_and_stop_leaves_not
     assert ran.code == 0, ran.err
     done = json.loads(ran.out)
     assert done["complete"] == 40 and done["ran"] == 40
+    log = lab.cli("logs", f"slurm-{array}_0")
+    assert log.code == 0 and f"worker clusterfarm.worker.slurm-{array}_0 listening" in log.out
 
     began = time.monotonic()
     stopped = lab.cli("stop-workers")
@@ -128,6 +131,43 @@ def nameserver_on(lab: Lab) -> Iterator[object]:
     server = NameServer("127.0.0.1", lab.port)
     yield server
     server.stop()
+
+
+def test_start_workers_shows_a_job_held_by_max_running_as_pending_with_its_reason(
+    lab: Lab, nameserver_on: object
+) -> None:
+    lab.write(slurm="workers = 2\nmax_running = 1\n")
+    started = lab.cli("start-workers", "--timeout", "3")
+    assert started.code == 0, started.err
+    assert started.out.count("registered") == 1, started.out
+    assert re.search(r"slurm-\d+_1 +\d+_1 +pending +reason: JobArrayTaskLimit", started.out)
+    assert "1 worker job(s) still pending" in started.out
+    listed = json.loads(lab.cli("workers", "--json").out)
+    assert sorted(w["state"] for w in listed) == ["idle", "pending (JobArrayTaskLimit)"]
+    assert lab.cli("stop-workers").code == 0
+    assert lab.jobs() == [] and lab.worker_processes() == []
+
+
+def test_a_job_that_runs_but_never_registers_is_one_clear_line(
+    lab: Lab, nameserver_on: object
+) -> None:
+    lab.write(slurm='workers = 1\npython = "/opt/no/python3"\n')
+    started = lab.cli("start-workers")
+    assert started.code == 3
+    [line] = started.err.strip().splitlines()
+    assert line.startswith("Error: start-workers: slurm-") and "never registered" in line
+    assert "/opt/no/python3" in line and "[slurm] python" in line
+
+
+def test_doctor_checks_a_compute_node_with_one_short_job(lab: Lab, nameserver_on: object) -> None:
+    (lab.dir / "data").mkdir()
+    lab.write(run=f'data_dir = "{lab.dir / "data"}"\n')
+    checked = lab.cli("doctor")
+    assert checked.code == 0, checked.out + checked.err
+    for check in ("sbatch", "python", "clusterfarm", "data_dir", "disk", "nameserver"):
+        assert f"{check}" in checked.out
+    assert "FAIL" not in checked.out and "ran on localhost" in checked.out
+    assert lab.jobs() == []
 
 
 # -- run with its own pool ---------------------------------------------------------------------
@@ -180,6 +220,20 @@ def test_a_cancelled_worker_job_is_replaced_and_its_cell_redone(lab: Lab) -> Non
     assert "submitting 1" in log  # the pool was topped up
 
 
+def test_a_worker_killed_under_slurm_is_lost_and_its_cell_says_what_slurm_saw(lab: Lab) -> None:
+    lab.write(run="retries = 0\n", slurm="workers = 1\n", tasks="[tasks.sleep]\nseconds = 30\n")
+    process = lab.run_in_background("--task", "sleep", "--years", "2000", "--members", "0")
+    wait_until(lambda: running_workers(lab), 30, "a running worker")
+    time.sleep(2.0)  # busy with the cell
+    [victim] = running_workers(lab)
+    subprocess.run(["scancel", "--batch", "--signal=KILL", victim.id], check=True)
+    code, done, err = report(process)
+    assert code == 1, err
+    [failure] = done["failures"]
+    assert failure["error_kind"] == "lost"
+    assert f"its SLURM job {victim.id} ended FAILED" in failure["error"]
+
+
 def test_a_task_past_the_memory_limit_fails_saying_out_of_memory(lab: Lab) -> None:
     lab.write(run="retries = 0\n", slurm='mem = "200M"\nworkers = 1\n')
     ran = lab.cli("run", "--json", "--task", "hog", "--years", "2000", "--members", "0")
@@ -207,10 +261,9 @@ def test_a_worker_near_its_time_limit_drains_and_is_replaced(
     assert code == 0, err
     assert done["complete"] == 5 and done["failure"] == 0 and done["failures"] == []
     log = (lab.dir / "run" / "logs" / "manager.log").read_text()
-    first = log.split("submitted worker array ", 1)[1].split()[0]
     # the first workers left on their own before their limit (COMPLETED, not TIMEOUT) ...
-    assert f"worker job {first}_0 ended: COMPLETED" in log
-    assert f"worker job {first}_1 ended: COMPLETED" in log
+    ended = re.search(r"worker job (\d+)_0 ended: COMPLETED", log)
+    assert ended and f"worker job {ended.group(1)}_1 ended: COMPLETED" in log
     assert "TIMEOUT" not in log
     # ... and the pool was topped up for the cell they handed back
     assert "1 cells left and 0 worker jobs: submitting 1" in log

@@ -136,7 +136,7 @@ class SlurmLauncher:
                 f"slurm: sbatch refused the worker array ({str(exc).partition('(')[2][:-1]}); "
                 "check [slurm] partition, account, qos, time, mem and sbatch_args"
             ) from exc
-        LOG.info("submitted worker array %s (%d tasks)", job, count)
+        LOG.debug("submitted worker array %s (%d tasks)", job, count)
         return job
 
     def jobs(self) -> list[Job]:
