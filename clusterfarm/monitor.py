@@ -58,8 +58,9 @@ class Monitor(threading.Thread):
             proxy._pyroRelease()
 
     def _check_busy(self) -> None:
-        # idle workers are pinged too: a pool started for one run leaves after a silence
-        for link in self.manager.live_links():
+        # idle workers are pinged too (after the busy ones, which may be lost): a pool started
+        # for one run leaves after a silence
+        for link in sorted(self.manager.live_links(), key=lambda link: not link.cells):
             if self._ping(link):
                 self.manager.seen(link)
             elif link.cells and time.monotonic() - link.last_seen > self.lost_after:
