@@ -269,7 +269,7 @@ def start_cluster() -> SlurmCluster:
 
 # -- what a test needs: settings of its own, its jobs, its cleanup --------------------------
 
-LIVENESS = "heartbeat = 0.5\nlost_after = 3\n"
+LIVENESS = "heartbeat = 0.5\nlost_after = 2\n"
 
 
 class Lab:

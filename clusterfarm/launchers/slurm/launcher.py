@@ -36,7 +36,7 @@ LOG = logging.getLogger("clusterfarm.launchers.slurm")
 STOP_GRACE = 10.0  # seconds workers get to hand back their cells after SIGTERM
 GONE_TIMEOUT = 60.0  # seconds for cancelled jobs to leave the queue
 KEEP_EVERY = 2.0  # seconds between two looks at the pool while a run goes on
-WHY_WAIT = 4.0  # seconds to wait for a lost worker's job to reach its final state
+WHY_WAIT = 2.0  # seconds to wait for a lost worker's job to reach its final state
 _EXPLAIN = {
     "OUT_OF_MEMORY": "ran out of memory; give the workers more with [slurm] mem",
     "TIMEOUT": "hit its time limit ([slurm] time)",
@@ -77,6 +77,7 @@ class SlurmLauncher:
         self._jobs: list[Job] = []  # what squeue said last
         self._seen_at = 0.0  # time.monotonic() of that
         self._failed_starts = 0
+        self._max_failed_starts = max(3, self.slurm.workers)  # then stop replacing workers
         self._keeper: threading.Thread | None = None
         self._keeping = threading.Event()
 
@@ -178,7 +179,9 @@ class SlurmLauncher:
             waiting = [job for job in jobs if job.worker not in registered]
             if not waiting or time.monotonic() > deadline:
                 self.rows = self._rows(known.values(), registered, [])
-                running = [job for job in waiting if job.state not in ("PENDING",)]
+                # one that ran most of the wait and is still not there will not be (a booting
+                # node, or a slow shared file system, may still be starting the others)
+                running = [j for j in waiting if j.state == "RUNNING" and j.used >= timeout / 2]
                 if running:
                     raise LaunchError(
                         f"slurm: {', '.join(j.worker for j in running)} running but not "
@@ -319,7 +322,7 @@ class SlurmLauncher:
         missing = min(self.slurm.workers, cells_left) - len(jobs)
         if missing <= 0:
             return
-        if self._failed_starts >= max(3, self.slurm.workers):
+        if self._failed_starts >= self._max_failed_starts:
             LOG.error("not replacing workers: %d worker jobs failed", self._failed_starts)
             return
         LOG.info("%d cells left and %d worker jobs: submitting %d", cells_left, len(jobs), missing)
@@ -336,12 +339,10 @@ class SlurmLauncher:
             self._failed_starts += 1
 
     def expecting(self) -> bool:
-        """True while a worker job is queued or just started (it will register)."""
-        fresh = time.monotonic() - self._seen_at < 3 * KEEP_EVERY + commands.COMMAND_TIMEOUT
-        return fresh and any(
-            job.state in ("PENDING", "CONFIGURING") or job.used < START_TIMEOUT
-            for job in self._jobs
-        )
+        """True while this launcher keeps the pool: an ended worker is replaced (unless worker
+        jobs keep failing), so a moment without a live worker is no reason to give up."""
+        keeping = self._keeper is not None and not self._keeping.is_set()
+        return keeping and self._failed_starts < self._max_failed_starts
 
     def why_lost(self, worker: str) -> str | None:
         """Why ``worker``'s job ended, from ``scontrol show job`` (None: it still runs)."""
