@@ -305,7 +305,8 @@ def _slurm_pool(
         finally:
             launcher.stop_keeping()
             try:
-                launcher.stop()
+                if launcher.submitted:
+                    launcher.stop()
             except LaunchError as exc:
                 LOG.error("the run's SLURM workers may be left: %s", exc)
     finally:

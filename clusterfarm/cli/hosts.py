@@ -189,6 +189,14 @@ def _report_hosts(launcher: Any, action: str, call: Callable[[], object]) -> int
     return EXIT_OK
 
 
+def _no_hosts_with_slurm(host_names: str | None) -> None:
+    if host_names:
+        raise UsageError(
+            f"--hosts {host_names}: [run] launcher is slurm, which has no hosts; "
+            "drop --hosts, or set [run] launcher"
+        )
+
+
 def _slurm_action(action: str, call: Callable[[Any], object], grace: float | None = None) -> int:
     """start-workers / stop-workers with the SLURM launcher: a row per worker job, then a
     summary line (or one ``Error:`` line)."""
@@ -230,6 +238,7 @@ def start_workers(
 
     config = settings()
     if config.launcher == "slurm":
+        _no_hosts_with_slurm(host_names)
         return _slurm_action("start", lambda launcher: launcher.start(timeout))
     hosts = _ssh_hosts(config, host_names)
     launcher = SSHLauncher(config, hosts, accept_new_host_keys, connect_timeout)
@@ -247,6 +256,7 @@ def stop_workers(host_names: str | None, connect_timeout: float, grace: float) -
 
     config = settings()
     if config.launcher == "slurm":
+        _no_hosts_with_slurm(host_names)
         return _slurm_action("stop", lambda launcher: launcher.stop(), grace)
     hosts = _ssh_hosts(config, host_names)
     launcher = SSHLauncher(config, hosts, connect_timeout=connect_timeout, grace=grace)
@@ -266,6 +276,7 @@ def doctor(host_names: str | None, connect_timeout: float, accept_new_host_keys:
     if config.launcher == "slurm":
         from clusterfarm.launchers.slurm.doctor import diagnose_node
 
+        _no_hosts_with_slurm(host_names)
         checks = diagnose_node(config)
     else:
         from clusterfarm.launchers.ssh.doctor import diagnose

@@ -74,6 +74,7 @@ class SlurmLauncher:
         self.exit_when_idle = exit_when_idle
         self.grace = grace
         self.rows: list[WorkerRow] = []
+        self.submitted: list[str] = []  # array jobs this object submitted
         self._jobs: list[Job] = []  # what squeue said last
         self._seen_at = 0.0  # time.monotonic() of that
         self._failed_starts = 0
@@ -138,6 +139,7 @@ class SlurmLauncher:
                 "check [slurm] partition, account, qos, time, mem and sbatch_args"
             ) from exc
         LOG.debug("submitted worker array %s (%d tasks)", job, count)
+        self.submitted.append(job)
         return job
 
     def jobs(self) -> list[Job]:
