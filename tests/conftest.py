@@ -251,4 +251,7 @@ def _start_walltime_run_early(request: pytest.FixtureRequest) -> None:
 
     # without SLURM the test itself skips, saying why; skipping here would skip every test
     if not slurm_missing() and any(item.name == WALLTIME_TEST for item in request.session.items):
-        request.getfixturevalue("walltime_run")
+        try:
+            request.getfixturevalue("walltime_run")
+        except Exception:  # a cluster that does not start fails the SLURM tests, not all
+            pass
