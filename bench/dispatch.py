@@ -49,7 +49,7 @@ GOALS = {
 
 def clusterfarm_figures(work: Path) -> dict[str, float]:
     """Measure clusterfarm: the whole local-mode command, then runs on pre-started workers."""
-    from clusterfarm.launcher import LocalLauncher
+    from clusterfarm.launchers.local import LocalLauncher
     from clusterfarm.nameserver import NameServer
 
     figures: dict[str, float] = {}

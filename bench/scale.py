@@ -273,6 +273,7 @@ def rerun(work: Path, args: list[str]) -> None:
 
 def median_time(command: list[str], cwd: Path) -> float:
     """Median wall time of ``command`` as a whole process."""
+
     def once() -> None:
         subprocess.run(command, cwd=cwd, check=True, capture_output=True)
 

@@ -41,6 +41,13 @@ class WorkerLeft:
 
 
 @dataclass(frozen=True)
+class WorkersPending:
+    """Worker jobs queued by a batch system, each with the scheduler's reason (Resources...)."""
+
+    workers: tuple[tuple[str, str], ...]  # (worker name, reason)
+
+
+@dataclass(frozen=True)
 class HostQuarantined:
     """A host whose workers kept failing rests for ``seconds``."""
 
@@ -57,4 +64,4 @@ class WorkerNote:
     note: str
 
 
-Event = CellsChanged | WorkerJoined | WorkerLeft | HostQuarantined | WorkerNote
+Event = CellsChanged | WorkerJoined | WorkerLeft | HostQuarantined | WorkerNote | WorkersPending

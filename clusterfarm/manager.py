@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from clusterfarm.breaker import HostBreaker
 from clusterfarm.dispatcher import (
@@ -59,6 +60,18 @@ LOG = logging.getLogger("clusterfarm.manager")
 BATCH_SECONDS = 0.2
 MAX_CALL_RATE = 500.0
 MAX_BATCH = 64
+
+
+class LauncherHooks(Protocol):
+    """What the manager asks of the launcher that started its workers (a batch system's)."""
+
+    def expecting(self) -> bool:
+        """True while workers are queued or starting: no live worker is no reason to give up."""
+        ...
+
+    def why_lost(self, worker: str) -> str | None:
+        """Why ``worker`` went (e.g. its job ran out of memory), or None when not known."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -99,8 +112,10 @@ class Manager:
         config: RunConfig,
         on_event: Callable[[Event], None] = lambda event: None,
         discover: Callable[[], list[WorkerEntry]] | None = None,
+        launcher: LauncherHooks | None = None,
     ) -> None:
         self.schedule = schedule
+        self._launcher = launcher
         self.config = config
         self.spec = config.spec
         self.guard = config.guard
@@ -214,6 +229,8 @@ class Manager:
             missing = self._tasks_nobody_runs()
             if not missing:
                 return None
+            if self._launcher is not None and self._launcher.expecting():
+                return None  # workers are queued or starting (a batch system): wait for them
             now = time.monotonic()
             if since is None:
                 return now
@@ -517,6 +534,9 @@ class Manager:
 
     def lose(self, link: WorkerLink, reason: str) -> None:
         """Mark ``link`` lost and put its cells back (the running one counts as an attempt)."""
+        if self._launcher is not None and not link.lost:  # before the lock: it may take seconds
+            why = self._launcher.why_lost(link.name)
+            reason = f"{reason}; {why}" if why else reason
         with self._cond:
             if link.lost:
                 return  # the monitor and a lane may both notice

@@ -91,17 +91,20 @@ class Monitor:
             proxy._pyroRelease()
 
     def _quiet_links(self, now: float) -> list[WorkerLink]:
-        """Busy live workers that have not answered for a heartbeat."""
-        return [
+        """Live workers that have not answered for a heartbeat, busy ones first (an idle one
+        is pinged too, so it knows this run still holds it: a pool started for one run
+        leaves after a silence)."""
+        quiet = [
             link
             for link in self.host.links()
-            if link.inflight and link.usable and now - link.last_seen >= self.heartbeat
+            if link.usable and now - link.last_seen >= self.heartbeat
         ]
+        return sorted(quiet, key=lambda link: not link.inflight)
 
     def _judge(self, link: WorkerLink, alive: bool) -> None:
         if alive:
             self.host.seen(link)
-        elif time.monotonic() - link.last_seen > self.lost_after:
+        elif link.inflight and time.monotonic() - link.last_seen > self.lost_after:
             self.host.declare_lost(link, f"no answer to heartbeats for {self.lost_after:g} s")
 
     def _ping(self, link: WorkerLink) -> bool:

@@ -27,16 +27,19 @@ from clusterfarm.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     ClusterFarmError,
+    LaunchError,
+    NameServerError,
     SettingsError,
     StateError,
     StateWriteError,
     UsageError,
     WorkerError,
 )
-from clusterfarm.launcher import LocalLauncher
+from clusterfarm.events import Event, WorkersPending
+from clusterfarm.launchers.local import LocalLauncher
 from clusterfarm.ledger import Ledger, Plan, check_result, describe, needs_files_checked
 from clusterfarm.logs import setup_logging
-from clusterfarm.manager import Manager, RunConfig, RunOutcome
+from clusterfarm.manager import LauncherHooks, Manager, RunConfig, RunOutcome
 from clusterfarm.nameserver import (
     NameServer,
     WorkerDirectory,
@@ -46,7 +49,7 @@ from clusterfarm.nameserver import (
 )
 from clusterfarm.protocol import RunSpec, TaskRef
 from clusterfarm.report import RunReport, read_report
-from clusterfarm.schedule import Task, TaskSchedule, TaskShape
+from clusterfarm.schedule import Status, Task, TaskSchedule, TaskShape
 from clusterfarm.secret import new_secret, use_cluster_secret
 from clusterfarm.settings import Settings
 from clusterfarm.specs import format_spec, parse_spec
@@ -75,7 +78,7 @@ class RunRequest:
     def local_workers(self) -> int | None:
         if self.local is not None:
             return self.local
-        return None if self.settings.hosts else (os.cpu_count() or 1)
+        return (os.cpu_count() or 1) if self.settings.launcher == "local" else None
 
 
 def resolve_task_params(settings: Settings, tasks: list[str]) -> dict[str, dict[str, object]]:
@@ -324,14 +327,15 @@ def _dispatch(
         quarantine_after=run.quarantine_after,
         quarantine_for=run.quarantine_for,
     )
-    with _workers(request) as (workers, discover), _sigterm_interrupts():
+    pool = _workers(request, schedule, board.apply)
+    with pool as (workers, discover, hooks), _sigterm_interrupts():
         if to_check:  # the workers see the data; this machine may not
             _reopen(state, schedule, check_on_workers(workers, spec, plan))
             board.refresh()
         if schedule.is_finished:
             outcome = RunOutcome(0)
         else:
-            outcome = _manage(schedule, state, config, board, workers, discover, view)
+            outcome = _manage(schedule, state, config, board, (workers, discover, hooks), view)
     view.close()
     if outcome.workers_lost and outcome.problem is None:
         LOG.error("all workers lost: %s", ", ".join(outcome.lost))
@@ -343,12 +347,12 @@ def _manage(
     state: RunState,
     config: RunConfig,
     board: Board,
-    workers: list[WorkerEntry],
-    discover: Discover,
+    pool: Pool,
     view: View,
 ) -> RunOutcome:
+    workers, discover, hooks = pool
     writer = StateWriter(state.db, state.path)
-    manager = Manager(schedule, writer, config, board.apply, discover)
+    manager = Manager(schedule, writer, config, board.apply, discover, hooks)
     try:
         return manager.run(workers, tick=view.tick)
     except KeyboardInterrupt:
@@ -359,14 +363,22 @@ def _manage(
 
 
 Discover = Callable[[], list[WorkerEntry]]
+Pool = tuple[list[WorkerEntry], Discover, LauncherHooks | None]
 
 
 @contextlib.contextmanager
-def _workers(request: RunRequest) -> Iterator[tuple[list[WorkerEntry], Discover]]:
+def _workers(
+    request: RunRequest, schedule: TaskSchedule, on_event: Callable[[Event], None]
+) -> Iterator[Pool]:
     """The workers of this run (started here in local mode, else found in the nameserver),
-    and how to look for workers that join or come back later."""
+    how to look for workers that join or come back later, and what the launcher tells."""
     settings = request.settings
     count = request.local_workers
+    if count is None and settings.launcher == "slurm":
+        use_cluster_secret(settings.security, create=True)
+        with _slurm_pool(settings, schedule, on_event) as pool:
+            yield pool
+        return
     if count is None:
         use_cluster_secret(settings.security)
         host, port = settings.nameserver.host, settings.nameserver.port
@@ -377,7 +389,7 @@ def _workers(request: RunRequest) -> Iterator[tuple[list[WorkerEntry], Discover]
                 f"{settings.nameserver.port}; start them with `clusterfarm start-workers` "
                 "or run with --local N"
             )
-        yield workers, WorkerDirectory(host, port)
+        yield workers, WorkerDirectory(host, port), None
         return
     secret = new_secret() if settings.security.auth else None
     set_secret(secret)  # this run's own: nobody else may list or call its workers
@@ -392,10 +404,62 @@ def _workers(request: RunRequest) -> Iterator[tuple[list[WorkerEntry], Discover]
         secret,
     )
     try:
-        yield launcher.start(), WorkerDirectory(nameserver.host, nameserver.port)
+        yield launcher.start(), WorkerDirectory(nameserver.host, nameserver.port), None
     finally:
         launcher.stop()
         nameserver.stop()
+
+
+@contextlib.contextmanager
+def _slurm_pool(
+    settings: Settings, schedule: TaskSchedule, on_event: Callable[[Event], None]
+) -> Iterator[Pool]:
+    """SLURM workers: those registered already (``start-workers``), else a pool of this run.
+
+    The nameserver is the settings' (compute nodes reach it there); if none answers, this
+    process runs it. A pool of this run leaves by itself if the manager dies: its workers
+    exit after ``lost_after`` + ``heartbeat`` without a call, and with them their jobs.
+    """
+    from clusterfarm.launchers.slurm.launcher import SlurmLauncher
+
+    host, port = settings.nameserver.host, settings.nameserver.port
+    own_nameserver = None
+    try:
+        ns = locate(host, port, timeout=2)
+    except NameServerError:
+        own_nameserver = NameServer(host, port)
+        ns = locate(host, port)
+    try:
+        workers = list_workers(ns)
+        if workers:  # someone's start-workers pool: use it, and leave it running
+            yield workers, WorkerDirectory(host, port), SlurmLauncher(settings)
+            return
+        run = settings.run
+        launcher = SlurmLauncher(settings, exit_when_idle=run.lost_after + run.heartbeat)
+        try:
+            workers = launcher.start()
+            LOG.info("SLURM pool: %d workers registered", len(workers))
+            launcher.keep(
+                lambda: _cells_left(schedule),
+                lambda pending: on_event(WorkersPending(tuple(pending))),
+            )
+            yield workers, WorkerDirectory(host, port), launcher
+        finally:
+            launcher.stop_keeping()
+            try:
+                if launcher.submitted:
+                    launcher.stop()
+            except LaunchError as exc:
+                LOG.error("the run's SLURM workers may be left: %s", exc)
+    finally:
+        if own_nameserver is not None:
+            own_nameserver.stop()
+
+
+def _cells_left(schedule: TaskSchedule) -> int:
+    """Cells not final yet (read without the manager's lock: a count, off by one at worst)."""
+    counts = schedule.counts
+    return counts[Status.OUTSTANDING] + counts[Status.WORKING]
 
 
 def _check_data_dir(settings: Settings, tasks: list[str]) -> None:

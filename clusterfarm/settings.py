@@ -26,6 +26,10 @@ LOCAL_FILE = "clusterfarm.toml"
 _SUBSTITUTION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LAUNCHERS = ("auto", "local", "ssh", "slurm")
+# sbatch --time: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS
+_SLURM_TIME = re.compile(r"^(\d+-\d+(:\d+){0,2}|\d+(:\d+){0,2})$")
+_SLURM_MEM = re.compile(r"^\d+[KMGT]?$")
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class RunSettings:
     lost_after: float
     quarantine_after: int
     quarantine_for: float
+    launcher: str = "auto"
 
     @property
     def tasks(self) -> list[str]:
@@ -66,6 +71,21 @@ class WorkerSettings:
     workdir: str
     orphan_after: float
     min_free_mb: float
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    workers: int
+    max_running: int
+    partition: str
+    account: str
+    qos: str
+    time: str
+    cpus_per_worker: int
+    mem: str
+    sbatch_args: tuple[str, ...]
+    setup: str
+    python: str
 
 
 @dataclass(frozen=True)
@@ -113,7 +133,15 @@ class Settings:
     tasks: TaskSettings
     security: SecuritySettings
     logging: LoggingSettings
+    slurm: SlurmSettings
     source: str = "<default>"
+
+    @property
+    def launcher(self) -> str:
+        """The launcher ``[run] launcher`` means: ``auto`` is ``ssh`` with hosts, else ``local``."""
+        if self.run.launcher != "auto":
+            return self.run.launcher
+        return "ssh" if self.hosts else "local"
 
     def with_run(self, **changes: Any) -> Settings:
         """Return a copy with some ``[run]`` values replaced (command line overrides)."""
@@ -142,6 +170,7 @@ _SECTIONS: dict[str, type] = {
     "workers": WorkerSettings,
     "security": SecuritySettings,
     "logging": LoggingSettings,
+    "slurm": SlurmSettings,
 }
 
 
@@ -265,6 +294,10 @@ def _build(cls: type, table: Any, source: str, where: str) -> Any:
 def _typed(value: Any, kind: Any, source: str, where: str) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind == tuple[str, ...]:
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return tuple(value)
+        raise SettingsError(f"{source}: {where} must be a list of strings, not {value!r}")
     if kind in (str, int, float, bool):
         if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
             return value
@@ -333,6 +366,7 @@ def _check_values(settings: Settings) -> None:
     require(settings.workers.per_host >= 1, "workers.per_host", "must be at least 1")
     require(settings.workers.orphan_after >= 0, "workers.orphan_after", "must not be negative")
     require(settings.workers.min_free_mb >= 0, "workers.min_free_mb", "must not be negative")
+    _check_slurm(settings.slurm, require)
     level = settings.logging.level.upper()
     require(level in LOG_LEVELS, "logging.level", f"must be one of {', '.join(LOG_LEVELS)}")
     require(settings.logging.format in ("text", "json"), "logging.format", "must be text or json")
@@ -341,6 +375,25 @@ def _check_values(settings: Settings) -> None:
     if settings.security.tls:
         for key in ("ca", "cert", "key"):
             require(bool(getattr(settings.security, key)), f"security.{key}", "is needed for tls")
+
+
+def _check_slurm(slurm: SlurmSettings, require: Callable[[bool, str, str], None]) -> None:
+    require(slurm.workers >= 1, "slurm.workers", "must be at least 1")
+    require(slurm.max_running >= 0, "slurm.max_running", "must not be negative (0: no limit)")
+    require(slurm.cpus_per_worker >= 1, "slurm.cpus_per_worker", "must be at least 1")
+    require(
+        bool(_SLURM_TIME.match(slurm.time)),
+        "slurm.time",
+        f"{slurm.time!r} is not a SLURM time limit (e.g. 30, 01:00:00 or 1-12:00:00)",
+    )
+    require(
+        not slurm.mem or bool(_SLURM_MEM.match(slurm.mem)),
+        "slurm.mem",
+        f"{slurm.mem!r} is not a SLURM memory size (e.g. 4G or 500M; empty: the default)",
+    )
+    require(bool(slurm.python.strip()), "slurm.python", "must not be empty")
+    for i, arg in enumerate(slurm.sbatch_args):
+        require(arg.startswith("-"), f"slurm.sbatch_args[{i}]", f"{arg!r} is not an option")
 
 
 def check_run(run: RunSettings, name_of: Callable[[str], str]) -> None:
@@ -361,6 +414,11 @@ def check_run(run: RunSettings, name_of: Callable[[str], str]) -> None:
     require(run.quarantine_after >= 1, "quarantine_after", "must be at least 1")
     require(run.quarantine_for >= 0, "quarantine_for", "must not be negative")
     require(bool(run.tasks), "task", "must name at least one task")
+    require(
+        run.launcher in LAUNCHERS,
+        "launcher",
+        f"must be one of {', '.join(LAUNCHERS)} (got {run.launcher!r})",
+    )
     require(bool(run.run_dir), "run_dir", "must not be empty")
     for key in ("years", "members"):
         try:
@@ -385,7 +443,7 @@ def to_toml(settings: Settings) -> str:
     lines += _toml_table("tasks", {"modules": list(settings.tasks.modules)})
     for task, params in settings.tasks.params.items():
         lines += _toml_table(f"tasks.{task}", dict(params))
-    for name in ("security", "logging"):
+    for name in ("security", "logging", "slurm"):
         lines += _toml_table(name, dataclasses.asdict(getattr(settings, name)))
     return "\n".join(lines) + "\n"
 

@@ -23,6 +23,7 @@ from clusterfarm.events import (
     WorkerJoined,
     WorkerLeft,
     WorkerNote,
+    WorkersPending,
 )
 from clusterfarm.ledger import describe
 from clusterfarm.report import RunReport
@@ -114,6 +115,7 @@ class WorkerRow:
     last_error: str | None = None
     gone: bool = False
     note: str | None = None  # what keeps it from taking cells now
+    pending: str | None = None  # a queued batch job: why it waits
 
 
 class Board:
@@ -160,7 +162,10 @@ class Board:
                 for change in event.changes:
                     self._apply_cell(change)
             elif isinstance(event, WorkerJoined):
-                self.workers.setdefault(event.name, WorkerRow(event.host)).gone = False
+                row = self.workers.setdefault(event.name, WorkerRow(event.host))
+                row.host, row.gone, row.pending = event.host, False, None
+            elif isinstance(event, WorkersPending):
+                self._apply_pending(dict(event.workers))
             elif isinstance(event, WorkerLeft):
                 self.workers.setdefault(event.name, WorkerRow("?")).gone = True
                 self.notes.append(f"worker {event.name} left: {event.reason}")
@@ -173,6 +178,13 @@ class Board:
                     f"{event.failures} failures in a row"
                 )
             self.version += 1
+
+    def _apply_pending(self, pending: dict[str, str]) -> None:
+        for name, row in list(self.workers.items()):
+            if row.pending is not None and name not in pending:
+                del self.workers[name]  # it started (and joins soon) or was cancelled
+        for name, reason in pending.items():
+            self.workers.setdefault(name, WorkerRow("-")).pending = reason
 
     def _apply_cell(self, change: CellChange) -> None:
         row = self._rows[(change.task, change.year)]
@@ -311,9 +323,7 @@ class RichView:
             workers.add_row(
                 name.removeprefix("clusterfarm.worker."),
                 row.host,
-                Text("gone", style="red")
-                if row.gone
-                else (row.cell or Text(row.note or "idle", "yellow" if row.note else "dim")),
+                _running(row),
                 str(row.done),
                 Text(row.last_error or "", style="red"),
             )
@@ -337,3 +347,16 @@ def make_view(mode: str, is_terminal: bool) -> View:
     if mode == "plain":
         return PlainView()
     return QuietView()
+
+
+def _running(row: WorkerRow) -> Any:
+    """What the board's "running" column says of a worker (rich is imported lazily)."""
+    from rich.text import Text
+
+    if row.gone:
+        return Text("gone", style="red")
+    if row.pending is not None:
+        return Text(f"pending: {row.pending}", style="yellow")
+    if row.cell is None and row.note is not None:  # leased elsewhere, short of disk...
+        return Text(row.note, style="yellow")
+    return row.cell or Text("idle", "dim")

@@ -29,7 +29,7 @@ from typing import Any
 
 from Pyro5.api import behavior, expose
 
-from clusterfarm import __version__
+from clusterfarm import __version__, oom
 from clusterfarm.executor import Executor
 from clusterfarm.protocol import (
     Answer,
@@ -45,6 +45,7 @@ from clusterfarm.protocol import (
 )
 from clusterfarm.schedule import YEAR
 from clusterfarm.tasks.registry import get_task, params_hash, task_names
+from clusterfarm.walltime import Walltime
 
 LOG = logging.getLogger("clusterfarm.worker")
 IN_FLIGHT = 2  # calls of the leased run the worker accepts at once (one runs, one waits)
@@ -98,8 +99,9 @@ class PyroWorker:
         self.last_contact = time.monotonic()  # any manager's last call
         self._quarantined_until = 0.0
         self.stopping = False
-        self.draining: str | None = None  # why the worker takes no more cells, if it doesn't
+        self.walltime: Walltime | None = None  # set when it runs in a batch job with a limit
         self._disk = DiskCheck()
+        self._oom = oom.OomCounter()
 
     # -- the run's calls --------------------------------------------------------------------
 
@@ -162,8 +164,8 @@ class PyroWorker:
             self.last_contact = now
         if self.stopping:
             return failed(ErrorKind.STOPPING, f"{self.name} is stopping"), None
-        if self.draining:
-            return failed(ErrorKind.DRAINING, f"{self.name}: {self.draining}"), None
+        if self.walltime and (late := self.walltime.refusal(str(task), len(cells))):
+            return failed(ErrorKind.DRAINING, f"{self.name}: {late}"), None
         ref = run.tasks.get(task) if isinstance(task, str) else None
         problem = self._cannot_run(task, ref, cells)
         if problem is not None:
@@ -287,10 +289,10 @@ class PyroWorker:
         """Answer at once: a manager's liveness check (renews its run's lease)."""
         now = time.monotonic()
         with self._lock:
+            self.last_contact = now  # a manager wants this worker
             lease = self._lease
             if lease is not None and lease.run_id == run_id:
                 lease.last_contact = now
-                self.last_contact = now
         return {"name": self.name, "busy": self._current is not None}
 
     @expose
@@ -373,12 +375,12 @@ class PyroWorker:
             "task_pid": self._executor.pid,
             "leased_by": leased,
             "run_id": lease.run_id if leased and lease else None,
-            "draining": self.draining,
+            "draining": self.walltime is not None and self.walltime.leaving.is_set(),
             "versions": versions(),
         }
 
     def _idle_state(self) -> str:
-        if self.draining:
+        if self.walltime is not None and self.walltime.leaving.is_set():
             return "draining"
         return "quarantined" if self._quarantined_until > time.time() else "idle"
 
@@ -410,7 +412,7 @@ class PyroWorker:
         lease = self._lease
         if self._current is None or lease is None:
             return None
-        silence = now - max(lease.last_contact, self.last_contact)
+        silence = now - lease.last_contact  # its own manager's silence, not another's
         return silence if silence > lease.lost_after else None
 
 

@@ -43,6 +43,7 @@ from clusterfarm.transport import (
     configure_pyro,
     raise_open_files_limit,
 )
+from clusterfarm.walltime import Walltime
 from clusterfarm.worker import Own, PyroWorker
 
 LOG = logging.getLogger("clusterfarm.worker")
@@ -62,8 +63,10 @@ class WorkerDaemon:
         die_with_stdin: bool = False,
         orphan_after: float = 0.0,
         log_file: Path | None = None,
+        exit_when_idle: float = 0.0,
     ) -> None:
         self.settings = settings
+        self.exit_when_idle = exit_when_idle
         self.bind_host = bind_host
         self.wanted_name = name
         self.ns_host, self.ns_port = ns_host, ns_port
@@ -154,11 +157,31 @@ class WorkerDaemon:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def start_watchers(self) -> None:
+        assert self.worker is not None
         _thread(self._watch_contact, "watch-contact")
         if self.orphan_after > 0:
             _thread(self._watch_nameserver, "watch-nameserver")
         if self.die_with_stdin:
             _thread(self._wait_for_eof, "watch-stdin")
+        if self.exit_when_idle > 0:
+            _thread(self._watch_idle, "watch-idle")
+        walltime = self.worker.walltime = Walltime.of_this_job()
+        if walltime is not None:
+            LOG.info("batch job ends in %.0f s", walltime.end - time.time())
+            _thread(lambda: walltime.watch(self.stop), "watch-walltime")
+
+    def _watch_idle(self) -> None:
+        """Leave once no manager has called for ``exit_when_idle`` seconds.
+
+        For a pool started for one run: if that run's manager dies, even by SIGKILL, its
+        workers leave by themselves and their batch jobs end.
+        """
+        assert self.worker is not None
+        limit = self.exit_when_idle
+        while not self.leaving.wait(min(1.0, limit / 4)):
+            if not self.worker.busy and time.monotonic() - self.worker.last_contact > limit:
+                LOG.warning("%s: no manager for %g s: leaving", self.full_name, limit)
+                return self.stop()
 
     def _watch_contact(self) -> None:
         assert self.worker is not None
@@ -205,7 +228,7 @@ class WorkerDaemon:
         except Pyro5.errors.NamingError:
             if self.leaving.is_set():
                 return str(uri)  # it unregistered itself on the way out
-            host_label = self.full_name.removeprefix(WORKER_PREFIX).rsplit(".", 1)[0]
+            host_label = host_of(self.full_name.removeprefix(WORKER_PREFIX))
             ns.register(self.full_name, uri, safe=True, metadata=metadata(host_label))
             LOG.warning("the nameserver had forgotten %s: registered again", self.full_name)
             return str(uri)
@@ -271,15 +294,37 @@ def serve(
     ready: threading.Event | None = None,
     orphan_after: float = 0.0,
     log_file: Path | None = None,
+    exit_when_idle: float = 0.0,
 ) -> None:
-    """Run a worker daemon until SIGTERM (or end of stdin with ``die_with_stdin``)."""
+    """Run a worker daemon until SIGTERM (or end of stdin with ``die_with_stdin``).
+
+    With ``orphan_after`` > 0 it also stops after that long without a nameserver or a manager;
+    with ``exit_when_idle`` > 0 once no manager has called it that long. In a batch job with a
+    time limit it leaves before that limit (see ``walltime.py``).
+    """
     daemon = WorkerDaemon(
-        settings, bind_host, name, ns_host, ns_port, die_with_stdin, orphan_after, log_file
+        settings,
+        bind_host,
+        name,
+        ns_host,
+        ns_port,
+        die_with_stdin,
+        orphan_after,
+        log_file,
+        exit_when_idle,
     )
     daemon.install_signals()  # before set-up: a SIGTERM then is kept, not fatal
     daemon.set_up()
     daemon.start_watchers()
     daemon.run(ready)
+
+
+def host_of(name: str | None) -> str:
+    """The host a worker says it runs on: from its name ``<host>.<n>``, else this machine's
+    (a SLURM worker, ``slurm-<job>_<task>``, says its node)."""
+    if name and "." in name:
+        return name.rsplit(".", 1)[0]
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname().split(".")[0]
 
 
 def metadata(host_label: str) -> set[str]:

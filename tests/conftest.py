@@ -222,3 +222,58 @@ def netns_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         for server in servers:
             server.stop()
         lab.close()
+
+
+# -- SLURM: a real single-node cluster (root); helpers in tests/slurm.py ---------------------
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[object]:
+    """A real SLURM cluster on this machine for the whole session; always stopped after."""
+    from tests.slurm import slurm_missing, start_cluster
+
+    if reason := slurm_missing():
+        pytest.skip(reason)
+    cluster = start_cluster()
+    print(f"SLURM ({cluster.proctrack}) ready in {cluster.started_in:.1f} s")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+# The SLURM walltime scenario takes a minute of real time (SLURM's shortest limit) while it
+# mostly waits, so it starts with the session's first test and runs beside the others; its
+# test (in test_launcher_slurm.py) collects it.
+WALLTIME_TEST = "test_a_worker_near_its_time_limit_drains_and_is_replaced"
+
+
+@pytest.fixture(scope="session")
+def walltime_run(
+    slurm_cluster: object, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[object, subprocess.Popen[str]]]:
+    """A run of five 20-second cells on two workers with a 1-minute limit, in the background."""
+    from tests.slurm import Lab
+
+    lab = Lab(tmp_path_factory.mktemp("walltime"))
+    lab.write(slurm='time = "1"\nworkers = 2\n', tasks="[tasks.sleep]\nseconds = 20\n")
+    process = lab.run_in_background("--task", "sleep", "--years", "2000", "--members", "0-4")
+    try:
+        yield lab, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        lab.cleanup()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_walltime_run_early(request: pytest.FixtureRequest) -> None:
+    from tests.slurm import slurm_missing
+
+    # without SLURM the test itself skips, saying why; skipping here would skip every test
+    if not slurm_missing() and any(item.name == WALLTIME_TEST for item in request.session.items):
+        try:
+            request.getfixturevalue("walltime_run")
+        except Exception:  # a cluster that does not start fails the SLURM tests, not all
+            pass

@@ -8,7 +8,13 @@ import pty
 import select
 import sys
 
-from clusterfarm.events import CellChange, CellsChanged, WorkerJoined, WorkerLeft
+from clusterfarm.events import (
+    CellChange,
+    CellsChanged,
+    WorkerJoined,
+    WorkerLeft,
+    WorkersPending,
+)
 from clusterfarm.schedule import TaskSchedule
 from clusterfarm.view import Board, PlainView
 from tests.conftest import cli_env
@@ -37,6 +43,19 @@ def test_board_follows_cell_changes_and_workers():
     assert board.worker_rows()[0][1].gone and board.notes == [
         "worker clusterfarm.worker.a.0 left: lost"
     ]
+
+
+def test_board_shows_queued_worker_jobs_with_their_reason_until_they_join():
+    board = board_for()
+    first, second = "clusterfarm.worker.slurm-7_0", "clusterfarm.worker.slurm-7_1"
+    board.apply(WorkersPending(((first, "Resources"),)))
+    board.apply(WorkersPending(((first, "Priority"), (second, "Priority"))))
+    rows = [(name, row.pending) for name, row in board.worker_rows()]
+    assert rows == [(first, "Priority"), (second, "Priority")]
+    board.apply(WorkerJoined(first, "node17"))
+    board.apply(WorkersPending(()))  # the second was cancelled: its row goes
+    ((name, row),) = board.worker_rows()
+    assert name == first and row.pending is None and row.host == "node17"
 
 
 def test_plain_view_prints_a_block_only_when_something_changed():

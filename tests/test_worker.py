@@ -217,3 +217,18 @@ def test_join_says_which_tasks_and_versions_the_worker_has(worker_proxy):
     answer = join(worker_proxy)
     assert answer["tasks"]["noop"] == "1" and answer["tasks"]["fail_always"] == "1"
     assert answer["version"] and answer["worker"] == "clusterfarm.worker.test.0"
+
+
+def test_a_worker_started_for_a_run_leaves_once_no_manager_calls(start_worker, nameserver):
+    process = start_worker("test.3", "--exit-when-idle", "1")
+    uri = locate(nameserver.host, nameserver.port).lookup("clusterfarm.worker.test.3")
+    with authenticate(Pyro5.api.Proxy(uri)) as worker:
+        for _ in range(6):  # a manager's heartbeats keep it
+            worker.ping()
+            time.sleep(0.3)
+        assert process.poll() is None
+    began = time.monotonic()
+    assert process.wait(10) == 0
+    assert time.monotonic() - began < 3
+    ns = locate(nameserver.host, nameserver.port)
+    assert "clusterfarm.worker.test.3" not in ns.list(prefix="clusterfarm.worker.")

@@ -73,6 +73,13 @@ def nameserver(host: str | None, port: int | None) -> None:
     metavar="SECONDS",
     help="Exit after this long without a nameserver; 0: never (default: [workers] orphan_after).",
 )
+@click.option(
+    "--exit-when-idle",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    metavar="SECONDS",
+    help="Exit once no manager has called for this long; 0: never (a pool started for one run).",
+)
 @common
 def worker(
     host: str | None,
@@ -83,6 +90,7 @@ def worker(
     secret_file: str | None,
     secret_stdin: bool,
     orphan_after: float | None,
+    exit_when_idle: float,
 ) -> None:
     """Run one worker daemon in the foreground, registered with the nameserver."""
     from clusterfarm import worker_daemon
@@ -115,6 +123,7 @@ def worker(
         die_with_stdin,
         orphan_after=orphan,
         log_file=Path(log_file) if log_file else None,
+        exit_when_idle=exit_when_idle,
     )
 
 
@@ -125,8 +134,12 @@ def workers(as_json: bool) -> None:
     """List the workers registered with the nameserver and what they are doing."""
     from clusterfarm.roster import describe_workers, workers_table
 
-    config = settings(secret="read").nameserver
-    described = describe_workers(config.host, config.port)
+    config = settings(secret="read")
+    described = describe_workers(config.nameserver.host, config.nameserver.port)
+    if config.launcher == "slurm":
+        from clusterfarm.launchers.slurm.launcher import SlurmLauncher, with_jobs
+
+        described = with_jobs(described, SlurmLauncher(config).jobs())
     click.echo(json.dumps(described) if as_json else workers_table(described))
 
 
@@ -174,7 +187,7 @@ def _ssh_hosts(config: Settings, host_names: str | None) -> tuple[Host, ...]:
 def _report_hosts(launcher: Any, action: str, call: Callable[[], object]) -> int:
     """Run a launcher action; print one row per host (with its error), then a summary line."""
     from clusterfarm.errors import LaunchError
-    from clusterfarm.launcher import exit_code, outcomes_table
+    from clusterfarm.launchers.base import exit_code, outcomes_table
     from clusterfarm.logs import setup_logging
 
     setup_logging(launcher.settings, verbose=_options["verbose"])
@@ -193,6 +206,41 @@ def _report_hosts(launcher: Any, action: str, call: Callable[[], object]) -> int
     return EXIT_OK
 
 
+def _no_hosts_with_slurm(host_names: str | None) -> None:
+    if host_names:
+        raise UsageError(
+            f"--hosts {host_names}: [run] launcher is slurm, which has no hosts; "
+            "drop --hosts, or set [run] launcher"
+        )
+
+
+def _slurm_action(action: str, call: Callable[[Any], object], grace: float | None = None) -> int:
+    """start-workers / stop-workers with the SLURM launcher: a row per worker job, then a
+    summary line (or one ``Error:`` line)."""
+    from clusterfarm.errors import EXIT_INFRA, LaunchError
+    from clusterfarm.launchers.slurm.launcher import STOP_GRACE, SlurmLauncher, rows_table
+    from clusterfarm.logs import setup_logging
+
+    config = settings()
+    setup_logging(config, verbose=_options["verbose"])
+    launcher = SlurmLauncher(config, grace=STOP_GRACE if grace is None else grace)
+    try:
+        call(launcher)
+    except LaunchError as exc:
+        if launcher.rows:
+            click.echo(rows_table(launcher.rows))
+        click.echo(f"Error: {action}-workers: {exc}", err=True)
+        return EXIT_INFRA
+    click.echo(rows_table(launcher.rows))
+    if action == "stop":
+        click.echo(f"no worker job of {launcher.job_name} left in the queue")
+    else:
+        pending = sum(row.state == "pending" for row in launcher.rows)
+        if pending:
+            click.echo(f"{pending} worker job(s) still pending: they register when they start")
+    return EXIT_OK
+
+
 @cli.command("start-workers")
 @_ssh_options
 @_accept_new_host_keys
@@ -201,11 +249,15 @@ def _report_hosts(launcher: Any, action: str, call: Callable[[], object]) -> int
 def start_workers(
     host_names: str | None, connect_timeout: float, accept_new_host_keys: bool, timeout: float
 ) -> int:
-    """SSH to every host in parallel, start its worker daemons, wait until they are registered."""
-    from clusterfarm.remote import SSHLauncher
+    """Start the worker daemons (SSH to every host, or one SLURM job array); wait until they
+    are registered."""
+    from clusterfarm.launchers.ssh.launcher import SSHLauncher
     from clusterfarm.secret import read_secret
 
     config = settings(secret="create")
+    if config.launcher == "slurm":  # the jobs read the secret from the shared home
+        _no_hosts_with_slurm(host_names)
+        return _slurm_action("start", lambda launcher: launcher.start(timeout))
     hosts = _ssh_hosts(config, host_names)
     secret = read_secret(config.security)
     launcher = SSHLauncher(config, hosts, accept_new_host_keys, connect_timeout, secret=secret)
@@ -217,10 +269,14 @@ def start_workers(
 @_seconds("--grace", 10.0, "How long workers get to end after SIGTERM before SIGKILL.", True)
 @common
 def stop_workers(host_names: str | None, connect_timeout: float, grace: float) -> int:
-    """SSH to every host, stop the worker daemons started there, forget their names."""
-    from clusterfarm.remote import SSHLauncher
+    """Stop the worker daemons (SSH to every host, or cancel the SLURM jobs), forget their
+    names."""
+    from clusterfarm.launchers.ssh.launcher import SSHLauncher
 
     config = settings(secret="read")
+    if config.launcher == "slurm":
+        _no_hosts_with_slurm(host_names)
+        return _slurm_action("stop", lambda launcher: launcher.stop(), grace)
     hosts = _ssh_hosts(config, host_names)
     launcher = SSHLauncher(config, hosts, connect_timeout=connect_timeout, grace=grace)
     return _report_hosts(launcher, "stop", launcher.stop)
@@ -231,12 +287,21 @@ def stop_workers(host_names: str | None, connect_timeout: float, grace: float) -
 @_accept_new_host_keys
 @common
 def doctor(host_names: str | None, connect_timeout: float, accept_new_host_keys: bool) -> int:
-    """Check every host before a run; one row per check, with a hint for each failure."""
-    from clusterfarm.doctor import checks_table, diagnose
+    """Check every host (or, with SLURM, a compute node) before a run; one row per check, with
+    a hint for each failure."""
+    from clusterfarm.launchers.preflight import checks_table
 
     config = settings(secret="read")
-    hosts = _ssh_hosts(config, host_names)
-    checks = diagnose(config, hosts, accept_new_host_keys, connect_timeout)
+    if config.launcher == "slurm":
+        from clusterfarm.launchers.slurm.doctor import diagnose_node
+
+        _no_hosts_with_slurm(host_names)
+        checks = diagnose_node(config)
+    else:
+        from clusterfarm.launchers.ssh.doctor import diagnose
+
+        hosts = _ssh_hosts(config, host_names)
+        checks = diagnose(config, hosts, accept_new_host_keys, connect_timeout)
     click.echo(checks_table(checks))
     return EXIT_FAILED if any(check.ok is not True for check in checks) else EXIT_OK
 
@@ -276,7 +341,7 @@ def certs(out: str, host_names: str | None, force: bool) -> None:
 @common
 def logs(worker: str, lines: int, run_dir: str | None) -> None:
     """Show the end of WORKER's log (e.g. berlin.0), over SSH for a remote host."""
-    from clusterfarm.worker_logs import worker_log_tail
+    from clusterfarm.launchers.logs import worker_log_tail
 
     config = settings()
     if run_dir is not None:

@@ -128,3 +128,12 @@ def list_summary(year: int, member: int, ctx: TaskContext) -> list[int]:
 @task("huge_summary", version="1", writes_output=False)
 def huge_summary(year: int, member: int, ctx: TaskContext) -> dict[str, str]:
     return {"everything": "x" * 1_000_000}
+
+
+@task("hog", version="1", params={"mb": 400}, writes_output=False)
+def hog(year: int, member: int, ctx: TaskContext) -> None:
+    """Allocates ``mb`` MB, 20 MB at a time (past a worker job's --mem, for the OOM test)."""
+    held = []
+    for _ in range(int(ctx.params["mb"]) // 20):
+        held.append(bytearray(20_000_000))  # bytearray(n) writes its n zero bytes: resident
+        time.sleep(0.01)

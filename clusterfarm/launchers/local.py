@@ -1,48 +1,27 @@
-"""Start and stop worker daemons: local subprocesses (local mode) or over SSH on the hosts.
-
-Both launchers are driven the same way (:class:`Launcher`): ``start`` returns the registered
-workers, ``stop`` ends them; this module holds the interface, the per-host outcomes and the
-local launcher, ``remote.py`` the SSH one (so local mode never loads paramiko).
+"""The local launcher: ``run``'s own worker daemons as subprocesses of this machine.
 
 Local workers get a pipe from this process as stdin and exit when it closes, so they die with
 the manager even if it is SIGKILLed; they run in their own session so a Ctrl-C in the
-terminal reaches only the manager, which then stops them in order.
+terminal reaches only the manager, which then stops them in order. A worker ``local.<n>``
+logs to ``{run_dir}/logs/local.<n>.log``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
-from clusterfarm.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, ClusterFarmError, WorkerError
+from clusterfarm.errors import WorkerError
+from clusterfarm.launchers.base import START_TIMEOUT, tail_file
 from clusterfarm.nameserver import WorkerEntry, list_workers, locate
-from clusterfarm.settings import Host
+from clusterfarm.transport import WORKER_PREFIX
 
-LOG = logging.getLogger("clusterfarm.launcher")
 LOCAL_HOST = "local"
-START_TIMEOUT = 30.0  # seconds for started workers to register
-
-
-class Launcher(Protocol):
-    """Starts a set of worker daemons and stops them again."""
-
-    def start(self, timeout: float = START_TIMEOUT) -> list[WorkerEntry]:
-        """Start the workers, wait until they are registered; return them."""
-        ...
-
-    def stop(self) -> None:
-        """Stop the workers and confirm they are gone."""
-        ...
 
 
 class LocalLauncher:
@@ -67,7 +46,7 @@ class LocalLauncher:
     def names(self) -> list[str]:
         return [f"{LOCAL_HOST}.{i}" for i in range(self.count)]
 
-    def start(self, timeout: float = 30.0) -> list[WorkerEntry]:
+    def start(self, timeout: float = START_TIMEOUT) -> list[WorkerEntry]:
         """Start the workers and wait until all are registered; return them."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for name in self.names():
@@ -141,76 +120,24 @@ class LocalLauncher:
                 process.wait()
         self.processes.clear()
 
+    def maintain(self, cells_left: int) -> None:
+        """Nothing to do: local workers live as long as the run."""
 
-@dataclass
-class HostOutcome:
-    """What start-workers or stop-workers did on one host."""
+    def why_lost(self, worker: str) -> str | None:
+        """How a local worker's process ended, if it did."""
+        name = worker.removeprefix(WORKER_PREFIX)
+        for wanted, process in zip(self.names(), self.processes, strict=False):
+            code = process.poll() if wanted == name else None
+            if code is not None:
+                return f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        return None
 
-    host: str
-    wanted: int = 0
-    started: list[str] = field(default_factory=list)  # daemons started now
-    running: list[str] = field(default_factory=list)  # already running: left alone
-    workers: list[WorkerEntry] = field(default_factory=list)  # registered
-    stopped: list[str] = field(default_factory=list)  # ended by SIGTERM
-    killed: list[str] = field(default_factory=list)  # needed SIGKILL
-    error: str = ""  # one line naming the host; empty when all went well
-
-
-def on_hosts(
-    hosts: Sequence[Host], action: Callable[[Host, HostOutcome], None]
-) -> list[HostOutcome]:
-    """Run ``action`` on every host at once (a thread each); collect one outcome per host."""
-
-    def one(host: Host) -> HostOutcome:
-        outcome = HostOutcome(host.name, host.workers)
-        try:
-            action(host, outcome)
-        except ClusterFarmError as exc:
-            outcome.error = str(exc)
-        except Exception as exc:  # a surprise on one host must not take the others down
-            LOG.exception("%s: unexpected error", host.name)
-            outcome.error = f"{host.name}: unexpected {type(exc).__name__}: {exc}"
-        return outcome
-
-    with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
-        return list(pool.map(one, hosts))
+    def log_tail(self, worker: str, lines: int) -> str:
+        return local_log_tail(self.log_dir, worker, lines)
 
 
-def exit_code(outcomes: Sequence[HostOutcome]) -> int:
-    """SPEC §5: 0 all hosts fine, 1 some failed, 3 every host failed."""
-    failed = sum(1 for outcome in outcomes if outcome.error)
-    return EXIT_OK if not failed else EXIT_INFRA if failed == len(outcomes) else EXIT_FAILED
-
-
-def text_table(rows: Sequence[Sequence[str]]) -> str:
-    """Align rows of cells into columns; the last column is left ragged."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join(
-        "  ".join([*(v.ljust(n) for v, n in zip(row[:-1], widths, strict=True)), row[-1]]).rstrip()
-        for row in rows
-    )
-
-
-def outcomes_table(outcomes: Sequence[HostOutcome], action: str) -> str:
-    """One row per host: what start-workers (``action="start"``) or stop-workers did."""
-    rows: list[tuple[str, ...]]
-    if action == "start":
-        rows = [("HOST", "STARTED", "RUNNING", "REGISTERED", "RESULT")]
-        rows += [
-            (
-                o.host,
-                str(len(o.started)),
-                str(len(o.running)),
-                f"{len(o.workers)}/{o.wanted}",
-                _result(o),
-            )
-            for o in outcomes
-        ]
-    else:
-        rows = [("HOST", "STOPPED", "KILLED", "RESULT")]
-        rows += [(o.host, str(len(o.stopped)), str(len(o.killed)), _result(o)) for o in outcomes]
-    return text_table(rows)
-
-
-def _result(outcome: HostOutcome) -> str:
-    return f"error: {outcome.error.removeprefix(outcome.host + ': ')}" if outcome.error else "ok"
+def local_log_tail(log_dir: Path, worker: str, lines: int) -> str:
+    """The end of local worker ``worker``'s log, in the run's ``logs`` folder."""
+    name = worker.removeprefix(WORKER_PREFIX)
+    hint = "local-mode worker logs live in the run dir of the run that started them (--run-dir)"
+    return tail_file(Path(log_dir) / f"{name}.log", lines, hint)

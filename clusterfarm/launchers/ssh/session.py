@@ -27,7 +27,7 @@ import paramiko
 from clusterfarm.errors import LaunchError
 from clusterfarm.settings import Host
 
-LOG = logging.getLogger("clusterfarm.ssh")
+LOG = logging.getLogger("clusterfarm.launchers.ssh")
 # paramiko logs each failed connection from its own thread; our one-line errors say it better
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 logging.getLogger("paramiko").propagate = False

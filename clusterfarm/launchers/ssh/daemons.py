@@ -1,9 +1,9 @@
 """Start, inspect and stop this host's detached worker daemons (run on the host, over SSH).
 
-``clusterfarm start-workers`` runs ``python -m clusterfarm.daemons start ...`` on every host,
-``stop-workers`` runs ``... stop ...``; each answers one JSON line. A daemon runs in its own
-session (``setsid``), ignores SIGHUP (``nohup``), logs to ``{workdir}/logs/<name>.log`` and has
-its pid in ``{workdir}/pids/<name>.pid``. A pid counts as our worker only while
+``clusterfarm start-workers`` runs ``python -m clusterfarm.launchers.ssh.daemons start ...`` on
+every host, ``stop-workers`` runs ``... stop ...``; each answers one JSON line. A daemon runs in
+its own session (``setsid``), ignores SIGHUP (``nohup``), logs to ``{workdir}/logs/<name>.log``
+and has its pid in ``{workdir}/pids/<name>.pid``. A pid counts as our worker only while
 ``/proc/<pid>/cmdline`` says it is the ``clusterfarm worker --name <name>``, so a recycled pid
 is never signalled. Names carry the host (``berlin.0``), so one workdir on a shared home
 serves every host.
@@ -192,7 +192,7 @@ def _wait_gone(workers: dict[str, int], timeout: float) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line of the remote helper and print its JSON answer."""
-    parser = argparse.ArgumentParser(prog="python -m clusterfarm.daemons")
+    parser = argparse.ArgumentParser(prog="python -m clusterfarm.launchers.ssh.daemons")
     parser.add_argument("action", choices=("start", "status", "stop"))
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--host", required=True, help="the host's name in the settings")
