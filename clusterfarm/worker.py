@@ -162,10 +162,9 @@ class PyroWorker:
                 return failed(ErrorKind.LEASED, f"{self.name} works for {_holder(lease)}"), None
             self._lease = Lease(run.run_id, run.manager, run.lost_after, now)
             self.last_contact = now
-        if self.stopping:
-            return failed(ErrorKind.STOPPING, f"{self.name} is stopping"), None
-        if self.walltime and (late := self.walltime.refusal(str(task), len(cells))):
-            return failed(ErrorKind.DRAINING, f"{self.name}: {late}"), None
+        going = self._going(task, len(cells))
+        if going is not None:
+            return going, None
         ref = run.tasks.get(task) if isinstance(task, str) else None
         problem = self._cannot_run(task, ref, cells)
         if problem is not None:
@@ -174,6 +173,14 @@ class PyroWorker:
         if short is not None:
             return failed(ErrorKind.RESOURCE, short), None
         return None, run
+
+    def _going(self, task: Any, count: int) -> Answer | None:
+        """The refusal of a worker on its way out (stopping, or its batch job ending)."""
+        if self.stopping:
+            return failed(ErrorKind.STOPPING, f"{self.name} is stopping")
+        if self.walltime and (late := self.walltime.refusal(str(task), count)):
+            return failed(ErrorKind.DRAINING, f"{self.name} is leaving: {late}")
+        return None
 
     def _cannot_run(
         self, task: Any, ref: TaskRef | None, cells: list[tuple[int, int, int]]
@@ -241,6 +248,9 @@ class PyroWorker:
                     answers = self._executor.run_batch(self._context(run, task), cells, run.timeout)
                 finally:
                     self._current = None
+                answers = self._oom.explain(answers)
+                if self.walltime:
+                    self.walltime.record(task, [a[1] for a in answers if a[0] == "+"])
                 self._done += len(cells)
                 self.last_contact = time.monotonic()  # the task ran: the wait was not silence
                 return answers
@@ -341,7 +351,9 @@ class PyroWorker:
             if lease is not None and lease.holds(time.monotonic()):
                 return failed(ErrorKind.LEASED, f"{self.name} works for {_holder(lease)}")
             self._runs[run.run_id] = run
-        problem = self._cannot_run(task, run.tasks[task], [(year, member, 0)])
+        problem = self._going(task, 1) or self._cannot_run(
+            task, run.tasks[task], [(year, member, 0)]
+        )
         if problem is not None:
             return problem
         short = self._disk.problem(own, own.results_dir)

@@ -7,6 +7,8 @@ import time
 
 import Pyro5.api
 
+from clusterfarm.nameserver import locate
+from clusterfarm.transport import authenticate
 from clusterfarm.walltime import EXIT_MARGIN, Walltime, end_time_of, slurm_job_end
 
 SCONTROL_LINE = (
@@ -51,14 +53,14 @@ def test_the_watch_stops_the_worker_at_the_margin():
 def test_a_worker_near_its_jobs_end_hands_back_a_cell_that_would_not_fit_and_leaves(
     start_worker, nameserver
 ):
-    end = time.time() + EXIT_MARGIN + 7  # as if SLURM said the job ends then
+    end = time.time() + EXIT_MARGIN + 10  # as if SLURM said the job ends then
     process = start_worker("job.0", env={"SLURM_JOB_END_TIME": str(int(end))})
-    uri = f"PYRONAME:clusterfarm.worker.job.0@{nameserver.host}:{nameserver.port}"
-    with Pyro5.api.Proxy(uri) as worker:
+    uri = locate(nameserver.host, nameserver.port).lookup("clusterfarm.worker.job.0")
+    with authenticate(Pyro5.api.Proxy(uri)) as worker:
         worker._pyroTimeout = 30
-        first = worker.do_work(2000, 0, "sleep", {"seconds": 4})
+        first = worker.do_work(2000, 0, "sleep", {"seconds": 6})
         assert first["status"] == "complete"  # not measured yet: tried, and it fitted
-        refused = worker.do_work(2000, 1, "sleep", {"seconds": 4})  # under 3 s left
-    assert refused["error_kind"] == "stopping"  # handed back, not counted as an attempt
+        refused = worker.do_work(2000, 1, "sleep", {"seconds": 6})  # under 4 s left
+    assert refused["error_kind"] == "draining"  # handed back, not counted as an attempt
     assert "its batch job ends in" in refused["error"]
     assert process.wait(10) == 0  # it left on its own, cleanly
