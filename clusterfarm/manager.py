@@ -407,7 +407,12 @@ class Manager:
                 if self._breaker.is_resting(link.host, now):
                     self._cond.wait(max(0.1, min(self._rest_left(link.host, now), 1.0)))
                     continue
-                cell = schedule.take_preferred(link.name, link.host, link.tasks)
+                # a second batch waits behind the first on its worker: only worth it while
+                # there is work for every worker, else an idle one should take the cells
+                ahead = bool(link.inflight) and (
+                    schedule.counts[Status.OUTSTANDING] <= len(self._links)
+                )
+                cell = None if ahead else schedule.take_preferred(link.name, link.host, link.tasks)
                 if cell is not None:
                     cells = [cell]
                     size = self._batch_size(cell.task)

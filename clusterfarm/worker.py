@@ -252,7 +252,6 @@ class PyroWorker:
                 if self.walltime:
                     self.walltime.record(task, [a[1] for a in answers if a[0] == "+"])
                 self._done += len(cells)
-                self.last_contact = time.monotonic()  # the task ran: the wait was not silence
                 return answers
         finally:
             self._slots.release()
