@@ -14,11 +14,12 @@ import queue
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from clusterfarm.errors import StateError
+from clusterfarm.errors import StateError, StorageError, writing
 from clusterfarm.ledger import Ledger, Plan, Record, plan_resume
 from clusterfarm.schedule import Status, Task, TaskSchedule
 
@@ -85,29 +86,103 @@ def cell_row(cell: Task, ledger: Ledger) -> CellRow:
 
 
 def connect(run_dir: Path, create: bool = True) -> sqlite3.Connection:
-    """Open the state database of ``run_dir`` (creating it when ``create``)."""
-    path = Path(run_dir) / STATE_FILE
-    if not create and not path.is_file():
-        raise StateError(
-            f"{run_dir}: no clusterfarm run here ({STATE_FILE} missing); "
-            "give the run dir of a `clusterfarm run` with --run-dir"
-        )
-    try:
-        if create:
+    """Open the state database of ``run_dir`` for a run (creating it when ``create``)."""
+    path = state_path(run_dir, must_exist=not create)
+    if create:
+        with writing(str(path.parent), _WRITABLE_HINT, StateError):
             path.parent.mkdir(parents=True, exist_ok=True)
+    try:
         db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        _check_intact(db, path)
         if create:
             db.executescript(_SCHEMA)
             _migrate(db)
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-        schema = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        _check_schema(db, path)
     except sqlite3.Error as exc:
-        raise StateError(f"{path}: cannot open the run state ({exc})") from exc
+        raise state_error(exc, path) from exc
+    return db
+
+
+def connect_read_only(run_dir: Path) -> sqlite3.Connection:
+    """Open the state database of ``run_dir`` for reading, writing nothing in the run dir.
+
+    So ``status`` works on a read-only run dir and leaves a file that is no run state as it
+    found it. A ``-wal`` file means a run is going (or was killed): its newest rows are there,
+    read through SQLite's shared memory (``mode=ro``). Without one the main file holds
+    everything, and ``immutable=1`` reads it without creating the ``-wal``/``-shm`` files a
+    ``mode=ro`` open leaves behind; it is also the fallback where those cannot be made.
+    """
+    path = state_path(run_dir, must_exist=True)
+    uri = "file:" + urllib.parse.quote(str(path.absolute()))
+    wal = path.with_name(path.name + "-wal").exists()
+    modes = ("mode=ro", "immutable=1") if wal else ("immutable=1",)
+    for mode in modes:
+        try:
+            db = sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=30, check_same_thread=False)
+            _check_intact(db, path)
+            _check_schema(db, path)
+            return db
+        except sqlite3.Error as exc:
+            if mode != modes[-1] and getattr(exc, "sqlite_errorcode", 0) & 0xFF == _CANTOPEN:
+                continue
+            raise state_error(exc, path) from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def state_path(run_dir: Path, must_exist: bool) -> Path:
+    """``{run_dir}/state.sqlite``; with ``must_exist``, a StateError when it is missing."""
+    path = Path(run_dir) / STATE_FILE
+    if must_exist and not path.is_file():
+        raise StateError(
+            f"{run_dir}: no clusterfarm run here ({STATE_FILE} missing); "
+            "give the run dir of a `clusterfarm run` with --run-dir"
+        )
+    return path
+
+
+_WRITABLE_HINT = "the run dir must be writable: fix its permissions or give another --run-dir"
+# SQLite's primary result codes (the low byte of an extended code)
+_PERM, _READONLY, _IOERR, _CORRUPT, _CANTOPEN, _FULL, _NOTADB = 3, 8, 10, 11, 14, 13, 26
+
+
+def state_error(exc: sqlite3.Error, path: Path) -> StateError:
+    """The one-line error for an SQLite error on the state database ``path``."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code in (_FULL, _IOERR):
+        return StorageError(f"{path}: cannot write the run state ({exc}); free some space there")
+    if code in (_CORRUPT, _NOTADB):
+        return _damaged(path, str(exc))
+    if code in (_PERM, _READONLY, _CANTOPEN):
+        return StateError(
+            f"{path}: cannot open the run state for writing ({exc}); {_WRITABLE_HINT}"
+        )
+    return StateError(f"{path}: cannot open the run state ({exc})")
+
+
+def _damaged(path: Path, detail: str) -> StateError:
+    return StateError(
+        f"{path}: the run state is damaged ({detail}); restore it from a backup, or move it "
+        "aside to start this run dir afresh (complete cells are then computed again)"
+    )
+
+
+def _check_intact(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse a damaged database (a page overwritten, a truncated file) before it is used."""
+    problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
+    if problems != ["ok"]:
+        raise _damaged(path, "; ".join(problems))
+
+
+def _check_schema(db: sqlite3.Connection, path: Path) -> None:
+    try:
+        schema = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+    except sqlite3.OperationalError:  # no meta table: an empty file, or another database
+        schema = None
     if schema is None or schema[0] != SCHEMA_VERSION:
         raise StateError(f"{path}: not a clusterfarm state database of schema {SCHEMA_VERSION}")
-    return db
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -122,9 +197,9 @@ def _migrate(db: sqlite3.Connection) -> None:
 class RunState:
     """The state database of one run directory."""
 
-    def __init__(self, run_dir: Path, create: bool = True) -> None:
+    def __init__(self, run_dir: Path, create: bool = True, read_only: bool = False) -> None:
         self.run_dir = Path(run_dir)
-        self.db = connect(self.run_dir, create)
+        self.db = connect_read_only(self.run_dir) if read_only else connect(self.run_dir, create)
 
     def close(self) -> None:
         self.db.close()
