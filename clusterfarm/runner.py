@@ -23,8 +23,10 @@ from clusterfarm.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     SettingsError,
+    StateError,
     UsageError,
     WorkerError,
+    writing,
 )
 from clusterfarm.launcher import LocalLauncher
 from clusterfarm.ledger import Ledger, describe, input_identity, plan_resume
@@ -39,9 +41,9 @@ from clusterfarm.nameserver import (
 )
 from clusterfarm.report import RunReport, read_report
 from clusterfarm.schedule import Task, TaskSchedule, TaskShape
-from clusterfarm.settings import Settings
+from clusterfarm.settings import MAX_WORKERS_PER_HOST, Settings
 from clusterfarm.specs import format_spec, parse_spec
-from clusterfarm.state import RunState
+from clusterfarm.state import RUN_DIR_HINT, RunState
 from clusterfarm.tasks.registry import (
     get_task,
     load_task_modules,
@@ -129,7 +131,7 @@ def stale_cells(settings: Settings, run_dir: Path, report: RunReport) -> list[tu
         run_dir=str(run_dir),
     )
     prepared = prepare(same_run)
-    state = RunState(run_dir, create=False)
+    state = RunState(run_dir, read_only=True)
     try:
         records = state.records(prepared.schedule.tasks)
     finally:
@@ -140,15 +142,16 @@ def stale_cells(settings: Settings, run_dir: Path, report: RunReport) -> list[tu
 def execute(request: RunRequest, view: View) -> tuple[RunReport, int]:
     """Run the schedule to the end; return the final report and the exit code."""
     settings = request.settings
-    if request.local is not None and request.local < 1:
-        raise UsageError(f"--local {request.local}: give at least 1 worker")
+    if request.local is not None and not 1 <= request.local <= MAX_WORKERS_PER_HOST:
+        raise UsageError(f"--local {request.local}: give from 1 to {MAX_WORKERS_PER_HOST} workers")
     prepared = prepare(settings)
     schedule = prepared.schedule
     if request.local_workers is not None:
         _check_data_dir(settings, schedule)
     run_dir = Path(settings.run.run_dir)
     with _run_dir_lock(run_dir):
-        setup_logging(settings, run_dir / "logs" / "manager.log", verbose=request.verbose)
+        with writing(str(run_dir / "logs"), RUN_DIR_HINT, StateError):
+            setup_logging(settings, run_dir / "logs" / "manager.log", verbose=request.verbose)
         state = RunState(run_dir)
         try:
             plan = state.load(schedule, prepared.ledger)
@@ -285,9 +288,15 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _run_dir_lock(run_dir: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the run dir: two managers must never share one."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "run.lock", "a+") as lock:
+    """Hold an exclusive lock on the run dir: two managers must never share one.
+
+    Writing the lock file is also the first write of a run: a read-only run dir or a full
+    disk stops the run here, with one line, before anything else is touched.
+    """
+    with writing(str(run_dir), RUN_DIR_HINT, StateError):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(run_dir / "run.lock", "a+")
+    with lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -297,10 +306,11 @@ def _run_dir_lock(run_dir: Path) -> Iterator[None]:
                 f"{run_dir}: another clusterfarm run ({holder}) is using this run "
                 "dir; wait for it, or give another --run-dir"
             ) from None
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"pid {os.getpid()}")
-        lock.flush()
+        with writing(str(run_dir / "run.lock"), RUN_DIR_HINT, StateError):
+            # unbuffered, so that a full disk answers here and not again when the file closes
+            os.ftruncate(lock.fileno(), 0)
+            os.pwrite(lock.fileno(), f"pid {os.getpid()}".encode(), 0)
+            os.fsync(lock.fileno())
         try:
             yield
         finally:
