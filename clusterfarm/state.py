@@ -89,7 +89,7 @@ def connect(run_dir: Path, create: bool = True) -> sqlite3.Connection:
     """Open the state database of ``run_dir`` for a run (creating it when ``create``)."""
     path = state_path(run_dir, must_exist=not create)
     if create:
-        with writing(str(path.parent), _WRITABLE_HINT, StateError):
+        with writing(str(path.parent), RUN_DIR_HINT, StateError):
             path.parent.mkdir(parents=True, exist_ok=True)
     try:
         db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
@@ -143,7 +143,7 @@ def state_path(run_dir: Path, must_exist: bool) -> Path:
     return path
 
 
-_WRITABLE_HINT = "the run dir must be writable: fix its permissions or give another --run-dir"
+RUN_DIR_HINT = "the run dir must be writable: fix its permissions or give another --run-dir"
 # SQLite's primary result codes (the low byte of an extended code)
 _PERM, _READONLY, _IOERR, _CORRUPT, _CANTOPEN, _FULL, _NOTADB = 3, 8, 10, 11, 14, 13, 26
 
@@ -156,9 +156,7 @@ def state_error(exc: sqlite3.Error, path: Path) -> StateError:
     if code in (_CORRUPT, _NOTADB):
         return _damaged(path, str(exc))
     if code in (_PERM, _READONLY, _CANTOPEN):
-        return StateError(
-            f"{path}: cannot open the run state for writing ({exc}); {_WRITABLE_HINT}"
-        )
+        return StateError(f"{path}: cannot open the run state for writing ({exc}); {RUN_DIR_HINT}")
     return StateError(f"{path}: cannot open the run state ({exc})")
 
 
@@ -171,9 +169,10 @@ def _damaged(path: Path, detail: str) -> StateError:
 
 def _check_intact(db: sqlite3.Connection, path: Path) -> None:
     """Refuse a damaged database (a page overwritten, a truncated file) before it is used."""
-    problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
+    problems = [row[0] for row in db.execute("PRAGMA quick_check(1)")]
     if problems != ["ok"]:
-        raise _damaged(path, "; ".join(problems))
+        first = " ".join(problems[0].replace("*** in database main ***", "").split())
+        raise _damaged(path, first[:120])
 
 
 def _check_schema(db: sqlite3.Connection, path: Path) -> None:

@@ -200,3 +200,15 @@ def netns_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         for server in servers:
             server.stop()
         lab.close()
+
+
+@pytest.fixture
+def mounts() -> Iterator[object]:
+    """Full tmpfs disks and read-only folders for one test, all undone at teardown."""
+    from tests.mounts import Mounts
+
+    made = Mounts()
+    try:
+        yield made
+    finally:
+        made.close()
