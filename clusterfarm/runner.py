@@ -30,6 +30,7 @@ from clusterfarm.errors import (
 )
 from clusterfarm.launcher import LocalLauncher
 from clusterfarm.ledger import Ledger, describe, input_identity, plan_resume
+from clusterfarm.liveness import ManagerHeartbeat
 from clusterfarm.logs import setup_logging
 from clusterfarm.manager import Manager, RunConfig
 from clusterfarm.nameserver import (
@@ -166,7 +167,10 @@ def execute(request: RunRequest, view: View) -> tuple[RunReport, int]:
                 year_tasks,
                 skipped,
             )
-            code, ran = _dispatch(request, schedule, state, prepared.ledger, prepared.params, view)
+            with ManagerHeartbeat(run_dir, invocation):
+                code, ran = _dispatch(
+                    request, schedule, state, prepared.ledger, prepared.params, view
+                )
             state.end_invocation(invocation, ran, skipped, _STATE_NAMES[code], code)
             return read_report(state.db), code
         finally:

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import queue
+import socket
 import sqlite3
 import threading
 import time
@@ -45,10 +46,17 @@ CREATE TABLE IF NOT EXISTS invocations (
 );
 """
 
-# what schema 1 lacked: added in place, so older run dirs resume
+# what schema 1 lacked: added in place, so older run dirs resume. An invocation's host,
+# cwd and heartbeat tell ``status`` a live manager from a dead one, and where the run's
+# relative paths point
 _MIGRATIONS = {
     "cells": ("inputs TEXT", "output_sum TEXT"),
-    "invocations": ("year_tasks TEXT NOT NULL DEFAULT ''",),
+    "invocations": (
+        "year_tasks TEXT NOT NULL DEFAULT ''",
+        "host TEXT",
+        "cwd TEXT",
+        "heartbeat REAL",
+    ),
 }
 
 # one row of the cells table as the writer stores it; built under the manager's lock
@@ -250,15 +258,20 @@ class RunState:
         year_tasks: Iterable[str] = (),
         skipped: int = 0,
     ) -> int:
-        """Record the start of a ``run`` invocation (``skipped``: complete from before)."""
+        """Record the start of a ``run`` invocation (``skipped``: complete from before), by
+        this process on this host, started from the current directory."""
+        now = time.time()
         with self.db:
             cursor = self.db.execute(
                 "INSERT INTO invocations "
-                "(pid, started, tasks, years, members, year_tasks, skipped) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "(pid, host, cwd, started, heartbeat, tasks, years, members, year_tasks, skipped) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     os.getpid(),
-                    time.time(),
+                    socket.gethostname(),
+                    os.getcwd(),
+                    now,
+                    now,
                     ",".join(tasks),
                     years,
                     members,
@@ -267,6 +280,13 @@ class RunState:
                 ),
             )
         return int(cursor.lastrowid or 0)
+
+    def beat(self, invocation: int) -> None:
+        """Record that the manager of ``invocation`` is still alive (its heartbeat)."""
+        with self.db:
+            self.db.execute(
+                "UPDATE invocations SET heartbeat=? WHERE id=?", (time.time(), invocation)
+            )
 
     def end_invocation(
         self, invocation: int, ran: int, skipped: int, state: str, exit_code: int

@@ -74,8 +74,17 @@ def report_text(report: RunReport) -> str:
 
 
 def report_footer(report: RunReport) -> list[str]:
-    """What follows the last block: cells ran and skipped, then one line per failed cell."""
+    """What follows the last block: whether its manager is gone, cells ran and skipped, then
+    one line per failed cell."""
     lines = [f"ran {report.ran}, skipped {report.skipped} (already complete)"]
+    if report.gone_since is not None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(report.gone_since))
+        left = report.abandoned
+        lines.insert(
+            0,
+            f"manager gone since {when}; run again to resume"
+            + (f" (the {left} cell(s) it was working on show as -)" if left else ""),
+        )
     for failure in report.failures:
         lines.append(
             f"{failure['status']} {failure['task']} {failure['year']} "
