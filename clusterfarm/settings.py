@@ -127,6 +127,18 @@ class Settings:
         check_run(run, lambda key: f"--{key.replace('_', '-')}")
         return dataclasses.replace(self, run=run)
 
+    def started_in(self, cwd: str) -> Settings:
+        """A copy whose relative ``data_dir`` and ``results_dir`` start at ``cwd``: read from
+        another directory, they point where they did for the run started in ``cwd``."""
+
+        def rebased(path: str) -> str:
+            return path if not path or Path(path).is_absolute() else str(Path(cwd) / path)
+
+        run = dataclasses.replace(
+            self.run, data_dir=rebased(self.run.data_dir), results_dir=rebased(self.run.results_dir)
+        )
+        return dataclasses.replace(self, run=run)
+
     def select_hosts(self, names: str | None) -> tuple[Host, ...]:
         """Return the hosts named in a comma list (all hosts when ``names`` is empty)."""
         if not names:

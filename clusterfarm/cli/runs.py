@@ -90,6 +90,9 @@ def status(run_dir: str | None, as_json: bool) -> int:
 
     Also says which complete cells the next ``run`` (with these settings) would compute again,
     and why: a new task version, changed parameters or inputs, a missing or changed output.
+    Relative paths in the settings are taken from where the run was started. A run whose
+    manager died shows "manager gone since ..."; the cells it was working on show as ``-``.
+    Reads only: the state database is opened read-only, so a read-only run dir works.
     """
 
     from clusterfarm.report import read_report
@@ -108,7 +111,8 @@ def status(run_dir: str | None, as_json: bool) -> int:
     unknown = ""
     if report.state != "running":
         try:
-            stale = stale_cells(config, path, report)
+            started = config.started_in(report.cwd) if report.cwd else config
+            stale = stale_cells(started, path, report)
         except ClusterFarmError as exc:  # the progress is still worth showing
             stale, unknown = None, f"(cannot tell which cells the next run redoes: {exc})"
     if as_json:
