@@ -134,7 +134,8 @@ def connect_read_only(run_dir: Path) -> sqlite3.Connection:
             _check_schema(db, path)
             return db
         except sqlite3.Error as exc:
-            if mode != modes[-1] and getattr(exc, "sqlite_errorcode", 0) & 0xFF == _CANTOPEN:
+            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+            if mode != modes[-1] and code in (_CANTOPEN, _READONLY):  # no -shm to be had
                 continue
             raise state_error(exc, path) from exc
     raise AssertionError("unreachable")  # pragma: no cover
