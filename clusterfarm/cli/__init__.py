@@ -121,12 +121,13 @@ def common(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def load() -> Settings:
+def load(check_tasks: bool = True) -> Settings:
     """Load the settings (SPEC §2 lookup) and check every ``[tasks.<name>]`` table."""
     from clusterfarm.runner import resolve_task_params
 
     config = load_settings(_options["settings"])
-    resolve_task_params(config, [])
+    if check_tasks:
+        resolve_task_params(config, [])
     return config
 
 

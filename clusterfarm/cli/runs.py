@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from clusterfarm.cli import MEMBER, YEAR, Seconds, Whole, _options, cli, common, settings
+from clusterfarm.cli import MEMBER, YEAR, Seconds, Whole, _options, cli, common, load, settings
 from clusterfarm.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ClusterFarmError
 from clusterfarm.settings import MAX_WORKERS_PER_HOST, MIN_TIMEOUT
 
@@ -100,7 +100,9 @@ def status(run_dir: str | None, as_json: bool) -> int:
     from clusterfarm.state import connect_read_only
     from clusterfarm.view import report_json, report_text, stale_lines
 
-    config = settings()
+    # no connections, so no TLS set-up; and a broken task table must not hide the progress
+    # (the plan of the next run below says what is wrong with it)
+    config = load(check_tasks=False)
     path = Path(run_dir or config.run.run_dir)
     db = connect_read_only(path)
     try:
