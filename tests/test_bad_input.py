@@ -97,7 +97,7 @@ CASES = [
         complaint="port 0 is not a TCP port (1 to 65535)",
         settings=b"[nameserver]\nport = 0\n",
     ),
-    case("nameserver", "--port", "0", complaint="give 1 to 65535"),
+    case("nameserver", "--port", "65536", complaint="give 0 to 65535"),  # 0: a free port
     case("worker", "--nameserver", "h:\uff19\uff10", complaint="port from 1 to 65535"),
     # task parameters, caught when the settings are loaded
     case(

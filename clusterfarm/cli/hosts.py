@@ -17,7 +17,11 @@ from clusterfarm.settings import Host, Settings
 
 @cli.command()
 @click.option("--host", help="Address to listen on (default: [nameserver] host).")
-@click.option("--port", type=PORT, help="Port to listen on (default: [nameserver] port).")
+@click.option(
+    "--port",
+    type=Whole(0, 65535),
+    help="Port to listen on; 0: a free one, printed at start (default: [nameserver] port).",
+)
 @common
 def nameserver(host: str | None, port: int | None) -> None:
     """Run a Pyro5 nameserver in the foreground until Ctrl-C or SIGTERM."""
