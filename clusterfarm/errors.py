@@ -75,6 +75,10 @@ class StorageError(StateError):
     exit_code = EXIT_INFRA
 
 
+class StateWriteError(StorageError):
+    """The run state could not be written during a run (disk full...): the run stopped."""
+
+
 class LaunchError(ClusterFarmError):
     """Starting or stopping workers over SSH failed; carries one outcome per host."""
 

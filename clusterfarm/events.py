@@ -49,4 +49,12 @@ class HostQuarantined:
     failures: int
 
 
-Event = CellsChanged | WorkerJoined | WorkerLeft | HostQuarantined
+@dataclass(frozen=True)
+class WorkerNote:
+    """What keeps a worker from taking cells now (another run's lease, a full disk...)."""
+
+    name: str
+    note: str
+
+
+Event = CellsChanged | WorkerJoined | WorkerLeft | HostQuarantined | WorkerNote

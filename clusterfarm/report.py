@@ -87,40 +87,31 @@ def read_report(db: sqlite3.Connection) -> RunReport:
     tasks = tasks_text.split(",")
     per_year = set(year_tasks.split(","))
     years, members = parse_spec(years_text), parse_spec(members_text, "member")
-    grid = {
-        (task, year): ["-"] * (1 if task in per_year else len(members))
-        for task in tasks
-        for year in years
-    }
-    column = {member: i for i, member in enumerate(members)}
-    column[YEAR] = 0
-    failures = []
-    names = ",".join("?" * len(tasks))
-    for task, year, member, status, attempts, error, error_kind in db.execute(
-        f"SELECT task, year, member, status, attempts, error, error_kind FROM cells "
-        f"WHERE task IN ({names}) ORDER BY task, year, member",
-        tasks,
-    ):
-        line = grid.get((task, year))
-        if line is None or member not in column:
-            continue
-        line[column[member]] = status
-        if status in (Status.FAILURE.value, Status.TIMEOUT.value):
-            failures.append(
-                {
-                    "task": task,
-                    "year": year,
-                    "member": member,
-                    "status": status,
-                    "attempts": attempts,
-                    "error_kind": error_kind,
-                    "error": error,
-                }
-            )
+    progress = {}
+    for task in tasks:
+        columns = [YEAR] if task in per_year else members
+        progress.update(_progress(db, task, years, columns))
+    in_run_years, in_run_members = set(years), {*members, YEAR}
+    failures = [
+        {
+            "task": task,
+            "year": year,
+            "member": member,
+            "status": status,
+            "attempts": attempts,
+            "error_kind": error_kind,
+            "error": error,
+        }
+        for task, year, member, status, attempts, error, error_kind in db.execute(
+            f"SELECT task, year, member, status, attempts, error, error_kind FROM cells "
+            f"WHERE status IN ('F', 'T') AND task IN ({','.join('?' * len(tasks))})",
+            tasks,
+        )
+        if year in in_run_years and member in in_run_members
+    ]
     order = {task: i for i, task in enumerate(tasks)}
     failures.sort(key=lambda f: (order[f["task"]], f["year"], f["member"]))
     elapsed = (finished or time.time()) - started
-    progress = {key: "".join(line) for key, line in grid.items()}
     abandoned = 0
     if gone is not None:
         abandoned = sum(line.count(Status.WORKING.value) for line in progress.values())
@@ -144,3 +135,34 @@ def read_report(db: sqlite3.Connection) -> RunReport:
 def _iso(seconds: float) -> str:
     """``seconds`` since the epoch as ISO 8601 UTC."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def _progress(
+    db: sqlite3.Connection, task: str, years: list[int], members: list[int]
+) -> dict[tuple[str, int], str]:
+    """The progress strings of ``task``: one SQL scan that strings each year's statuses.
+
+    The scan follows the table's key (task, year, member), so each year's statuses come in
+    member order; a year with a cell missing from the table is read cell by cell instead.
+    """
+    wanted = ",".join("?" * len(members))
+    rows = db.execute(
+        f"SELECT year, group_concat(status, '') FROM (SELECT year, member, status FROM cells "
+        f"WHERE task=? AND member IN ({wanted}) ORDER BY year, member) GROUP BY year",
+        [task, *members],
+    )
+    found = {year: line for year, line in rows}
+    progress = {}
+    for year in years:
+        line = found.get(year, "")
+        if len(line) != len(members):  # cells not in the table yet: outstanding
+            have = dict(
+                db.execute(
+                    f"SELECT member, status FROM cells WHERE task=? AND year=? "
+                    f"AND member IN ({wanted})",
+                    [task, year, *members],
+                ).fetchall()
+            )
+            line = "".join(have.get(member, Status.OUTSTANDING.value) for member in members)
+        progress[(task, year)] = line
+    return progress

@@ -9,30 +9,36 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import signal
+import socket
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from clusterfarm.dispatcher import check_results_on
 from clusterfarm.errors import (
     EXIT_FAILED,
     EXIT_INFRA,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    ClusterFarmError,
     SettingsError,
     StateError,
+    StateWriteError,
     UsageError,
     WorkerError,
     writing,
 )
 from clusterfarm.launcher import LocalLauncher
-from clusterfarm.ledger import Ledger, describe, input_identity, plan_resume
+from clusterfarm.ledger import Ledger, Plan, check_result, describe, needs_files_checked
 from clusterfarm.liveness import ManagerHeartbeat
 from clusterfarm.logs import setup_logging
-from clusterfarm.manager import Manager, RunConfig
+from clusterfarm.manager import Manager, RunConfig, RunOutcome
 from clusterfarm.nameserver import (
     NameServer,
     WorkerDirectory,
@@ -40,11 +46,12 @@ from clusterfarm.nameserver import (
     list_workers,
     locate,
 )
+from clusterfarm.protocol import RunSpec, TaskRef
 from clusterfarm.report import RunReport, read_report
 from clusterfarm.schedule import Task, TaskSchedule, TaskShape
 from clusterfarm.settings import MAX_WORKERS_PER_HOST, Settings
 from clusterfarm.specs import format_spec, parse_spec
-from clusterfarm.state import RUN_DIR_HINT, RunState
+from clusterfarm.state import RUN_DIR_HINT, RunState, StateWriter
 from clusterfarm.tasks.registry import (
     get_task,
     load_task_modules,
@@ -91,15 +98,30 @@ def resolve_task_params(settings: Settings, tasks: list[str]) -> dict[str, dict[
 
 @dataclass(frozen=True)
 class Prepared:
-    """A run's schedule and ledger, built from the settings and the task registry."""
+    """A run's tasks, cells and ledger, from the settings and the task registry.
 
-    schedule: TaskSchedule
+    The schedule (an object per cell) is built on first use: a rerun with nothing to do
+    never needs it.
+    """
+
+    tasks: list[str]
+    years: list[int]
+    members: list[int]
+    shapes: dict[str, TaskShape]
+    retries: int
     ledger: Ledger
     params: dict[str, dict[str, object]]
 
+    @functools.cached_property
+    def schedule(self) -> TaskSchedule:
+        return TaskSchedule(self.years, self.members, self.tasks, self.retries, self.shapes)
+
+    def cells_of(self, task: str) -> int:
+        return len(self.years) * (1 if self.shapes[task].per_year else len(self.members))
+
 
 def prepare(settings: Settings) -> Prepared:
-    """Build the schedule (prerequisite tasks added) and the results ledger of ``[run]``."""
+    """Check ``[run]`` and its tasks (prerequisites added) and make the results ledger."""
     run = settings.run
     load_task_modules(settings.tasks.modules)
     tasks = with_prerequisites(run.tasks)
@@ -107,24 +129,25 @@ def prepare(settings: Settings) -> Prepared:
     years, members = parse_spec(run.years, "year"), parse_spec(run.members, "member")
     specs = {name: get_task(name) for name in tasks}
     shapes = {name: TaskShape(spec.per_year, spec.after) for name, spec in specs.items()}
-    schedule = TaskSchedule(years, members, tasks, run.retries, shapes)
-    data_dir = Path(run.data_dir).absolute()
+    results_dir = Path(run.results_path).absolute()
 
-    def inputs_now(cell: Task) -> str | None:
+    def output_path(cell: Task) -> str | None:
         spec = specs[cell.task]
-        return input_identity(spec.input_files(cell.year, cell.member, params[cell.task], data_dir))
+        return str(spec.output_path(results_dir, cell.year, cell.member))
 
     # a per-year task summarises the run's members: another member list is another result
     hashes = {
         name: params_hash({**params[name], **({"members": members} if spec.per_year else {})})
         for name, spec in specs.items()
     }
-    ledger = Ledger({name: spec.version for name, spec in specs.items()}, hashes, inputs_now)
-    return Prepared(schedule, ledger, params)
+    ledger = Ledger({name: spec.version for name, spec in specs.items()}, hashes, output_path)
+    return Prepared(tasks, years, members, shapes, run.retries, ledger, params)
 
 
 def stale_cells(settings: Settings, run_dir: Path, report: RunReport) -> list[tuple[Task, str]]:
-    """The complete cells of ``report``'s run that a rerun with ``settings`` computes again."""
+    """The complete cells of ``report``'s run that a rerun with ``settings`` computes again,
+    as far as can be told without the files (their inputs are checked where the data is,
+    when the run starts)."""
     same_run = settings.with_run(
         task=",".join(report.tasks),
         years=format_spec(report.years),
@@ -134,10 +157,9 @@ def stale_cells(settings: Settings, run_dir: Path, report: RunReport) -> list[tu
     prepared = prepare(same_run)
     state = RunState(run_dir, read_only=True)
     try:
-        records = state.records(prepared.schedule.tasks)
+        return state.plan(prepared.schedule, prepared.ledger).stale
     finally:
         state.close()
-    return plan_resume(prepared.schedule, records, prepared.ledger).stale
 
 
 def execute(request: RunRequest, view: View) -> tuple[RunReport, int]:
@@ -146,35 +168,58 @@ def execute(request: RunRequest, view: View) -> tuple[RunReport, int]:
     if request.local is not None and not 1 <= request.local <= MAX_WORKERS_PER_HOST:
         raise UsageError(f"--local {request.local}: give from 1 to {MAX_WORKERS_PER_HOST} workers")
     prepared = prepare(settings)
-    schedule = prepared.schedule
-    if request.local_workers is not None:
-        _check_data_dir(settings, schedule)
+    local = request.local_workers is not None
+    if local:
+        _check_data_dir(settings, prepared.tasks)
     run_dir = Path(settings.run.run_dir)
     with _run_dir_lock(run_dir):
         with writing(str(run_dir / "logs"), RUN_DIR_HINT, StateError):
             setup_logging(settings, run_dir / "logs" / "manager.log", verbose=request.verbose)
         state = RunState(run_dir)
         try:
+            if state.nothing_to_do(prepared):  # skips building a schedule of every cell
+                return _nothing_to_do(state, prepared, view), EXIT_OK
+            schedule = prepared.schedule
             plan = state.load(schedule, prepared.ledger)
+            if local:  # this machine is where the data is: check the kept results here
+                _reopen(state, schedule, check_here(plan, settings, prepared.params))
             for cell, reason in plan.stale:
                 LOG.info("%s runs again: %s", describe(cell), reason)
             skipped = len(plan.kept)
-            year_tasks = [t for t, shape in schedule.shapes.items() if shape.per_year]
-            invocation = state.begin_invocation(
-                schedule.tasks,
-                format_spec(schedule.years),
-                format_spec(schedule.members),
-                year_tasks,
-                skipped,
-            )
+            invocation = _begin(state, prepared, skipped)
+            spec = run_spec(settings, state.run_id(), schedule, prepared.params)
             with ManagerHeartbeat(run_dir, invocation):
-                code, ran = _dispatch(
-                    request, schedule, state, prepared.ledger, prepared.params, view
-                )
-            state.end_invocation(invocation, ran, skipped, _STATE_NAMES[code], code)
+                outcome = _dispatch(request, schedule, state, plan, spec, view)
+            code = _exit_code(schedule, outcome)
+            with contextlib.suppress(sqlite3.Error):  # a full disk was said already
+                state.end_invocation(invocation, outcome.ran, skipped, _STATE_NAMES[code], code)
+            if outcome.problem is not None:
+                raise outcome_error(outcome.problem)
             return read_report(state.db), code
         finally:
             state.close()
+
+
+def _begin(state: RunState, prepared: Prepared, skipped: int) -> int:
+    year_tasks = [t for t, shape in prepared.shapes.items() if shape.per_year]
+    return state.begin_invocation(
+        prepared.tasks,
+        format_spec(prepared.years),
+        format_spec(prepared.members),
+        year_tasks,
+        skipped,
+    )
+
+
+def _nothing_to_do(state: RunState, prepared: Prepared, view: View) -> RunReport:
+    """Every cell is complete and current: record the invocation and show the board."""
+    total = sum(prepared.cells_of(task) for task in prepared.tasks)
+    invocation = _begin(state, prepared, total)
+    state.end_invocation(invocation, 0, total, _STATE_NAMES[EXIT_OK], EXIT_OK)
+    report = read_report(state.db)
+    view.start(Board.of_report(report))
+    view.close()
+    return report
 
 
 _STATE_NAMES = {
@@ -185,43 +230,134 @@ _STATE_NAMES = {
 }
 
 
+def _exit_code(schedule: TaskSchedule, outcome: RunOutcome) -> int:
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED
+    if outcome.problem is not None or outcome.workers_lost:
+        return EXIT_INFRA
+    return EXIT_FAILED if schedule.failures() else EXIT_OK
+
+
+def outcome_error(problem: str) -> ClusterFarmError:
+    """The error a run that gave up ends with (exit 3)."""
+    if "cannot write the run state" in problem:
+        return StateWriteError(f"{problem}; free some space, then run again to resume")
+    return WorkerError(problem)
+
+
+def run_spec(
+    settings: Settings, run_id: str, schedule: TaskSchedule, params: dict[str, dict[str, object]]
+) -> RunSpec:
+    """What every worker of this run is told when it joins."""
+    run = settings.run
+    return RunSpec(
+        run_id=run_id,
+        data_dir=str(Path(run.data_dir).absolute()),
+        results_dir=str(Path(run.results_path).absolute()),
+        timeout=run.timeout,
+        lost_after=run.lost_after,
+        members=tuple(schedule.members),
+        tasks={name: TaskRef(get_task(name).version, params[name]) for name in schedule.tasks},
+        manager=f"{socket.gethostname()}:{os.getpid()}",
+    )
+
+
+def check_here(
+    plan: Plan, settings: Settings, params: dict[str, dict[str, object]]
+) -> list[tuple[Task, str]]:
+    """Check the kept results' files from this process (local mode: the data is here)."""
+    data_dir = Path(settings.run.data_dir).absolute()
+    stale = []
+    for cell, _ in plan.kept:
+        if not needs_files_checked(cell):
+            continue
+        spec = get_task(cell.task)
+        files = spec.input_files(cell.year, cell.member, params[cell.task], data_dir)
+        reason = check_result(files, cell.inputs, cell.output, cell.output_sum)
+        if reason is not None:
+            stale.append((cell, reason))
+    return stale
+
+
+def check_on_workers(
+    workers: list[WorkerEntry], spec: RunSpec, plan: Plan
+) -> list[tuple[Task, str]]:
+    """Check the kept results' files on a worker (a cluster: the data is there, not here)."""
+    cells = [cell for cell, _ in plan.kept if needs_files_checked(cell)]
+    if not cells:
+        return []
+    for entry in workers:
+        reasons = check_results_on(entry, spec, cells)
+        if reasons is not None:
+            return [(cell, r) for cell, r in zip(cells, reasons, strict=True) if r is not None]
+    LOG.warning(
+        "no worker could check the inputs of %d kept cells; trusting their records", len(cells)
+    )
+    return []
+
+
+def _reopen(state: RunState, schedule: TaskSchedule, stale: list[tuple[Task, str]]) -> None:
+    for cell, reason in stale:
+        LOG.info("%s runs again: %s", describe(cell), reason)
+    reopened = schedule.reopen(cell for cell, _ in stale)
+    state.reopen(reopened)
+
+
 def _dispatch(
     request: RunRequest,
     schedule: TaskSchedule,
     state: RunState,
-    ledger: Ledger,
-    params: dict[str, dict[str, object]],
+    plan: Plan,
+    spec: RunSpec,
     view: View,
-) -> tuple[int, int]:
-    """Run the manager over whatever is not complete yet; return (exit code, cells ran)."""
+) -> RunOutcome:
+    """Run the manager over whatever is not complete yet."""
     board = Board(schedule)
     view.start(board)
-    if schedule.is_finished:  # everything was complete already: no workers needed
+    cluster = request.local_workers is None
+    to_check = cluster and any(needs_files_checked(cell) for cell, _ in plan.kept)
+    if schedule.is_finished and not to_check:  # all complete already: no workers needed
         view.close()
-        return (EXIT_FAILED if schedule.failures() else EXIT_OK), 0
+        return RunOutcome(0)
     run = request.settings.run
     config = RunConfig(
-        data_dir=str(Path(run.data_dir).absolute()),
-        results_dir=str(Path(run.results_path).absolute()),
-        timeout=run.timeout,
-        params=params,
+        spec=spec,
         heartbeat=run.heartbeat,
-        lost_after=run.lost_after,
         quarantine_after=run.quarantine_after,
         quarantine_for=run.quarantine_for,
     )
     with _workers(request) as (workers, discover), _sigterm_interrupts():
-        manager = Manager(schedule, state.db, ledger, config, board.apply, discover)
-        try:
-            outcome = manager.run(workers, tick=view.tick)
-        except KeyboardInterrupt:
-            view.close()
-            return EXIT_INTERRUPTED, len(manager.ran)
+        if to_check:  # the workers see the data; this machine may not
+            _reopen(state, schedule, check_on_workers(workers, spec, plan))
+            board.refresh()
+        if schedule.is_finished:
+            outcome = RunOutcome(0)
+        else:
+            outcome = _manage(schedule, state, config, board, workers, discover, view)
     view.close()
-    if outcome.workers_lost:
+    if outcome.workers_lost and outcome.problem is None:
         LOG.error("all workers lost: %s", ", ".join(outcome.lost))
-        return EXIT_INFRA, outcome.ran
-    return (EXIT_FAILED if schedule.failures() else EXIT_OK), outcome.ran
+    return outcome
+
+
+def _manage(
+    schedule: TaskSchedule,
+    state: RunState,
+    config: RunConfig,
+    board: Board,
+    workers: list[WorkerEntry],
+    discover: Discover,
+    view: View,
+) -> RunOutcome:
+    writer = StateWriter(state.db, state.path)
+    manager = Manager(schedule, writer, config, board.apply, discover)
+    try:
+        return manager.run(workers, tick=view.tick)
+    except KeyboardInterrupt:
+        return RunOutcome(len(manager.ran), interrupted=True)
+    finally:
+        with contextlib.suppress(StateError):
+            writer.close()
 
 
 Discover = Callable[[], list[WorkerEntry]]
@@ -260,14 +396,14 @@ def _workers(request: RunRequest) -> Iterator[tuple[list[WorkerEntry], Discover]
         nameserver.stop()
 
 
-def _check_data_dir(settings: Settings, schedule: TaskSchedule) -> None:
+def _check_data_dir(settings: Settings, tasks: list[str]) -> None:
     """In local mode the workers read this machine's data_dir: it must be there.
 
     (A missing folder would otherwise fail every cell, one by one. In cluster mode the
     workers may see another disk than this machine, so only they can tell.)
     """
     data_dir = Path(settings.run.data_dir)
-    reads_input = any(get_task(name).inputs is not None for name in schedule.tasks)
+    reads_input = any(get_task(name).inputs is not None for name in tasks)
     if reads_input and not data_dir.is_dir():
         raise UsageError(
             f"data_dir {settings.run.data_dir!r} does not exist (from {settings.source}); point "

@@ -23,6 +23,7 @@ from clusterfarm.events import (
     HostQuarantined,
     WorkerJoined,
     WorkerLeft,
+    WorkerNote,
 )
 from clusterfarm.ledger import describe
 from clusterfarm.report import RunReport
@@ -125,26 +126,46 @@ class WorkerRow:
     done: int = 0
     last_error: str | None = None
     gone: bool = False
+    note: str | None = None  # what keeps it from taking cells now
 
 
 class Board:
     """A thread-safe mirror of the cells' statuses, updated from committed events."""
 
     def __init__(self, schedule: TaskSchedule) -> None:
+        self.schedule = schedule
         self.tasks, self.years = schedule.tasks, schedule.years
         self._column = {member: i for i, member in enumerate(schedule.members)}
         self._column[YEAR] = 0  # the one cell of a per-year task
-        self._rows = {
-            (t, y): bytearray(schedule.progress_line(t, y), "ascii")
-            for t in self.tasks
-            for y in self.years
-        }
-        self.counts: Counter[str] = Counter({s.value: schedule.counts[s] for s in Status})
         self.total = len(schedule)
         self.version = 0
         self._lock = threading.Lock()
         self.notes: list[str] = []
         self.workers: dict[str, WorkerRow] = {}
+        self.refresh()
+
+    @classmethod
+    def of_report(cls, report: RunReport) -> Board:
+        """A board of a run read back from its state (nothing will change on it)."""
+        schedule = TaskSchedule(report.years[:1], report.members[:1], report.tasks)
+        board = cls(schedule)
+        board.tasks, board.years = report.tasks, report.years
+        board._rows = {key: bytearray(line, "ascii") for key, line in report.progress.items()}
+        board.counts = Counter({s.value: report.count(s) for s in Status})
+        board.total = report.total
+        return board
+
+    def refresh(self) -> None:
+        """Read every cell from the schedule again (before dispatch: cells were reopened)."""
+        schedule = self.schedule
+        with self._lock:
+            self._rows = {
+                (t, y): bytearray(schedule.progress_line(t, y), "ascii")
+                for t in self.tasks
+                for y in self.years
+            }
+            self.counts: Counter[str] = Counter({s.value: schedule.counts[s] for s in Status})
+            self.version += 1
 
     def apply(self, event: Event) -> None:
         with self._lock:
@@ -156,6 +177,9 @@ class Board:
             elif isinstance(event, WorkerLeft):
                 self.workers.setdefault(event.name, WorkerRow("?")).gone = True
                 self.notes.append(f"worker {event.name} left: {event.reason}")
+            elif isinstance(event, WorkerNote):
+                self.workers.setdefault(event.name, WorkerRow("?")).note = event.note
+                self.notes.append(f"worker {event.name}: {event.note}")
             elif isinstance(event, HostQuarantined):
                 self.notes.append(
                     f"host {event.host} quarantined for {event.seconds:g} s after "
@@ -173,6 +197,7 @@ class Board:
         if worker is None:
             return
         if change.status == "W":
+            worker.note = None
             worker.cell = f"{change.task} {change.year}" + (
                 "" if change.member == YEAR else f" m{change.member:03d}"
             )
@@ -322,7 +347,9 @@ class RichView:
             workers.add_row(
                 name.removeprefix("clusterfarm.worker."),
                 row.host,
-                Text("gone", style="red") if row.gone else (row.cell or Text("idle", "dim")),
+                Text("gone", style="red")
+                if row.gone
+                else (row.cell or Text(row.note or "idle", "yellow" if row.note else "dim")),
                 str(row.done),
                 Text(row.last_error or "", style="red"),
             )

@@ -74,9 +74,14 @@ def start_worker(
 ) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Start real worker daemons (subprocesses) registered with ``nameserver``."""
     processes: list[subprocess.Popen[bytes]] = []
-    settings = write_settings(tmp_path / "worker.toml", PLUGIN_SETTINGS)
 
-    def start(name: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        name: str,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        settings_text: str = PLUGIN_SETTINGS,
+    ) -> subprocess.Popen[bytes]:
+        settings = write_settings(tmp_path / f"worker-{name}.toml", settings_text)
         log = open(tmp_path / f"{name}.log", "ab")
         process = subprocess.Popen(
             [

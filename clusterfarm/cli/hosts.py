@@ -80,7 +80,7 @@ def worker(
     orphan_after: float | None,
 ) -> None:
     """Run one worker daemon in the foreground, registered with the nameserver."""
-    from clusterfarm import worker as worker_module
+    from clusterfarm import worker_daemon
     from clusterfarm.logs import setup_logging
     from clusterfarm.transport import address_towards
 
@@ -100,7 +100,16 @@ def worker(
             )
     bind = host or address_towards(ns_host, ns_port)
     orphan = config.workers.orphan_after if orphan_after is None else orphan_after
-    worker_module.serve(config, bind, name, ns_host, ns_port, die_with_stdin, orphan_after=orphan)
+    worker_daemon.serve(
+        config,
+        bind,
+        name,
+        ns_host,
+        ns_port,
+        die_with_stdin,
+        orphan_after=orphan,
+        log_file=Path(log_file) if log_file else None,
+    )
 
 
 @cli.command()

@@ -84,15 +84,22 @@ def run(
 @cli.command()
 @click.option("--run-dir", help="Run directory (default: [run] run_dir).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--plan",
+    is_flag=True,
+    help="Also say which complete cells the next run would compute again, and why.",
+)
 @common
-def status(run_dir: str | None, as_json: bool) -> int:
+def status(run_dir: str | None, as_json: bool, plan: bool) -> int:
     """Show the progress of a run, live or finished, from its state database.
 
-    Also says which complete cells the next ``run`` (with these settings) would compute again,
-    and why: a new task version, changed parameters or inputs, a missing or changed output.
-    Relative paths in the settings are taken from where the run was started. A run whose
-    manager died shows "manager gone since ..."; the cells it was working on show as ``-``.
-    Reads only: the state database is opened read-only, so a read-only run dir works.
+    With ``--plan`` it also says which complete cells the next ``run`` (with these settings)
+    would compute again, and why: a new task version, changed parameters, another results
+    dir. Inputs and outputs are checked where the data is, when the run starts: from here
+    status cannot check them. Relative paths in the settings are taken from where the run
+    was started. A run whose manager died shows "manager gone since ..."; the cells it was
+    working on show as ``-``. Reads only: the state database is opened read-only, so a
+    read-only run dir works.
     """
 
     from clusterfarm.report import read_report
@@ -109,9 +116,9 @@ def status(run_dir: str | None, as_json: bool) -> int:
         report = read_report(db)
     finally:
         db.close()
-    stale: list[Any] | None = []
+    stale: list[Any] | None = None
     unknown = ""
-    if report.state != "running":
+    if plan and report.state != "running":
         try:
             started = config.started_in(report.cwd) if report.cwd else config
             stale = stale_cells(started, path, report)
@@ -120,7 +127,10 @@ def status(run_dir: str | None, as_json: bool) -> int:
     if as_json:
         click.echo(report_json(report, stale))
     else:
-        click.echo("\n".join([report_text(report), *stale_lines(stale or []), unknown]).rstrip())
+        lines = [report_text(report), *stale_lines(stale or []), unknown]
+        if stale is not None:
+            lines.append("(inputs and outputs are checked where the data is, when the run starts)")
+        click.echo("\n".join(lines).rstrip())
     return EXIT_FAILED if report.failures else EXIT_OK
 
 
@@ -132,21 +142,20 @@ def status(run_dir: str | None, as_json: bool) -> int:
 def run_task(year: int, member: int, task: str | None) -> int:
     """Run one task in this process, without the cluster (for debugging a task)."""
 
-    from clusterfarm.executor import run_job
+    from clusterfarm.cells import run_cells
+    from clusterfarm.protocol import parse_answer
     from clusterfarm.runner import resolve_task_params
 
     config = settings()
     name = task or config.run.tasks[0]
     params = resolve_task_params(config, [name])[name]
-    outcome = run_job(
-        {
-            "task": name,
-            "year": year,
-            "member": member,
-            "params": params,
-            "data_dir": str(Path(config.run.data_dir).absolute()),
-            "results_dir": str(Path(config.run.results_path).absolute()),
-        }
-    )
-    click.echo(json.dumps({"task": name, "year": year, "member": member, **outcome}))
-    return EXIT_OK if outcome["status"] == "complete" else EXIT_FAILED
+    context = {
+        "task": name,
+        "params": params,
+        "data_dir": str(Path(config.run.data_dir).absolute()),
+        "results_dir": str(Path(config.run.results_path).absolute()),
+    }
+    answer = parse_answer(next(run_cells(context, [(year, member)])))
+    outcome = {"task": name, "year": year, "member": member, **answer.to_dict()}
+    click.echo(json.dumps(outcome))
+    return EXIT_OK if answer.complete else EXIT_FAILED

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from pathlib import Path
 
 from clusterfarm import InputError, task
 from clusterfarm.tasks.registry import TaskContext
@@ -68,3 +70,17 @@ def fails_on_bad_host(year: int, member: int, ctx: TaskContext) -> None:
     if os.environ.get("CF_TEST_BAD_HOST"):
         raise OSError("disk on fire")
     time.sleep(0.05)
+
+
+def _marker(year: int, member: int, params: dict, data_dir: Path) -> list[Path]:
+    return [data_dir / "marker.txt"]
+
+
+@task("write_paths", version="1", params={"seconds": 0.2}, inputs=_marker)
+def write_paths(year: int, member: int, ctx: TaskContext) -> None:
+    """Writes the folders it was given and the marker of its data (which run's is it?)."""
+    marker = (ctx.data_dir / "marker.txt").read_text().strip()
+    time.sleep(ctx.params["seconds"])
+    with ctx.atomic_output() as tmp:
+        record = {"data_dir": str(ctx.data_dir), "results_dir": str(ctx.results_dir)}
+        tmp.write_text(json.dumps({**record, "marker": marker}))
