@@ -47,12 +47,14 @@ def host(prefix: str, count: int, ns_port: int) -> None:
     from clusterfarm.executor import Executor
     from clusterfarm.guard import GuardedDaemon
     from clusterfarm.nameserver import locate
+    from clusterfarm.tasks.registry import load_task_modules
     from clusterfarm.transport import WORKER_PREFIX, configure_pyro, raise_open_files_limit
     from clusterfarm.worker import Own, PyroWorker
     from clusterfarm.worker_daemon import metadata
 
     configure_pyro()
     raise_open_files_limit()
+    load_task_modules()
     daemon = GuardedDaemon(host="127.0.0.1", port=0)
     ns = locate("127.0.0.1", ns_port)
     tmp = tempfile.gettempdir()
@@ -91,8 +93,9 @@ class Pool:
         self.size = 0
 
     def grow_to(self, workers: int) -> None:
+        share = -(-(workers - self.size) // HOSTS)  # the new workers over HOSTS processes
         while self.size < workers:
-            step = min(workers - self.size, max(1, (workers - self.size) // HOSTS))
+            step = min(workers - self.size, share)
             process = subprocess.Popen(
                 [sys.executable, __file__, "host", f"h{len(self.hosts)}", str(step),
                  str(self.port)],

@@ -122,6 +122,8 @@ class Lane:
                 if proxy is not None:
                     with proxy:
                         self._dispatch(proxy)
+                        if host.done.is_set() and self.number == 0:
+                            self._release(proxy)
                 host.done.wait(host.heartbeat)  # then try again
         except Exception as exc:  # a bug here must not hang the run: log it, go on without
             LOG.exception("lane %d of %s failed", self.number, link.name)
@@ -155,6 +157,14 @@ class Lane:
         link.proxies[self.number] = proxy
         return proxy
 
+    def _release(self, proxy: Proxy) -> None:
+        """The run is over: let the next run have the worker at once (best effort)."""
+        try:
+            proxy._pyroTimeout = 2
+            proxy.release(self.host.spec.run_id)
+        except Pyro5.errors.PyroError:
+            pass  # the lease lapses by itself after lost_after
+
     def _dispatch(self, proxy: Proxy) -> None:
         host, link = self.host, self.link
         while (batch := host.claim(link)) is not None:
@@ -171,7 +181,9 @@ class Lane:
         """Send ``batch``; its checked answers, or None when the worker is gone or set aside."""
         host, link = self.host, self.link
         cells = batch.cells
-        proxy._pyroTimeout = host.guard + host.spec.timeout * (link.cells_in_flight() - 1)
+        timeout = host.guard + host.spec.timeout * (link.cells_in_flight() - 1)
+        if proxy._pyroTimeout != timeout:  # each change is a system call on the socket
+            proxy._pyroTimeout = timeout
         sent = pack_cells(
             [(c.year, c.member, token) for c, token in zip(cells, batch.tokens, strict=True)]
         )
@@ -232,11 +244,6 @@ def cancel_aside(entry: WorkerEntry, run_id: str | None = None) -> None:
 def quarantine_aside(entry: WorkerEntry, seconds: float) -> None:
     """Tell a worker it is quarantined, so ``clusterfarm workers`` shows it (best effort)."""
     call_aside(entry, "quarantine", seconds)
-
-
-def release_aside(entry: WorkerEntry, run_id: str) -> None:
-    """End this run's lease on a worker, so the next run can use it at once (best effort)."""
-    call_aside(entry, "release", run_id)
 
 
 def call_aside(entry: WorkerEntry, method: str, *args: Any) -> None:

@@ -17,6 +17,7 @@ queueing rows for the state writer, which never blocks.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -30,7 +31,6 @@ from clusterfarm.dispatcher import (
     WorkerLink,
     cancel_aside,
     quarantine_aside,
-    release_aside,
 )
 from clusterfarm.events import (
     CellChange,
@@ -110,6 +110,8 @@ class Manager:
         self._cond = threading.Condition()
         self._stopping = False
         self._problem: str | None = None
+        self._finished_at: float | None = None
+        self._waiting = 0  # lanes waiting in claim for a cell
         self.done = threading.Event()  # the run is over: finished, interrupted or given up
         self._ran: set[tuple[str, int, int]] = set()
         self._completions = 0
@@ -167,7 +169,7 @@ class Manager:
             len(workers),
         )
         monitor = Monitor(self, self.heartbeat, self.spec.lost_after, self._discover)
-        began, cpu = time.monotonic(), time.process_time()
+        began, cpu = time.monotonic(), os.times()
         try:
             for entry in workers:
                 self.offer(entry)
@@ -185,13 +187,17 @@ class Manager:
             monitor.join(5)
             self._wind_down()
         workers_lost = not self._stopping and not self.schedule.is_finished
+        used = os.times()
         LOG.info(
-            "run ended: %d cells sent in %d calls, %d completions; %.3f s, manager CPU %.3f s",
+            "run ended: %d cells sent in %d calls, %d completions; %.3f s, manager CPU %.3f s "
+            "(user %.3f, system %.3f)",
             len(self._ran),
             self._calls,
             self._completions,
-            time.monotonic() - began,
-            time.process_time() - cpu,
+            (self._finished_at or time.monotonic()) - began,
+            used.user + used.system - cpu.user - cpu.system,
+            used.user - cpu.user,
+            used.system - cpu.system,
         )
         return RunOutcome(
             len(self._ran),
@@ -232,6 +238,8 @@ class Manager:
                 gone = ", ".join(self._ever_lost) or "none joined"
                 return f"no live worker for {self.spec.lost_after:g} s (lost: {gone})"
         names = ", ".join(missing)
+        if len(lacking) > 3:  # one line, even with a thousand workers
+            lacking = [*lacking[:3], f"and {len(lacking) - 3} more"]
         return f"no worker can run {names}" + (f" ({'; '.join(lacking)})" if lacking else "")
 
     def _give_up(self, problem: str, cancel: bool = False) -> None:
@@ -248,6 +256,8 @@ class Manager:
                 ).start()
 
     def _finish_run(self) -> None:
+        if not self.done.is_set():
+            self._finished_at = time.monotonic()
         self.done.set()
         self._cond.notify_all()
 
@@ -274,15 +284,6 @@ class Manager:
                             self.schedule.requeue(cell)
                             self._save(cell)
                 link.inflight = []
-            joined = [link.entry for link in self._links.values() if link.last_seen]
-        releases = [
-            threading.Thread(target=release_aside, args=(entry, self.spec.run_id), daemon=True)
-            for entry in joined
-        ]
-        for thread in releases:
-            thread.start()
-        for thread in releases:
-            thread.join(2)
 
     # -- workers joining and leaving --------------------------------------------------------
 
@@ -406,7 +407,9 @@ class Manager:
                 if schedule.is_finished:
                     self._finish_run()
                     return None
+                self._waiting += 1
                 self._cond.wait()
+                self._waiting -= 1
             return None
 
     def _rest_left(self, host: str, now: float) -> float:
@@ -447,7 +450,7 @@ class Manager:
                 self._note_hand_back(link, batch.task, handed_back, answers)
             if self.schedule.is_finished:
                 self._finish_run()
-            else:
+            elif self._waiting:  # cells may have come free (retries, released dependents)
                 self._cond.notify_all()
         return handed_back
 
