@@ -34,10 +34,12 @@ from clusterfarm.errors import (
     StateWriteError,
     UsageError,
     WorkerError,
+    writing,
 )
 from clusterfarm.events import Event, WorkersPending
 from clusterfarm.launchers.local import LocalLauncher
 from clusterfarm.ledger import Ledger, Plan, check_result, describe, needs_files_checked
+from clusterfarm.liveness import ManagerHeartbeat
 from clusterfarm.logs import setup_logging
 from clusterfarm.manager import LauncherHooks, Manager, RunConfig, RunOutcome
 from clusterfarm.nameserver import (
@@ -51,9 +53,9 @@ from clusterfarm.protocol import RunSpec, TaskRef
 from clusterfarm.report import RunReport, read_report
 from clusterfarm.schedule import Status, Task, TaskSchedule, TaskShape
 from clusterfarm.secret import new_secret, use_cluster_secret
-from clusterfarm.settings import Settings
+from clusterfarm.settings import MAX_WORKERS_PER_HOST, Settings
 from clusterfarm.specs import format_spec, parse_spec
-from clusterfarm.state import RunState, StateWriter
+from clusterfarm.state import RUN_DIR_HINT, RunState, StateWriter
 from clusterfarm.tasks.registry import (
     get_task,
     load_task_modules,
@@ -158,7 +160,7 @@ def stale_cells(settings: Settings, run_dir: Path, report: RunReport) -> list[tu
         run_dir=str(run_dir),
     )
     prepared = prepare(same_run)
-    state = RunState(run_dir, create=False)
+    state = RunState(run_dir, read_only=True)
     try:
         return state.plan(prepared.schedule, prepared.ledger).stale
     finally:
@@ -168,15 +170,16 @@ def stale_cells(settings: Settings, run_dir: Path, report: RunReport) -> list[tu
 def execute(request: RunRequest, view: View) -> tuple[RunReport, int]:
     """Run the schedule to the end; return the final report and the exit code."""
     settings = request.settings
-    if request.local is not None and request.local < 1:
-        raise UsageError(f"--local {request.local}: give at least 1 worker")
+    if request.local is not None and not 1 <= request.local <= MAX_WORKERS_PER_HOST:
+        raise UsageError(f"--local {request.local}: give from 1 to {MAX_WORKERS_PER_HOST} workers")
     prepared = prepare(settings)
     local = request.local_workers is not None
     if local:
         _check_data_dir(settings, prepared.tasks)
     run_dir = Path(settings.run.run_dir)
     with _run_dir_lock(run_dir):
-        setup_logging(settings, run_dir / "logs" / "manager.log", verbose=request.verbose)
+        with writing(str(run_dir / "logs"), RUN_DIR_HINT, StateError):
+            setup_logging(settings, run_dir / "logs" / "manager.log", verbose=request.verbose)
         state = RunState(run_dir)
         try:
             if state.nothing_to_do(prepared):  # skips building a schedule of every cell
@@ -190,7 +193,8 @@ def execute(request: RunRequest, view: View) -> tuple[RunReport, int]:
             skipped = len(plan.kept)
             invocation = _begin(state, prepared, skipped)
             spec = run_spec(settings, state.run_id(), schedule, prepared.params)
-            outcome = _dispatch(request, schedule, state, plan, spec, view)
+            with ManagerHeartbeat(run_dir, invocation):
+                outcome = _dispatch(request, schedule, state, plan, spec, view)
             code = _exit_code(schedule, outcome)
             with contextlib.suppress(sqlite3.Error):  # a full disk was said already
                 state.end_invocation(invocation, outcome.ran, skipped, _STATE_NAMES[code], code)
@@ -494,9 +498,15 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _run_dir_lock(run_dir: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the run dir: two managers must never share one."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "run.lock", "a+") as lock:
+    """Hold an exclusive lock on the run dir: two managers must never share one.
+
+    Writing the lock file is also the first write of a run: a read-only run dir or a full
+    disk stops the run here, with one line, before anything else is touched.
+    """
+    with writing(str(run_dir), RUN_DIR_HINT, StateError):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(run_dir / "run.lock", "a+")
+    with lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -506,10 +516,11 @@ def _run_dir_lock(run_dir: Path) -> Iterator[None]:
                 f"{run_dir}: another clusterfarm run ({holder}) is using this run "
                 "dir; wait for it, or give another --run-dir"
             ) from None
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"pid {os.getpid()}")
-        lock.flush()
+        with writing(str(run_dir / "run.lock"), RUN_DIR_HINT, StateError):
+            # unbuffered, so that a full disk answers here and not again when the file closes
+            os.ftruncate(lock.fileno(), 0)
+            os.pwrite(lock.fileno(), f"pid {os.getpid()}".encode(), 0)
+            os.fsync(lock.fileno())
         try:
             yield
         finally:

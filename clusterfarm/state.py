@@ -11,15 +11,17 @@ import json
 import logging
 import os
 import queue
+import socket
 import sqlite3
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from clusterfarm.errors import StateError
+from clusterfarm.errors import StateError, StorageError, writing
 from clusterfarm.events import CellChange
 from clusterfarm.ledger import Ledger, Plan, Record, apply_record, plan_resume
 from clusterfarm.schedule import YEAR, Status, Task, TaskSchedule
@@ -49,10 +51,17 @@ CREATE TABLE IF NOT EXISTS invocations (
 );
 """
 
-# what schema 1 lacked: added in place, so older run dirs resume
+# what schema 1 lacked: added in place, so older run dirs resume. An invocation's host,
+# cwd and heartbeat tell ``status`` a live manager from a dead one, and where the run's
+# relative paths point
 _MIGRATIONS = {
     "cells": ("inputs TEXT", "output_sum TEXT"),
-    "invocations": ("year_tasks TEXT NOT NULL DEFAULT ''",),
+    "invocations": (
+        "year_tasks TEXT NOT NULL DEFAULT ''",
+        "host TEXT",
+        "cwd TEXT",
+        "heartbeat REAL",
+    ),
 }
 
 # The writer's two statements: a cell sent to a worker (one per cell of a batch, in one
@@ -107,29 +116,103 @@ def end_row(cell: Task) -> EndRow:
 
 
 def connect(run_dir: Path, create: bool = True) -> sqlite3.Connection:
-    """Open the state database of ``run_dir`` (creating it when ``create``)."""
-    path = Path(run_dir) / STATE_FILE
-    if not create and not path.is_file():
-        raise StateError(
-            f"{run_dir}: no clusterfarm run here ({STATE_FILE} missing); "
-            "give the run dir of a `clusterfarm run` with --run-dir"
-        )
-    try:
-        if create:
+    """Open the state database of ``run_dir`` for a run (creating it when ``create``)."""
+    path = state_path(run_dir, must_exist=not create)
+    if create:
+        with writing(str(path.parent), RUN_DIR_HINT, StateError):
             path.parent.mkdir(parents=True, exist_ok=True)
+    try:
         db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        _check_intact(db, path)
         if create:
             db.executescript(_SCHEMA)
             _migrate(db)
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-        schema = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        _check_schema(db, path)
     except sqlite3.Error as exc:
-        raise StateError(f"{path}: cannot open the run state ({exc})") from exc
+        raise state_error(exc, path) from exc
+    return db
+
+
+def connect_read_only(run_dir: Path) -> sqlite3.Connection:
+    """Open the state database of ``run_dir`` for reading, writing nothing in the run dir.
+
+    So ``status`` works on a read-only run dir and leaves a file that is no run state as it
+    found it. A ``-wal`` file means a run is going (or was killed): its newest rows are there,
+    read through SQLite's shared memory (``mode=ro``). Without one the main file holds
+    everything, and ``immutable=1`` reads it without creating the ``-wal``/``-shm`` files a
+    ``mode=ro`` open leaves behind; it is also the fallback where those cannot be made.
+    """
+    path = state_path(run_dir, must_exist=True)
+    uri = "file:" + urllib.parse.quote(str(path.absolute()))
+    wal = path.with_name(path.name + "-wal").exists()
+    modes = ("mode=ro", "immutable=1") if wal else ("immutable=1",)
+    for mode in modes:
+        try:
+            db = sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=30, check_same_thread=False)
+            _check_intact(db, path)
+            _check_schema(db, path)
+            return db
+        except sqlite3.Error as exc:
+            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+            if mode != modes[-1] and code in (_CANTOPEN, _READONLY):  # no -shm to be had
+                continue
+            raise state_error(exc, path) from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def state_path(run_dir: Path, must_exist: bool) -> Path:
+    """``{run_dir}/state.sqlite``; with ``must_exist``, a StateError when it is missing."""
+    path = Path(run_dir) / STATE_FILE
+    if must_exist and not path.is_file():
+        raise StateError(
+            f"{run_dir}: no clusterfarm run here ({STATE_FILE} missing); "
+            "give the run dir of a `clusterfarm run` with --run-dir"
+        )
+    return path
+
+
+RUN_DIR_HINT = "the run dir must be writable: fix its permissions or give another --run-dir"
+# SQLite's primary result codes (the low byte of an extended code)
+_PERM, _READONLY, _IOERR, _CORRUPT, _CANTOPEN, _FULL, _NOTADB = 3, 8, 10, 11, 14, 13, 26
+
+
+def state_error(exc: sqlite3.Error, path: Path) -> StateError:
+    """The one-line error for an SQLite error on the state database ``path``."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code in (_FULL, _IOERR):
+        return StorageError(f"{path}: cannot write the run state ({exc}); free some space there")
+    if code in (_CORRUPT, _NOTADB):
+        return _damaged(path, str(exc))
+    if code in (_PERM, _READONLY, _CANTOPEN):
+        return StateError(f"{path}: cannot open the run state for writing ({exc}); {RUN_DIR_HINT}")
+    return StateError(f"{path}: cannot open the run state ({exc})")
+
+
+def _damaged(path: Path, detail: str) -> StateError:
+    return StateError(
+        f"{path}: the run state is damaged ({detail}); restore it from a backup, or move it "
+        "aside to start this run dir afresh (complete cells are then computed again)"
+    )
+
+
+def _check_intact(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse a damaged database (a page overwritten, a truncated file) before it is used."""
+    problems = [row[0] for row in db.execute("PRAGMA quick_check(1)")]
+    if problems != ["ok"]:
+        first = " ".join(problems[0].replace("*** in database main ***", "").split())
+        raise _damaged(path, first[:120])
+
+
+def _check_schema(db: sqlite3.Connection, path: Path) -> None:
+    try:
+        schema = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+    except sqlite3.OperationalError:  # no meta table: an empty file, or another database
+        schema = None
     if schema is None or schema[0] != SCHEMA_VERSION:
         raise StateError(f"{path}: not a clusterfarm state database of schema {SCHEMA_VERSION}")
-    return db
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -144,10 +227,10 @@ def _migrate(db: sqlite3.Connection) -> None:
 class RunState:
     """The state database of one run directory."""
 
-    def __init__(self, run_dir: Path, create: bool = True) -> None:
+    def __init__(self, run_dir: Path, create: bool = True, read_only: bool = False) -> None:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / STATE_FILE
-        self.db = connect(self.run_dir, create)
+        self.db = connect_read_only(self.run_dir) if read_only else connect(self.run_dir, create)
 
     def run_id(self) -> str:
         """This run dir's run id, made on first use (workers are leased by it; result files
@@ -269,15 +352,20 @@ class RunState:
         year_tasks: Iterable[str] = (),
         skipped: int = 0,
     ) -> int:
-        """Record the start of a ``run`` invocation (``skipped``: complete from before)."""
+        """Record the start of a ``run`` invocation (``skipped``: complete from before), by
+        this process on this host, started from the current directory."""
+        now = time.time()
         with self.db:
             cursor = self.db.execute(
                 "INSERT INTO invocations "
-                "(pid, started, tasks, years, members, year_tasks, skipped) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "(pid, host, cwd, started, heartbeat, tasks, years, members, year_tasks, skipped) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     os.getpid(),
-                    time.time(),
+                    socket.gethostname(),
+                    os.getcwd(),
+                    now,
+                    now,
                     ",".join(tasks),
                     years,
                     members,
@@ -286,6 +374,13 @@ class RunState:
                 ),
             )
         return int(cursor.lastrowid or 0)
+
+    def beat(self, invocation: int) -> None:
+        """Record that the manager of ``invocation`` is still alive (its heartbeat)."""
+        with self.db:
+            self.db.execute(
+                "UPDATE invocations SET heartbeat=? WHERE id=?", (time.time(), invocation)
+            )
 
     def end_invocation(
         self, invocation: int, ran: int, skipped: int, state: str, exit_code: int

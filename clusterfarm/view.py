@@ -7,11 +7,12 @@ manager emits after the state is committed, so nothing is shown before it is sav
 from __future__ import annotations
 
 import json
+import math
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import IO, Any, Protocol
 
@@ -41,10 +42,13 @@ STATUS_STYLES = {
 def progress_lines(
     tasks: list[str], years: list[int], progress: Mapping[tuple[str, int], str]
 ) -> list[str]:
-    """The progress strings of SPEC §4, year by year (task-prefixed when there are several)."""
+    """The progress strings of SPEC §4, year by year (task-prefixed when there are several),
+    of the (task, year) rows in ``progress``."""
     lines = []
     for year in years:
         for task in tasks:
+            if (task, year) not in progress:
+                continue
             line = f"{year}: {progress[(task, year)]}"
             lines.append(f"{task} {line}" if len(tasks) > 1 else line)
     return lines
@@ -72,8 +76,17 @@ def report_text(report: RunReport) -> str:
 
 
 def report_footer(report: RunReport) -> list[str]:
-    """What follows the last block: cells ran and skipped, then one line per failed cell."""
+    """What follows the last block: whether its manager is gone, cells ran and skipped, then
+    one line per failed cell."""
     lines = [f"ran {report.ran}, skipped {report.skipped} (already complete)"]
+    if report.gone_since is not None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(report.gone_since))
+        left = report.abandoned
+        lines.insert(
+            0,
+            f"manager gone since {when}; run again to resume"
+            + (f" (the {left} cell(s) it was working on show as -)" if left else ""),
+        )
     for failure in report.failures:
         lines.append(
             f"{failure['status']} {failure['task']} {failure['year']} "
@@ -235,33 +248,56 @@ class QuietView:
 
 
 class PlainView:
-    """Prints a block whenever something changed, at most once a second, and at the end."""
+    """Prints a block whenever something changed, at most once every ``interval`` seconds:
+    the header and only the lines that changed since the last block; the whole board at
+    most once every ``whole_every`` seconds, and at the end.
 
-    def __init__(self, stream: IO[str] | None = None, interval: float = 1.0) -> None:
+    So the output grows with what happens, not with the size of the board times the
+    length of the run (a whole board of 200,000 cells every second is 570 MB an hour).
+    """
+
+    def __init__(
+        self,
+        stream: IO[str] | None = None,
+        interval: float = 1.0,
+        whole_every: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.stream = stream or sys.stdout
         self.interval = interval
+        self.whole_every = whole_every
+        self.clock = clock
 
     def start(self, board: Board) -> None:
         self.board = board
-        self._started = time.monotonic()
+        self._started = self.clock()
         self._shown_version = -1
-        self._last = 0.0
+        self._last = -math.inf
+        self._last_whole = -math.inf
+        self._shown: dict[tuple[str, int], str] = {}
         self._notes = 0
 
     def tick(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if self.board.version != self._shown_version and now - self._last >= self.interval:
-            self._print(now)
+            self._print(now, whole=now - self._last_whole >= self.whole_every)
 
     def close(self) -> None:
-        self._print(time.monotonic())
+        self._print(self.clock(), whole=True)
 
-    def _print(self, now: float) -> None:
+    def _print(self, now: float, whole: bool) -> None:
         self._shown_version, self._last = self.board.version, now
+        if whole:
+            self._last_whole = now
         progress, counts = self.board.snapshot()
+        changed = {key: line for key, line in progress.items() if self._shown.get(key) != line}
+        notes = self.board.notes[self._notes :]
+        if not (whole or changed or notes):
+            return  # changed and changed back: nothing to tell
+        self._shown = progress
         lines = [header(now - self._started, counts, self.board.total)]
-        lines += progress_lines(self.board.tasks, self.board.years, progress)
-        lines += self.board.notes[self._notes :]
+        lines += progress_lines(self.board.tasks, self.board.years, progress if whole else changed)
+        lines += notes
         self._notes = len(self.board.notes)
         self.stream.write("\n".join(lines) + "\n")
         self.stream.flush()

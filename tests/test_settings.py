@@ -151,3 +151,11 @@ def test_command_line_overrides_are_checked_like_the_file():
         settings.with_run(timeout=-3.0)
     with pytest.raises(SettingsError, match="--years: .*reversed"):
         settings.with_run(years="2005-2001")
+
+
+def test_relative_run_paths_can_be_taken_from_where_a_run_started(tmp_path):
+    path = write(tmp_path / "s.toml", '[run]\ndata_dir = "data"\nresults_dir = "/abs/results"\n')
+    started = load_settings(path).started_in("/home/ada/project")
+    assert started.run.data_dir == "/home/ada/project/data"
+    assert started.run.results_dir == "/abs/results"  # absolute: as it was
+    assert load_settings().started_in("/p").run.results_dir == ""  # empty: {run_dir}/results

@@ -233,3 +233,53 @@ def test_report_strings_each_year_in_member_order_whatever_the_insert_order(tmp_
         str(y): "".join(stored.get((y, m), "-") for m in members) for y in (2000, 2001, 2003)
     }
     assert read_report(state.db).to_json()["progress"] == {"noop": expected}
+
+
+def test_an_invocation_records_its_manager_and_its_heartbeat(tmp_path, monkeypatch):
+    import os
+    import socket
+
+    from clusterfarm.liveness import ManagerHeartbeat
+
+    monkeypatch.chdir(tmp_path)
+    schedule, state = fresh(tmp_path / "run")
+    state.load(schedule, LEDGER)
+    invocation = state.begin_invocation(["noop"], "2000", "0-2")
+    query = "SELECT pid, host, cwd, heartbeat FROM invocations WHERE id=?"
+    pid, host, cwd, first = state.db.execute(query, (invocation,)).fetchone()
+    assert (pid, host, cwd) == (os.getpid(), socket.gethostname(), str(tmp_path))
+    with ManagerHeartbeat(tmp_path / "run", invocation, interval=0.05):
+        time.sleep(0.3)
+    assert state.db.execute(query, (invocation,)).fetchone()[3] > first
+    report = read_report(state.db)
+    assert report.state == "running" and report.gone_since is None  # this process: alive
+    state.close()
+
+
+def test_an_older_run_dir_gains_the_new_columns_in_place(tmp_path):
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "state.sqlite")
+    old.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('schema', '2');"
+        "CREATE TABLE cells (task TEXT, year INTEGER, member INTEGER, status TEXT, "
+        "attempts INTEGER, error TEXT, error_kind TEXT, PRIMARY KEY (task, year, member));"
+        "CREATE TABLE invocations (id INTEGER PRIMARY KEY, pid INTEGER, started REAL, "
+        "finished REAL, tasks TEXT, years TEXT, members TEXT, ran INTEGER NOT NULL DEFAULT 0, "
+        "skipped INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL DEFAULT 'running', "
+        "exit_code INTEGER);"
+        "INSERT INTO invocations (pid, started, tasks, years, members) "
+        "VALUES (1, 0, 'noop', '2000', '0');"
+    )
+    old.commit()
+    old.close()
+    from clusterfarm.state import connect_read_only
+
+    reader = connect_read_only(tmp_path)  # status reads it as it is: no migration, no write
+    assert read_report(reader).cwd is None
+    reader.close()
+    db = connect(tmp_path)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(invocations)")}
+    assert {"host", "cwd", "heartbeat", "year_tasks"} <= columns
+    db.close()

@@ -217,9 +217,9 @@ def cluster(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clu
 
     try:
         ns_settings = write_settings(
-            work / "ns.toml", nameserver_at("127.0.0.1", 0) + security(pki / "certs", "ns")
+            work / "ns.toml", nameserver_at("127.0.0.1", 9090) + security(pki / "certs", "ns")
         )
-        server, log = start("nameserver", ns_settings, "nameserver")
+        server, log = start("nameserver", ns_settings, "nameserver", "--port", "0")  # a free one
         port = int(wait_for(log, "listening at", server).split(":")[-1].split()[0])
         settings = write_settings(
             work / "tls.toml", nameserver_at("127.0.0.1", port) + security(pki / "certs")

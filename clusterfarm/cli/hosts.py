@@ -11,14 +11,18 @@ from typing import Any
 
 import click
 
-from clusterfarm.cli import _options, cli, common, settings
+from clusterfarm.cli import PORT, Seconds, Whole, _options, cli, common, load, settings
 from clusterfarm.errors import EXIT_FAILED, EXIT_OK, UsageError
-from clusterfarm.settings import Host, Settings, load_settings
+from clusterfarm.settings import Host, Settings
 
 
 @cli.command()
 @click.option("--host", help="Address to listen on (default: [nameserver] host).")
-@click.option("--port", type=int, help="Port to listen on (default: [nameserver] port).")
+@click.option(
+    "--port",
+    type=Whole(0, 65535),
+    help="Port to listen on; 0: a free one, printed at start (default: [nameserver] port).",
+)
 @common
 def nameserver(host: str | None, port: int | None) -> None:
     """Run a Pyro5 nameserver in the foreground until Ctrl-C or SIGTERM."""
@@ -69,7 +73,7 @@ def nameserver(host: str | None, port: int | None) -> None:
 @click.option("--secret-stdin", is_flag=True, hidden=True, help="Read the secret from stdin.")
 @click.option(
     "--orphan-after",
-    type=click.FloatRange(min=0),
+    type=Seconds(zero=True),
     metavar="SECONDS",
     help="Exit after this long without a nameserver; 0: never (default: [workers] orphan_after).",
 )
@@ -109,9 +113,15 @@ def worker(
     ns_host, ns_port = config.nameserver.host, config.nameserver.port
     if ns_address:
         ns_host, _, port_text = ns_address.rpartition(":")
-        if not ns_host or not port_text.isdigit():
-            raise UsageError(f"--nameserver {ns_address!r}: give HOST:PORT, e.g. 10.0.0.1:9090")
-        ns_port = int(port_text)
+        try:
+            ns_port = PORT.convert(port_text, None, None)
+        except click.BadParameter:
+            ns_host = ""
+        if not ns_host:
+            raise UsageError(
+                f"--nameserver {ns_address!r}: give HOST:PORT with a port from 1 to 65535, "
+                "e.g. 10.0.0.1:9090"
+            )
     bind = host or address_towards(ns_host, ns_port)
     orphan = config.workers.orphan_after if orphan_after is None else orphan_after
     worker_daemon.serve(
@@ -149,7 +159,7 @@ def _seconds(
     """A ``--flag SECONDS`` option: a positive number (or 0 too, with ``zero``)."""
     return click.option(
         flag,
-        type=click.FloatRange(min=0, min_open=not zero),
+        type=Seconds(zero=zero),
         default=default,
         show_default=True,
         metavar="SECONDS",
@@ -322,7 +332,7 @@ def certs(out: str, host_names: str | None, force: bool) -> None:
     from clusterfarm.certs import alt_names_of, make_certs
 
     # not settings(): the certificates it would check are the ones being made
-    config = load_settings(_options["settings"])
+    config = load()
     for line in make_certs(Path(out), alt_names_of(config, host_names), force):
         click.echo(line)
 
@@ -334,7 +344,7 @@ def certs(out: str, host_names: str | None, force: bool) -> None:
     "lines",
     default=40,
     show_default=True,
-    type=click.IntRange(min=1),
+    type=Whole(1),
     help="How many lines from the end.",
 )
 @click.option("--run-dir", help="Run dir of a local-mode run (for local.<n> workers).")
