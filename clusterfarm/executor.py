@@ -22,6 +22,7 @@ from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
 from typing import Any
 
+from clusterfarm import usage
 from clusterfarm.errors import InputError
 from clusterfarm.ledger import file_checksum, input_identity
 
@@ -220,6 +221,13 @@ def _outcome(status: str, kind: str, error: str, started: float) -> dict[str, An
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Run one job in this process and describe how it went (used by the child)."""
+    start = usage.begin()
+    outcome = _run_job(job)
+    outcome["usage"] = usage.since(start)  # CPU, peak RSS, I/O of this job (clusterfarm.usage)
+    return outcome
+
+
+def _run_job(job: dict[str, Any]) -> dict[str, Any]:
     from clusterfarm.tasks.registry import TaskContext, get_task
 
     started = time.monotonic()
@@ -238,6 +246,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         log=logging.getLogger(f"clusterfarm.task.{spec.name}"),
         scratch_root=Path(scratch_root) if scratch_root else None,
         members=job.get("members"),
+        run_id=job.get("run_id"),
     )
     try:
         summary = spec.fn(job["year"], job["member"], ctx)

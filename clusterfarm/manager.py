@@ -36,6 +36,7 @@ from clusterfarm.monitor import Monitor
 from clusterfarm.nameserver import WorkerEntry
 from clusterfarm.schedule import Status, Task, TaskSchedule
 from clusterfarm.state import CellRow, StateWriter, cell_row
+from clusterfarm.trace import AttemptRow, attempt_row
 from clusterfarm.transport import configure_pyro
 
 LOG = logging.getLogger("clusterfarm.manager")
@@ -66,6 +67,7 @@ class RunConfig:
     lost_after: float = 30.0
     quarantine_after: int = 5
     quarantine_for: float = 60.0
+    run_id: str | None = None  # sent to the workers; result files carry it (clusterfarm.trace)
 
     @property
     def guard(self) -> float:
@@ -115,9 +117,9 @@ class Manager:
         self._breaker = HostBreaker(config.quarantine_after, config.quarantine_for)
         self._writer = StateWriter(writer_db, self._committed)
 
-    def _save(self, cell: Task) -> None:
+    def _save(self, cell: Task, attempt: AttemptRow | None = None) -> None:
         """Queue ``cell``'s new state for the database, with the cells its end has failed."""
-        self._writer.put(cell_row(cell, self.ledger))
+        self._writer.put(cell_row(cell, self.ledger), attempt)
         failed = self.schedule.failed_by_dependency
         while failed:
             self._writer.put(cell_row(failed.pop(), self.ledger))
@@ -198,10 +200,11 @@ class Manager:
             thread.join(max(0.0, deadline - time.monotonic()))
         with self._cond:
             for link in self._links.values():
-                for cell in link.cells:
+                for cell, token in zip(link.cells, link.tokens, strict=True):
                     if cell.status is Status.WORKING:  # its answer never came: not done
                         self.schedule.requeue(cell)
-                        self._save(cell)
+                        gone = {"error_kind": "interrupted", "error": "run ended first"}
+                        self._save(cell, attempt_row(cell, token, gone, time.time()))
                 link.cells = []
 
     # -- workers joining and leaving --------------------------------------------------------
@@ -261,6 +264,7 @@ class Manager:
             "timeout": config.timeout,
             "abandon_after": config.lost_after,
             "members": self.schedule.members,
+            "run_id": config.run_id,
         }
 
     def claim(self, link: WorkerLink) -> list[Task]:
@@ -320,7 +324,7 @@ class Manager:
                     LOG.warning("late answer from %s for %s ignored", link.name, cell)
                     continue
                 self._apply(link, cell, answer, now)
-                self._save(cell)
+                self._save(cell, attempt_row(cell, token, answer, now))
             if schedule.is_finished:
                 self._finish_run()
             elif self._waiting:
@@ -375,8 +379,10 @@ class Manager:
             if link.lost:
                 return  # the monitor and the dispatcher may both notice
             link.lost = True
-            cells, link.cells, link.tokens = link.cells, [], []
+            cells, tokens, link.cells, link.tokens = link.cells, link.tokens, [], []
             now = time.time()
+            error = f"worker {link.name} lost: {reason}"
+            lost = {"status": "failure", "error_kind": "lost", "error": error}
             for i, cell in enumerate(cells):
                 if cell.status is not Status.WORKING or cell.worker != link.name:
                     continue
@@ -385,10 +391,8 @@ class Manager:
                 else:
                     # losing the worker counts as an attempt: a task that kills every worker
                     # it touches ends as F instead of looping
-                    self.schedule.fail(
-                        cell, Status.FAILURE, f"worker {link.name} lost: {reason}", "lost", now
-                    )
-                self._save(cell)
+                    self.schedule.fail(cell, Status.FAILURE, error, "lost", now)
+                self._save(cell, attempt_row(cell, tokens[i], lost, now))
             if cells:
                 self._host_failed(link.host, "lost", now)
             if self.schedule.is_finished:

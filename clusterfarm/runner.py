@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from clusterfarm import provenance, trace
 from clusterfarm.errors import (
     EXIT_FAILED,
     EXIT_INFRA,
@@ -60,6 +61,7 @@ class RunRequest:
     settings: Settings
     local: int | None = None  # None: local mode only when there are no hosts
     verbose: bool = False  # the manager's log at DEBUG
+    argv: tuple[str, ...] | None = None  # the command line for provenance (None: sys.argv)
 
     @property
     def local_workers(self) -> int | None:
@@ -163,8 +165,10 @@ def execute(request: RunRequest, view: View) -> tuple[RunReport, int]:
                 year_tasks,
                 skipped,
             )
+            provenance.begin(state.db, run_dir, invocation, settings, prepared, request.argv)
             code, ran = _dispatch(request, schedule, state, prepared.ledger, prepared.params, view)
             state.end_invocation(invocation, ran, skipped, _STATE_NAMES[code], code)
+            provenance.write(run_dir, state.db)
             return read_report(state.db), code
         finally:
             state.close()
@@ -202,8 +206,10 @@ def _dispatch(
         lost_after=run.lost_after,
         quarantine_after=run.quarantine_after,
         quarantine_for=run.quarantine_for,
+        run_id=trace.run_id(state.db),
     )
     with _workers(request) as (workers, discover), _sigterm_interrupts():
+        provenance.note_workers(state.db, workers)
         manager = Manager(schedule, state.db, ledger, config, board.apply, discover)
         try:
             outcome = manager.run(workers, tick=view.tick)

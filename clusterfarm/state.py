@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from clusterfarm import trace
 from clusterfarm.errors import StateError
 from clusterfarm.ledger import Ledger, Plan, Record, plan_resume
 from clusterfarm.schedule import Status, Task, TaskSchedule
@@ -47,7 +48,7 @@ CREATE TABLE IF NOT EXISTS invocations (
 # what schema 1 lacked: added in place, so older run dirs resume
 _MIGRATIONS = {
     "cells": ("inputs TEXT", "output_sum TEXT"),
-    "invocations": ("year_tasks TEXT NOT NULL DEFAULT ''",),
+    "invocations": ("year_tasks TEXT NOT NULL DEFAULT ''", "argv TEXT", "settings TEXT"),
 }
 
 # one row of the cells table as the writer stores it; built under the manager's lock
@@ -101,6 +102,7 @@ def connect(run_dir: Path, create: bool = True) -> sqlite3.Connection:
         if create:
             db.executescript(_SCHEMA)
             _migrate(db)
+            trace.create_schema(db)  # the attempts table and the run id (clusterfarm.trace)
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         schema = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
     except sqlite3.Error as exc:
@@ -216,13 +218,15 @@ class StateWriter:
     def __init__(self, db: sqlite3.Connection, on_commit: Callable[[list[CellRow]], None]) -> None:
         self._db = db
         self._on_commit = on_commit
-        self._queue: queue.SimpleQueue[CellRow | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[CellRow, trace.AttemptRow | None] | None]
+        self._queue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="state-writer", daemon=True)
         self._error: BaseException | None = None
         self._thread.start()
 
-    def put(self, row: CellRow) -> None:
-        self._queue.put(row)
+    def put(self, row: CellRow, attempt: trace.AttemptRow | None = None) -> None:
+        """Queue a cell row, and the attempt that ended, to be committed together."""
+        self._queue.put((row, attempt))
 
     def close(self) -> None:
         """Write everything queued, then stop the thread."""
@@ -242,12 +246,14 @@ class StateWriter:
                     break
             if batch[-1] is None or None in batch:
                 running = False
-            rows = _latest_per_cell(row for row in batch if row is not None)
+            items = [item for item in batch if item is not None]
+            rows = _latest_per_cell(row for row, _ in items)
             if not rows:
                 continue
             try:
                 with self._db:
                     self._db.executemany(_UPDATE_CELL, rows)
+                    self._db.executemany(trace.INSERT_ATTEMPT, (a for _, a in items if a))
             except sqlite3.Error as exc:  # disk full, run dir removed...
                 self._error = exc
                 return

@@ -25,6 +25,7 @@ from clusterfarm import __version__
 from clusterfarm.errors import ClusterFarmError, NameServerError, WorkerError
 from clusterfarm.executor import Executor
 from clusterfarm.nameserver import locate
+from clusterfarm.provenance import library_versions
 from clusterfarm.schedule import YEAR
 from clusterfarm.settings import Settings
 from clusterfarm.tasks.registry import get_task, load_task_modules
@@ -32,7 +33,7 @@ from clusterfarm.transport import WORKER_PREFIX, check_listen_address, configure
 
 LOG = logging.getLogger("clusterfarm.worker")
 # what the manager may set per run; scratch space stays the worker's own ([workers] workdir)
-RUN_KEYS = ("data_dir", "results_dir", "timeout", "abandon_after", "members")
+RUN_KEYS = ("data_dir", "results_dir", "timeout", "abandon_after", "members", "run_id")
 
 
 @behavior(instance_mode="single")
@@ -127,6 +128,7 @@ class PyroWorker:
                     "results_dir": run["results_dir"],
                     "scratch_dir": run.get("scratch_dir"),
                     "members": run.get("members") if spec.per_year else None,
+                    "run_id": run.get("run_id"),
                 }
                 for year, member in cells
             ]
@@ -170,6 +172,7 @@ class PyroWorker:
             "uptime": time.time() - self._started,
             "version": __version__,
             "task_pid": self._executor.pid,
+            "versions": library_versions(),
         }
 
     def _idle_state(self) -> str:

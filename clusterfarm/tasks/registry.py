@@ -112,6 +112,7 @@ class TaskContext:
     log: logging.Logger
     scratch_root: Path | None = None
     members: list[int] | None = None  # the run's members (what a per-year task summarises)
+    run_id: str | None = None  # the run this cell belongs to (None outside a run)
     _workdir: Path | None = field(default=None, init=False, repr=False)
 
     @property
