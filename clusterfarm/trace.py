@@ -122,6 +122,8 @@ def attempt_row(cell: Task, attempt: int, answer: Mapping[str, Any], now: float)
 
 def read_attempts(db: sqlite3.Connection) -> list[dict[str, Any]]:
     """Every attempt of the run, in the order they ended; times as epoch seconds."""
+    if not db.execute("SELECT 1 FROM sqlite_master WHERE name='attempts'").fetchone():
+        return []  # a run dir from before attempts were recorded, not opened by `run` since
     cursor = db.execute(f"SELECT {', '.join(COLUMNS)} FROM attempts ORDER BY id")
     return [dict(zip(COLUMNS, row, strict=True)) for row in cursor]
 
