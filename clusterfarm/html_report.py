@@ -312,7 +312,9 @@ def _failures(report: RunReport, attempts: list[dict[str, Any]]) -> str:
     ]
     more = len(report.failures) - len(rows)
     table = (
-        _table(["task", "year", "member", "status", "attempts", "kind", "error"], rows)
+        '<div class="scroll">'
+        + _table(["task", "year", "member", "status", "attempts", "kind", "error"], rows)
+        + "</div>"
         if rows
         else "<p>No cell ended F or T.</p>"
     )

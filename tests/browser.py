@@ -210,17 +210,21 @@ class Browser:
             if e.get("method") == "Network.requestWillBeSent"
         ]
 
-    def screenshot(self, path: Path, width: int = 1280) -> None:
-        """Write a PNG of the whole page (up to 6000 px tall)."""
-        height = int(self.evaluate("document.documentElement.scrollHeight"))
+    def screenshot(self, path: Path, width: int = 1280, height: int = 900) -> None:
+        """Write a PNG of the whole page (up to 8000 px tall) as a ``width`` x ``height``
+        window shows it (so ``vh`` units mean what they mean on a laptop)."""
         self.call(
             "Emulation.setDeviceMetricsOverride",
             width=width,
-            height=min(height, 6000),
+            height=height,
             deviceScaleFactor=1,
             mobile=False,
         )
-        shot = self.call("Page.captureScreenshot", format="png")
+        full = min(int(self.evaluate("document.documentElement.scrollHeight")), 8000)
+        clip = {"x": 0, "y": 0, "width": width, "height": full, "scale": 1}
+        shot = self.call(
+            "Page.captureScreenshot", format="png", captureBeyondViewport=True, clip=clip
+        )
         path.write_bytes(base64.b64decode(shot["data"]))
 
     def close(self) -> None:

@@ -79,7 +79,10 @@
       if (i >= 0) showAttempts(g, g.years[Math.floor(i / cols)], g.members[i % cols], i);
     });
     host.appendChild(text("div", `${g.task}: ${rows} years × ${cols} members`, "gridname"));
-    host.appendChild(canvas);
+    const box = document.createElement("div");
+    box.className = "gridbox";  // a long run scrolls inside the box, the page stays short
+    box.appendChild(canvas);
+    host.appendChild(box);
   }
 
   function showAttempts(g, year, m, i) {
