@@ -24,6 +24,7 @@ from typing import Any
 
 from clusterfarm.errors import UsageError
 from clusterfarm.schedule import Task
+from clusterfarm.usage import unpack
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS attempts (
@@ -96,7 +97,7 @@ def attempt_row(cell: Task, attempt: int, answer: Mapping[str, Any], now: float)
         status = REQUEUED
     elif status not in COUNTED:
         status = "failure"
-    usage = answer.get("usage") or {}
+    usage = unpack(answer.get("usage"))
     return (
         cell.task,
         cell.year,

@@ -137,3 +137,42 @@ def since(start: Start) -> dict[str, Any]:
         before, after = start.io.get(name), io.get(name)
         usage[name] = after - before if before is not None and after is not None else None
     return usage
+
+
+FIELDS = ("started", "ended", "cpu", "peak_rss", "rchar", "wchar", "read_bytes", "write_bytes")
+
+
+def pack(figures: dict[str, Any]) -> str:
+    """The figures of :func:`since` as one short string, for the wire.
+
+    A string is one token for serpent's decoder; eight numbers with their keys would make
+    the manager parse about 80 µs more per cell, a third of a noop cell's dispatch cost.
+    """
+    return ",".join(_text(figures.get(name)) for name in FIELDS)
+
+
+def unpack(packed: str | None) -> dict[str, Any]:
+    """The figures of a :func:`pack` string ({} for None or a malformed one)."""
+    if not isinstance(packed, str):
+        return {}
+    values = packed.split(",")
+    if len(values) != len(FIELDS):
+        return {}
+    try:
+        return {name: _number(value) for name, value in zip(FIELDS, values, strict=True)}
+    except ValueError:
+        return {}
+
+
+def _number(text: str) -> float | int | None:
+    if not text:
+        return None
+    return float(text) if "." in text or "e" in text else int(text)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6f}" if value > 1e6 else f"{value:.6g}"
+    return str(int(value))

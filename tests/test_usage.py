@@ -56,8 +56,19 @@ def test_every_job_outcome_carries_its_usage(tmp_path):
     ok = run_job({**job, "task": "noop"})
     failed = run_job({**job, "task": "fail_always"})
     for outcome in (ok, failed):
+        outcome["usage"] = usage.unpack(outcome["usage"])
         assert set(outcome["usage"]) == {
             "started", "ended", "cpu", "peak_rss", "rchar", "wchar", "read_bytes", "write_bytes"
         }  # fmt: skip
         assert outcome["usage"]["peak_rss"] > 0
     assert failed["status"] == "failure"
+
+
+def test_packed_figures_come_back_as_they_were_to_the_microsecond():
+    figures = usage.since(usage.begin())
+    back = usage.unpack(usage.pack(figures))
+    assert back.keys() == figures.keys()
+    for name, value in figures.items():
+        assert back[name] == pytest.approx(value, abs=1e-6, rel=1e-5)
+    assert usage.unpack(None) == {} and usage.unpack("1,2") == {}
+    assert usage.unpack(usage.pack({"cpu": 0.5}))["peak_rss"] is None

@@ -123,6 +123,7 @@ def run_task(year: int, member: int, task: str | None) -> int:
 
     from clusterfarm.executor import run_job
     from clusterfarm.runner import resolve_task_params
+    from clusterfarm.usage import unpack
 
     config = settings()
     name = task or config.run.tasks[0]
@@ -137,5 +138,6 @@ def run_task(year: int, member: int, task: str | None) -> int:
             "results_dir": str(Path(config.run.results_path).absolute()),
         }
     )
+    outcome["usage"] = unpack(outcome.get("usage"))
     click.echo(json.dumps({"task": name, "year": year, "member": member, **outcome}))
     return EXIT_OK if outcome["status"] == "complete" else EXIT_FAILED
