@@ -223,7 +223,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Run one job in this process and describe how it went (used by the child)."""
     start = usage.begin()
     outcome = _run_job(job)
-    outcome["usage"] = usage.pack(usage.since(start))  # CPU, peak RSS, I/O (clusterfarm.usage)
+    outcome["usage"] = usage.since(start)  # CPU, peak RSS, I/O, packed (clusterfarm.usage)
     return outcome
 
 

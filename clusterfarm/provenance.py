@@ -11,6 +11,7 @@ Result files carry the run's ``run_id`` (see :mod:`clusterfarm.trace`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import json
@@ -19,9 +20,10 @@ import platform
 import socket
 import sqlite3
 import sys
+import threading
 import time
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -87,7 +89,6 @@ def begin(
             for name in prepared.schedule.tasks
         },
         "inputs": input_files(settings, prepared),
-        "manager": {"host": socket.gethostname(), "versions": library_versions()},
     }
     command = json.dumps(list(argv if argv is not None else sys.argv))
     with db:
@@ -123,12 +124,35 @@ def input_files(settings: Settings, prepared: Prepared) -> dict[str, Any]:
     return {"data_dir": str(data_dir), "files": files, "files_total": len(paths)}
 
 
-def note_workers(db: sqlite3.Connection, workers: list[WorkerEntry]) -> None:
-    """Ask ``workers`` which versions they run; keep them per host in the state's ``meta``."""
+@contextlib.contextmanager
+def asking_workers(db: sqlite3.Connection, workers: list[WorkerEntry]) -> Iterator[None]:
+    """While the block runs, ask ``workers`` (and this process) which versions they run;
+    keep the answers in the state's ``meta`` when it ends.
+
+    Asking in the background keeps the question (a connection per worker, the worker's first
+    look at its installed packages) off the start of the dispatch; the store waits until the
+    block is over, when nothing else writes to ``db``.
+    """
     from clusterfarm.roster import describe_entries
 
+    found: dict[str, Any] = {}
+
+    def ask() -> None:
+        found["manager"] = {"host": socket.gethostname(), "versions": library_versions()}
+        found["workers"] = describe_entries(workers)
+
+    thread = threading.Thread(target=ask, name="provenance", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join(10)
+        _store(db, dict(found))
+
+
+def _store(db: sqlite3.Connection, found: dict[str, Any]) -> None:
     hosts = read_hosts(db)
-    for worker in describe_entries(workers):
+    for worker in found.get("workers", []):
         entry = hosts.setdefault(worker["host"], {"workers": [], "versions": None})
         if worker["name"] not in entry["workers"]:
             entry["workers"].append(worker["name"])
@@ -137,11 +161,19 @@ def note_workers(db: sqlite3.Connection, workers: list[WorkerEntry]) -> None:
             entry["seen"] = trace.iso_time(time.time())
     with db:
         db.execute("INSERT OR REPLACE INTO meta VALUES ('hosts', ?)", (_dumps(hosts),))
+        if "manager" in found:
+            manager = _dumps(found["manager"])
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('manager', ?)", (manager,))
 
 
 def read_hosts(db: sqlite3.Connection) -> dict[str, Any]:
-    row = db.execute("SELECT value FROM meta WHERE key='hosts'").fetchone()
-    return dict(json.loads(row[0])) if row else {}
+    """The versions each host's workers reported, with the workers' names."""
+    return _meta_json(db, "hosts") or {}
+
+
+def _meta_json(db: sqlite3.Connection, key: str) -> Any:
+    row = db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+    return json.loads(row[0]) if row else None
 
 
 def read(db: sqlite3.Connection, run_dir: Path) -> dict[str, Any]:
@@ -173,7 +205,7 @@ def read(db: sqlite3.Connection, run_dir: Path) -> dict[str, Any]:
         "run_id": trace.run_id(db),
         "run_dir": str(Path(run_dir).absolute()),
         "written": trace.iso_time(time.time()),
-        "manager": latest.get("manager"),
+        "manager": _meta_json(db, "manager"),
         "hosts": read_hosts(db),
         "settings": latest.get("settings"),
         "settings_source": latest.get("settings_source"),

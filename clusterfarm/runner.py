@@ -208,8 +208,11 @@ def _dispatch(
         quarantine_for=run.quarantine_for,
         run_id=trace.run_id(state.db),
     )
-    with _workers(request) as (workers, discover), _sigterm_interrupts():
-        provenance.note_workers(state.db, workers)
+    with (
+        _workers(request) as (workers, discover),
+        _sigterm_interrupts(),
+        provenance.asking_workers(state.db, workers),
+    ):
         manager = Manager(schedule, state.db, ledger, config, board.apply, discover)
         try:
             outcome = manager.run(workers, tick=view.tick)
