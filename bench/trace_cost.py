@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -35,10 +36,17 @@ def export(commit: str, into: Path) -> Path:
     return into
 
 
-def noop_run(tree: Path, work: Path) -> tuple[float, float]:
-    """Tasks per second of one run with ``tree``'s clusterfarm: (dispatch, whole command)."""
+def _cpu_of_children() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def noop_run(tree: Path, work: Path) -> tuple[float, float, float]:
+    """One run with ``tree``'s clusterfarm: tasks per second (dispatch, whole command) and
+    CPU µs per cell of all its processes (manager, workers, task processes)."""
     env = dict(os.environ, PYTHONPATH=str(tree))
     run_dir = work / f"run-{time.monotonic_ns()}"
+    cpu = _cpu_of_children()
     began = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "clusterfarm", "run", "--json", "--run-dir", str(run_dir),
@@ -47,11 +55,13 @@ def noop_run(tree: Path, work: Path) -> tuple[float, float]:
         capture_output=True, text=True, cwd=work, env=env, check=False,
     )  # fmt: skip
     command = time.perf_counter() - began
+    cpu = _cpu_of_children() - cpu  # the manager reaps its workers, so theirs count too
     if done.returncode != 0:
         raise SystemExit(f"run with {tree} failed: {done.stderr.strip()}")
     report = json.loads(done.stdout)
     assert report["complete"] == YEARS * MEMBERS, report
-    return YEARS * MEMBERS / report["elapsed"], YEARS * MEMBERS / command
+    cells = YEARS * MEMBERS
+    return cells / report["elapsed"], cells / command, cpu / cells * 1e6
 
 
 def main() -> None:
@@ -66,22 +76,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cf-bench-trace-") as tmp:
         work = Path(tmp)
         trees = {"without": export(base, work / "base"), "with": ROOT}
-        figures: dict[str, list[tuple[float, float]]] = {"without": [], "with": []}
+        figures: dict[str, list[tuple[float, float, float]]] = {"without": [], "with": []}
         for _ in range(args.rounds):
             for name, tree in trees.items():
                 figures[name].append(noop_run(tree, work))
+    load = os.getloadavg()[0]
     print(f"attempt record cost, {YEARS * MEMBERS:,} noop cells, 2 local workers, base {base[:8]}")
+    print(f"  load average at the end: {load:.1f} (other work on this machine adds noise)")
     medians = {}
     for name, runs in figures.items():
-        dispatch = statistics.median(r[0] for r in runs)
-        command = statistics.median(r[1] for r in runs)
-        medians[name] = (dispatch, command)
+        medians[name] = [statistics.median(r[k] for r in runs) for k in range(3)]
+        dispatch, command, cpu = medians[name]
         each = ", ".join(f"{r[0]:,.0f}" for r in runs)
         print(f"  {name:8} record: {dispatch:,.0f} tasks/s dispatch ({each}); "
-              f"{command:,.0f} tasks/s whole command")  # fmt: skip
+              f"{command:,.0f} tasks/s whole command; {cpu:.0f} CPU µs per cell")  # fmt: skip
     ratio = medians["with"][0] / medians["without"][0]
     whole = medians["with"][1] / medians["without"][1]
-    print(f"  with/without: {ratio:.3f} dispatch, {whole:.3f} whole command (goal >= 0.95)")
+    cpu_ratio = medians["without"][2] / medians["with"][2]
+    print(
+        f"  with/without: {ratio:.3f} dispatch, {whole:.3f} whole command, "
+        f"{cpu_ratio:.3f} by CPU per cell (goal >= 0.95)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,12 +1,26 @@
 """clusterfarm: run one analysis over every year x ensemble member across the lab's machines."""
 
-__version__ = "0.1.0"  # first: modules imported below read it
+__version__ = "0.1.0"
 
-from clusterfarm.api import Farm, open_tracks
+from typing import TYPE_CHECKING
+
 from clusterfarm.errors import ClusterFarmError, InputError
 from clusterfarm.schedule import PyroTask, PyroTaskSchedule, Status, Task, TaskSchedule
 from clusterfarm.settings import Settings
 from clusterfarm.tasks.registry import TaskContext, task
+
+if TYPE_CHECKING:
+    from clusterfarm.api import Farm, open_tracks
+
+
+def __getattr__(name: str) -> object:
+    # the API (and what it imports) loads on first use: workers and task processes never do
+    if name in ("Farm", "open_tracks"):
+        from clusterfarm import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'clusterfarm' has no attribute {name!r}")
+
 
 __all__ = [
     "ClusterFarmError",

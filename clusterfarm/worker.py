@@ -25,7 +25,6 @@ from clusterfarm import __version__
 from clusterfarm.errors import ClusterFarmError, NameServerError, WorkerError
 from clusterfarm.executor import Executor
 from clusterfarm.nameserver import locate
-from clusterfarm.provenance import library_versions
 from clusterfarm.schedule import YEAR
 from clusterfarm.settings import Settings
 from clusterfarm.tasks.registry import get_task, load_task_modules
@@ -161,6 +160,8 @@ class PyroWorker:
     @expose
     def info(self) -> dict[str, Any]:
         """Describe this worker (for ``clusterfarm workers``)."""
+        from clusterfarm.provenance import library_versions
+
         current = self._current
         return {
             "name": self.name,
@@ -172,7 +173,7 @@ class PyroWorker:
             "uptime": time.time() - self._started,
             "version": __version__,
             "task_pid": self._executor.pid,
-            "versions": library_versions(),
+            "versions": library_versions(),  # for provenance.json
         }
 
     def _idle_state(self) -> str:
