@@ -293,12 +293,13 @@ def _slowest(attempts: list[dict[str, Any]]) -> str:
             f"{a['elapsed']:.3g}",
             _num(a["cpu"], "{:.3g}"),
             _mib(a["peak_rss"]),
-            _mib(a["read_bytes"]),
-            _mib(a["write_bytes"]),
+            _mib(a["rchar"]),
+            _mib(a["wchar"]),
         ]
         for a in done[:SLOWEST]
     ]
     head = ["task", "year", "member", "worker", "host", "elapsed s", "cpu s", "peak RSS MiB"]
+    # rchar/wchar: what the task read and wrote (read_bytes only counts what missed the cache)
     return _table(head + ["read MiB", "written MiB"], rows) if rows else "<p>None yet.</p>"
 
 
