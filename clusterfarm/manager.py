@@ -200,7 +200,7 @@ class Manager:
             thread.join(max(0.0, deadline - time.monotonic()))
         with self._cond:
             for link in self._links.values():
-                for cell, token in zip(link.cells, link.tokens, strict=True):
+                for cell, token in zip(link.cells, link.tokens, strict=False):
                     if cell.status is Status.WORKING:  # its answer never came: not done
                         self.schedule.requeue(cell)
                         gone = {"error_kind": "interrupted", "error": "run ended first"}

@@ -208,8 +208,10 @@ def read(db: sqlite3.Connection, run_dir: Path) -> dict[str, Any]:
     """The provenance document of a run, from its state database."""
     invocations = []
     latest: dict[str, Any] = {}
+    have = {row[1] for row in db.execute("PRAGMA table_info(invocations)")}
+    recorded = ", ".join(c if c in have else "NULL" for c in ("argv", "settings"))  # older dirs
     for row in db.execute(
-        "SELECT id, argv, settings, started, finished, state, exit_code, tasks, years, members, "
+        f"SELECT id, {recorded}, started, finished, state, exit_code, tasks, years, members, "
         "ran, skipped FROM invocations ORDER BY id"
     ):
         ident, argv, snapshot, started, finished, state, code, tasks, years, members = row[:10]

@@ -71,3 +71,19 @@ def test_trace_of_a_dir_without_a_run_is_one_error_line_and_exit_2(tmp_path):
     assert result.err.startswith("Error: ") and len(result.err.strip().splitlines()) == 1
     bad = run_cli("trace", "--format", "xml", cwd=tmp_path)
     assert bad.code == 2 and "Error:" in bad.err
+
+
+def test_a_run_dir_from_before_the_record_still_traces_and_reports(failing_run, tmp_path):
+    db = sqlite3.connect(failing_run / "clusterfarm-run/state.sqlite")
+    with db:  # what a run dir written before this record looks like
+        db.execute("DROP TABLE attempts")
+        db.execute("ALTER TABLE invocations DROP COLUMN argv")
+        db.execute("ALTER TABLE invocations DROP COLUMN settings")
+    db.close()
+    result = run_cli("trace", cwd=failing_run)
+    assert result.code == 0, result.err
+    assert result.out.startswith("invocation\ttask\t") and len(result.out.splitlines()) == 1
+    out = tmp_path / "old.html"
+    report = run_cli("report", "--out", str(out), cwd=failing_run)
+    assert report.code == 0, report.err
+    assert "F" in out.read_text()
