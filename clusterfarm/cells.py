@@ -6,10 +6,7 @@ wire answer (:mod:`clusterfarm.protocol`). After a cell it ends any process the 
 running (the task process is a subreaper, so even a double-forked grandchild is found), and
 it checks that the task's summary is a small plain dict.
 
-Costs are counted from the task process's own accounting at about 3 µs a cell: CPU time
-(its own and its reaped children's), peak resident memory and block I/O from ``getrusage``.
-The peak is reset (``/proc/self/clear_refs``) only after a cell raised it, so each cell's peak
-is its own without paying for a reset on every cell.
+What each cell cost is measured by :class:`clusterfarm.usage.Meter` in this same process.
 """
 
 from __future__ import annotations
@@ -19,7 +16,6 @@ import ctypes
 import json
 import logging
 import os
-import resource
 import signal
 import time
 import traceback
@@ -29,8 +25,9 @@ from typing import Any
 
 from clusterfarm.errors import InputError
 from clusterfarm.ledger import file_checksum, input_identity
-from clusterfarm.protocol import ErrorKind, Usage, complete, failed
+from clusterfarm.protocol import ErrorKind, complete, failed
 from clusterfarm.tasks.registry import TaskContext, TaskSpec, get_task
+from clusterfarm.usage import Meter
 
 LOG = logging.getLogger("clusterfarm.executor")
 
@@ -54,14 +51,24 @@ def run_cells(context: dict[str, Any], cells: list[tuple[int, int]]) -> Iterator
     """
     spec = get_task(context["task"])
     shared = _Shared(spec, context)
-    meter = _Meter()
+    meter = _meter()
     for year, member in cells:
         meter.start()
         answer = _run_one(shared, year, member)
-        usage = meter.stop()
-        if meter.elapsed >= _SPAWN_SECONDS:
+        usage = meter.stop(answer[1])
+        if answer[1] >= _SPAWN_SECONDS:
             end_descendants()
         yield (*answer[:2], usage, *answer[3:])
+
+
+_meters: list[Meter] = []
+
+
+def _meter() -> Meter:
+    """This process's meter (made once: it keeps the /proc files open)."""
+    if not _meters:
+        _meters.append(Meter())
+    return _meters[0]
 
 
 class _Shared:
@@ -155,46 +162,6 @@ def plain_summary(summary: Any) -> dict[str, Any] | None:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-class _Meter:
-    """A cell's CPU time, peak memory and block I/O, from this process's own accounting."""
-
-    def __init__(self) -> None:
-        self._before = (0.0, 0, 0)
-        self._floor = _maxrss()  # the peak right after the last reset
-        self._began = 0.0
-        self.elapsed = 0.0
-
-    def start(self) -> None:
-        self._began = time.monotonic()
-        self._before = _counters()
-
-    def stop(self) -> Usage:
-        self.elapsed = time.monotonic() - self._began
-        cpu, read, written = _counters()
-        peak = _maxrss()
-        if peak > self._floor:  # this cell raised the peak: the next one starts afresh
-            _reset_peak()
-            self._floor = _maxrss()
-        before = self._before
-        return (round(cpu - before[0], 6), peak, read - before[1], written - before[2])
-
-
-def _counters() -> tuple[float, int, int]:
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-    return cpu, (me.ru_inblock + kids.ru_inblock) * 512, (me.ru_oublock + kids.ru_oublock) * 512
-
-
-def _maxrss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux counts in kB
-
-
-def _reset_peak() -> None:
-    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")  # resets the peak resident set size (Linux >= 4.0)
 
 
 def end_descendants() -> None:

@@ -47,6 +47,7 @@ from clusterfarm.nameserver import WorkerEntry
 from clusterfarm.protocol import Answer, ErrorKind, JoinAnswer, RunSpec
 from clusterfarm.schedule import Status, Task, TaskSchedule
 from clusterfarm.state import StateWriter, end_row, start_rows
+from clusterfarm.trace import AttemptRow, attempt_row
 from clusterfarm.transport import configure_pyro
 
 LOG = logging.getLogger("clusterfarm.manager")
@@ -142,9 +143,10 @@ class Manager:
 
     # -- saving, then showing ---------------------------------------------------------------
 
-    def _save(self, cell: Task) -> None:
-        """Queue ``cell``'s new state for the database, with the cells its end has failed."""
-        self._writer.put_end(end_row(cell))
+    def _save(self, cell: Task, attempt: AttemptRow | None = None) -> None:
+        """Queue ``cell``'s new state for the database (with the record of the attempt that
+        ended), and the cells its end has failed."""
+        self._writer.put_end(end_row(cell), attempt)
         failed = self.schedule.failed_by_dependency
         while failed:
             self._writer.put_end(end_row(failed.pop()))
@@ -290,16 +292,18 @@ class Manager:
             ).start()
 
     def _wind_down(self) -> None:
+        now = time.time()
         deadline = time.monotonic() + 10
         for thread in list(self._threads):
             thread.join(max(0.0, deadline - time.monotonic()))
         with self._cond:
             for link in self._links.values():
                 for batch in link.inflight:
-                    for cell in batch.cells:
-                        if cell.status is Status.WORKING:  # its answer never came: not done
+                    for cell, token in zip(batch.cells, batch.tokens, strict=True):
+                        if self._is_current(link, cell, token):  # its answer never came
                             self.schedule.requeue(cell)
-                            self._save(cell)
+                            gone = "the run ended before its answer came"
+                            self._save(cell, attempt_row(cell, token, "", "interrupted", gone, now))
                 link.inflight = []
 
     # -- workers joining and leaving --------------------------------------------------------
@@ -389,11 +393,13 @@ class Manager:
         self.on_event(WorkerLeft(link.name, f"set aside: {reason}"))
 
     def _hand_back(self, link: WorkerLink) -> None:
+        now = time.time()
         for batch in link.inflight:
             for cell, token in zip(batch.cells, batch.tokens, strict=True):
                 if self._is_current(link, cell, token):
                     self.schedule.requeue(cell)
-                    self._save(cell)
+                    why = f"worker {link.name} set aside: {link.aside}"
+                    self._save(cell, attempt_row(cell, token, "", "set_aside", why, now))
         link.inflight = []
 
     # -- cells ------------------------------------------------------------------------------
@@ -468,7 +474,7 @@ class Manager:
                     handed_back = kind
                 else:
                     self._ran.add(cell.key)
-                self._save(cell)
+                self._save(cell, _record(cell, token, answer, now))
             if handed_back is not None:
                 self._note_hand_back(link, batch.task, handed_back, answers)
             if self.schedule.is_finished:
@@ -549,6 +555,7 @@ class Manager:
             batches, link.inflight = link.inflight, []
             now = time.time()
             first = True
+            error = f"worker {link.name} lost: {reason}"
             for batch in batches:
                 for cell, token in zip(batch.cells, batch.tokens, strict=True):
                     if not self._is_current(link, cell, token):
@@ -558,11 +565,11 @@ class Manager:
                     else:
                         # losing the worker counts as an attempt: a task that kills every
                         # worker it touches ends as F instead of looping
-                        error = f"worker {link.name} lost: {reason}"
                         self.schedule.fail(cell, Status.FAILURE, error, ErrorKind.LOST, now)
                         self._ran.add(cell.key)
                     first = False
-                    self._save(cell)
+                    lost = attempt_row(cell, token, "failure", ErrorKind.LOST, error, now)
+                    self._save(cell, lost)
             if batches:
                 self._host_failed(link.host, ErrorKind.LOST, now)
             if self.schedule.is_finished:
@@ -577,3 +584,13 @@ class Manager:
             if not self._stopping and link.name not in self._ever_lost:
                 self._ever_lost.append(link.name)
         self.on_event(WorkerLeft(link.name, reason))
+
+
+_WORDS = {"+": "complete", "F": "failure", "T": "timeout"}
+
+
+def _record(cell: Task, attempt: int, answer: Answer, now: float) -> AttemptRow:
+    """The attempts row of a try that a worker answered."""
+    kind = answer.kind.value if answer.kind else None
+    word = _WORDS[answer.status]
+    return attempt_row(cell, attempt, word, kind, answer.error, now, answer.elapsed, answer.usage)

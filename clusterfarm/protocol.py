@@ -14,14 +14,15 @@ tuple is a node to build). One cell's answer is a short tuple::
     ("+", elapsed, usage, output, output_sum, inputs, summary)  complete with an output
     ("F", elapsed, usage, kind, error)                          failure ("T": timeout)
 
-``usage`` is None or ``(cpu_s, peak_rss, read_bytes, write_bytes)`` of the task process.
+``usage`` is None or what the cell cost the task process (:data:`USAGE_FIELDS`: when it
+started, CPU seconds, peak RSS, bytes through read/write calls and to/from disk; byte counts
+None when not measured, see :mod:`clusterfarm.usage`).
 A batch's answers travel by column, so a batch of no-op cells is three literals whatever
 its size (``pack_answers``)::
 
     (statuses, figures, details)
     statuses  "++F+"      one status character per cell
-    figures   "e c r i o e c r i o ..."  per cell: elapsed, cpu, peak RSS, bytes read and
-              written ("-" for the four usage figures when unknown)
+    figures   per cell: elapsed, then the seven usage figures ("-" where unknown)
     details   {index: [output, output_sum, inputs, summary]} for complete cells with an
               output, {index: [kind, error]} for the others; only cells that have them
 
@@ -258,7 +259,11 @@ def batch_cells(cells: Any) -> list[tuple[int, int, int]]:
 
 # -- the answer for one cell -----------------------------------------------------------------
 
-Usage = tuple[float, int, int, int]  # cpu seconds, peak RSS, bytes read, bytes written
+# started (epoch s), cpu (s), peak RSS, rchar, wchar, read_bytes, write_bytes (bytes)
+Usage = tuple[float, float, int, int | None, int | None, int | None, int | None]
+USAGE_FIELDS = ("started", "cpu", "peak_rss", "rchar", "wchar", "read_bytes", "write_bytes")
+_FIGURES = 1 + len(USAGE_FIELDS)  # per cell on the wire: elapsed, then the usage
+_NO_USAGE = " -" * len(USAGE_FIELDS)
 
 
 @dataclass(slots=True)
@@ -362,10 +367,7 @@ def pack_answers(answers: Sequence[tuple[Any, ...]]) -> tuple[str, str, dict[int
     for index, answer in enumerate(answers):
         statuses.append(answer[0])
         usage = answer[2]
-        figures.append(
-            f"{answer[1]:.6g} "
-            + ("- - - -" if usage is None else "{:.6g} {:d} {:d} {:d}".format(*usage))
-        )
+        figures.append(f"{answer[1]:.6g}" + (_NO_USAGE if usage is None else _usage_text(usage)))
         if len(answer) > 3:
             details[index] = list(answer[3:])
     return "".join(statuses), " ".join(figures), details
@@ -381,12 +383,12 @@ def parse_answers(raw: Any, expected: int) -> list[Answer]:
     if not isinstance(figures, str) or not isinstance(details, dict):
         raise ProtocolError("a batch answer's figures must be a string, its details a dict")
     numbers = figures.split()
-    if len(numbers) != 5 * expected:
-        raise ProtocolError(f"{len(numbers)} figures for {expected} cells (5 each)")
+    if len(numbers) != _FIGURES * expected:
+        raise ProtocolError(f"{len(numbers)} figures for {expected} cells ({_FIGURES} each)")
     answers = []
     for index, status in enumerate(statuses):
-        elapsed, cpu, rss, read, written = numbers[5 * index : 5 * index + 5]
-        usage = None if cpu == "-" else (cpu, rss, read, written)
+        elapsed, *usage_text = numbers[_FIGURES * index : _FIGURES * (index + 1)]
+        usage = None if usage_text[0] == "-" else tuple(usage_text)
         extra = details.get(index)
         if extra is not None and not isinstance(extra, list | tuple):
             raise ProtocolError(f"details of cell {index} must be a list")
@@ -410,22 +412,26 @@ def _count(value: Any) -> str:
 # -- small checks ---------------------------------------------------------------------------
 
 
+def _usage_text(usage: Usage) -> str:
+    started, cpu, peak, *moved = usage
+    text = f" {started:.3f} {cpu:.6g} {peak:d}"
+    return text + "".join(" -" if n is None else f" {n:d}" for n in moved)
+
+
 def _usage(value: Any) -> Usage | None:
+    """Check a usage tuple (numbers, or their text as packed on the wire)."""
     if value is None:
         return None
-    if isinstance(value, tuple) and value and isinstance(value[0], str):  # packed figures
-        try:
-            return (float(value[0]), int(value[1]), int(value[2]), int(value[3]))
-        except ValueError:
-            raise ProtocolError(f"answer usage must be numbers, not {value!r:.80}") from None
-    if (
-        isinstance(value, list | tuple)
-        and len(value) == 4
-        and _is_number(value[0])
-        and all(_is_int(v) for v in value[1:])
-    ):
-        return (float(value[0]), int(value[1]), int(value[2]), int(value[3]))
-    raise ProtocolError(f"answer usage must be (cpu, rss, read, written), not {value!r:.80}")
+    if not isinstance(value, list | tuple) or len(value) != len(USAGE_FIELDS):
+        raise ProtocolError(f"answer usage must hold {USAGE_FIELDS}, not {value!r:.80}")
+    try:
+        started, cpu, peak = float(value[0]), float(value[1]), int(value[2])
+        moved = [None if v in (None, "-") else int(v) for v in value[3:]]
+    except (TypeError, ValueError):
+        raise ProtocolError(f"answer usage must be numbers, not {value!r:.80}") from None
+    if not all(math.isfinite(v) for v in (started, cpu)):
+        raise ProtocolError(f"answer usage must be finite, not {value!r:.80}")
+    return (started, cpu, peak, moved[0], moved[1], moved[2], moved[3])
 
 
 def _is_int(value: Any) -> bool:

@@ -43,6 +43,22 @@ class RunReport:
         return sum(line.count(status.value) for line in self.progress.values())
 
     @property
+    def complete(self) -> int:
+        return self.count(Status.COMPLETE)
+
+    @property
+    def failure(self) -> int:
+        return self.count(Status.FAILURE)
+
+    @property
+    def timeout(self) -> int:
+        return self.count(Status.TIMEOUT)
+
+    @property
+    def outstanding(self) -> int:
+        return self.count(Status.OUTSTANDING) + self.count(Status.WORKING)
+
+    @property
     def total(self) -> int:
         return sum(len(line) for line in self.progress.values())
 

@@ -17,7 +17,11 @@ INFO_TIMEOUT = 3.0
 
 def describe_workers(ns_host: str, ns_port: int) -> list[dict[str, Any]]:
     """Ask every registered worker (in parallel) what it is doing."""
-    entries = list_workers(locate(ns_host, ns_port))
+    return describe_entries(list_workers(locate(ns_host, ns_port)))
+
+
+def describe_entries(entries: list[WorkerEntry]) -> list[dict[str, Any]]:
+    """Ask these workers (in parallel) what they are doing and which versions they run."""
     if not entries:
         return []
     with ThreadPoolExecutor(max_workers=min(32, len(entries))) as pool:
@@ -42,7 +46,8 @@ def _describe(entry: WorkerEntry) -> dict[str, Any]:
     except Pyro5.errors.PyroError as exc:
         described["error"] = str(exc)
         return described
-    for key in ("pid", "state", "task", "done", "uptime", "version", "leased_by", "draining"):
+    keys = ("pid", "state", "task", "done", "uptime", "version", "leased_by", "draining")
+    for key in (*keys, "versions"):
         described[key] = info.get(key)
     return described
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from clusterfarm import provenance
 from clusterfarm.dispatcher import check_results_on
 from clusterfarm.errors import (
     EXIT_FAILED,
@@ -75,6 +76,7 @@ class RunRequest:
     settings: Settings
     local: int | None = None  # None: local mode only when there are no hosts
     verbose: bool = False  # the manager's log at DEBUG
+    argv: tuple[str, ...] | None = None  # the command line for provenance (None: sys.argv)
 
     @property
     def local_workers(self) -> int | None:
@@ -183,7 +185,7 @@ def execute(request: RunRequest, view: View) -> tuple[RunReport, int]:
         state = RunState(run_dir)
         try:
             if state.nothing_to_do(prepared):  # skips building a schedule of every cell
-                return _nothing_to_do(state, prepared, view), EXIT_OK
+                return _nothing_to_do(state, prepared, request, view), EXIT_OK
             schedule = prepared.schedule
             plan = state.load(schedule, prepared.ledger)
             if local:  # this machine is where the data is: check the kept results here
@@ -191,13 +193,14 @@ def execute(request: RunRequest, view: View) -> tuple[RunReport, int]:
             for cell, reason in plan.stale:
                 LOG.info("%s runs again: %s", describe(cell), reason)
             skipped = len(plan.kept)
-            invocation = _begin(state, prepared, skipped)
+            invocation = _begin(state, prepared, skipped, request)
             spec = run_spec(settings, state.run_id(), schedule, prepared.params)
             with ManagerHeartbeat(run_dir, invocation):
                 outcome = _dispatch(request, schedule, state, plan, spec, view)
             code = _exit_code(schedule, outcome)
-            with contextlib.suppress(sqlite3.Error):  # a full disk was said already
+            with contextlib.suppress(sqlite3.Error, OSError):  # a full disk was said already
                 state.end_invocation(invocation, outcome.ran, skipped, _STATE_NAMES[code], code)
+                provenance.write(run_dir, state.db)
             if outcome.problem is not None:
                 raise outcome_error(outcome.problem)
             return read_report(state.db), code
@@ -205,22 +208,29 @@ def execute(request: RunRequest, view: View) -> tuple[RunReport, int]:
             state.close()
 
 
-def _begin(state: RunState, prepared: Prepared, skipped: int) -> int:
+def _begin(state: RunState, prepared: Prepared, skipped: int, request: RunRequest) -> int:
+    """Record the invocation (and its provenance: command line, settings, inputs)."""
     year_tasks = [t for t, shape in prepared.shapes.items() if shape.per_year]
-    return state.begin_invocation(
+    invocation = state.begin_invocation(
         prepared.tasks,
         format_spec(prepared.years),
         format_spec(prepared.members),
         year_tasks,
         skipped,
     )
+    settings = request.settings
+    provenance.begin(state.db, state.run_dir, invocation, settings, prepared, request.argv)
+    return invocation
 
 
-def _nothing_to_do(state: RunState, prepared: Prepared, view: View) -> RunReport:
+def _nothing_to_do(
+    state: RunState, prepared: Prepared, request: RunRequest, view: View
+) -> RunReport:
     """Every cell is complete and current: record the invocation and show the board."""
     total = sum(prepared.cells_of(task) for task in prepared.tasks)
-    invocation = _begin(state, prepared, total)
+    invocation = _begin(state, prepared, total, request)
     state.end_invocation(invocation, 0, total, _STATE_NAMES[EXIT_OK], EXIT_OK)
+    provenance.write(state.run_dir, state.db)
     report = read_report(state.db)
     view.start(Board.of_report(report))
     view.close()
@@ -332,7 +342,11 @@ def _dispatch(
         quarantine_for=run.quarantine_for,
     )
     pool = _workers(request, schedule, board.apply)
-    with pool as (workers, discover, hooks), _sigterm_interrupts():
+    with (
+        pool as (workers, discover, hooks),
+        _sigterm_interrupts(),
+        provenance.asking_workers(state.db, workers),
+    ):
         if to_check:  # the workers see the data; this machine may not
             _reopen(state, schedule, check_on_workers(workers, spec, plan))
             board.refresh()

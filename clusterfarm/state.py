@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from clusterfarm import trace
 from clusterfarm.errors import StateError, StorageError, writing
 from clusterfarm.events import CellChange
 from clusterfarm.ledger import Ledger, Plan, Record, apply_record, plan_resume
@@ -61,6 +62,8 @@ _MIGRATIONS = {
         "host TEXT",
         "cwd TEXT",
         "heartbeat REAL",
+        "argv TEXT",  # the command line, and a snapshot of what it ran with (provenance)
+        "settings TEXT",
     ),
 }
 
@@ -129,6 +132,7 @@ def connect(run_dir: Path, create: bool = True) -> sqlite3.Connection:
         if create:
             db.executescript(_SCHEMA)
             _migrate(db)
+            trace.create_schema(db)  # the attempts table and the run id (clusterfarm.trace)
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         _check_schema(db, path)
     except sqlite3.Error as exc:
@@ -408,7 +412,7 @@ class StateWriter:
         self._path = str(path)
         self.on_commit: Callable[[list[CellChange]], None] = lambda changes: None
         self.on_failure: Callable[[str], None] = lambda problem: None
-        self._queue: queue.SimpleQueue[tuple[bool, Any] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="state-writer", daemon=True)
         self.problem: str | None = None
         self.window = COMMIT_WINDOW
@@ -416,11 +420,14 @@ class StateWriter:
 
     def put_start(self, rows: list[StartRow]) -> None:
         """Queue the rows of cells just sent to a worker (one item per batch)."""
-        self._queue.put((True, rows))
+        self._queue.put((_START, rows))
 
-    def put_end(self, row: EndRow) -> None:
-        """Queue a cell's end (complete, failed, or handed back to outstanding)."""
-        self._queue.put((False, row))
+    def put_end(self, row: EndRow, attempt: trace.AttemptRow | None = None) -> None:
+        """Queue a cell's end (complete, failed, or handed back to outstanding), and the
+        record of the attempt that ended (committed together)."""
+        self._queue.put((_END, row))
+        if attempt is not None:
+            self._queue.put((_ATTEMPT, attempt))
 
     def close(self) -> None:
         """Write everything queued, then stop the thread; raise StateError if writes failed."""
@@ -429,7 +436,7 @@ class StateWriter:
         if self.problem is not None:
             raise StateError(self.problem)
 
-    def _collect(self) -> list[tuple[bool, Any] | None]:
+    def _collect(self) -> list[tuple[str, Any] | None]:
         """The next group of changes: all that arrive within ``window`` of the first."""
         items = [self._queue.get()]
         deadline = time.monotonic() + self.window
@@ -448,7 +455,9 @@ class StateWriter:
                 running = False
             if self.problem is not None:
                 continue  # a write failed: keep draining, never block the manager
-            starts, ends = _latest_per_cell(item for item in items if item is not None)
+            group = [item for item in items if item is not None]
+            starts, ends = _latest_per_cell(group)
+            attempts = [row for kind, row in group if kind is _ATTEMPT]
             if not starts and not ends:
                 continue
             plain = [row[:7] + row[13:] for row in ends if not any(row[_PLAIN])]
@@ -458,6 +467,7 @@ class StateWriter:
                     self._db.executemany(_START_CELL, starts)
                     self._db.executemany(_END_PLAIN, plain)
                     self._db.executemany(_END_CELL, full)
+                    self._db.executemany(trace.INSERT_ATTEMPT, attempts)
             except sqlite3.Error as exc:  # disk full, run dir removed...
                 self.problem = f"{self._path}: cannot write the run state ({exc})"
                 self.on_failure(self.problem)
@@ -468,16 +478,17 @@ class StateWriter:
                 LOG.exception("showing a state change failed")
 
 
-def _latest_per_cell(
-    items: Iterable[tuple[bool, Any]],
-) -> tuple[list[StartRow], list[EndRow]]:
+_START, _END, _ATTEMPT = "start", "end", "attempt"
+
+
+def _latest_per_cell(items: Iterable[tuple[str, Any]]) -> tuple[list[StartRow], list[EndRow]]:
     """The last change of each cell, split into starts and ends (the key is last in both)."""
     latest: dict[tuple[Any, ...], tuple[bool, tuple[Any, ...]]] = {}
-    for is_start, payload in items:
-        if is_start:
+    for kind, payload in items:
+        if kind is _START:
             for row in payload:
                 latest[row[-3:]] = (True, row)
-        else:
+        elif kind is _END:
             latest[payload[-3:]] = (False, payload)
     starts = [row for is_start, row in latest.values() if is_start]
     ends = [row for is_start, row in latest.values() if not is_start]

@@ -277,6 +277,8 @@ def _start_walltime_run_early(request: pytest.FixtureRequest) -> None:
             request.getfixturevalue("walltime_run")
         except Exception:  # a cluster that does not start fails the SLURM tests, not all
             pass
+
+
 @pytest.fixture
 def mounts() -> Iterator[object]:
     """Full tmpfs disks and read-only folders for one test, all undone at teardown."""

@@ -198,4 +198,4 @@ def _one_line(exc: BaseException) -> tuple[str, int]:
 
 
 # the commands register themselves with ``cli`` when their modules are imported
-from clusterfarm.cli import analysis, hosts, runs  # noqa: E402, F401
+from clusterfarm.cli import analysis, hosts, observe, runs  # noqa: E402, F401

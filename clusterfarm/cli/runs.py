@@ -145,6 +145,7 @@ def run_task(year: int, member: int, task: str | None) -> int:
     from clusterfarm.cells import run_cells
     from clusterfarm.protocol import parse_answer
     from clusterfarm.runner import resolve_task_params
+    from clusterfarm.usage import named
 
     config = settings()
     name = task or config.run.tasks[0]
@@ -157,5 +158,6 @@ def run_task(year: int, member: int, task: str | None) -> int:
     }
     answer = parse_answer(next(run_cells(context, [(year, member)])))
     outcome = {"task": name, "year": year, "member": member, **answer.to_dict()}
+    outcome["usage"] = named(answer.usage)
     click.echo(json.dumps(outcome))
     return EXIT_OK if answer.complete else EXIT_FAILED

@@ -137,3 +137,18 @@ def hog(year: int, member: int, ctx: TaskContext) -> None:
     for _ in range(int(ctx.params["mb"]) // 20):
         held.append(bytearray(20_000_000))  # bytearray(n) writes its n zero bytes: resident
         time.sleep(0.01)
+
+
+@task("fail_member", version="1", params={"member": 0}, writes_output=False)
+def fail_member(year: int, member: int, ctx: TaskContext) -> None:
+    """Fails on every attempt of one member; succeeds at once on the others."""
+    if member == ctx.params["member"]:
+        raise RuntimeError(f"member {member} always fails")
+
+
+@task("allocate", version="1", params={"mb": 100}, writes_output=False)
+def allocate(year: int, member: int, ctx: TaskContext) -> dict[str, int]:
+    """Touches ``mb`` MiB of memory (so the peak RSS of the attempt shows it)."""
+    block = bytearray(ctx.params["mb"] * 2**20)
+    block[::4096] = b"x" * len(block[::4096])
+    return {"mb": ctx.params["mb"]}
