@@ -1,12 +1,12 @@
 """What recording every attempt costs dispatch: the same noop run with and without it.
 
 Runs ``clusterfarm run --local 2 --task noop`` over 20,000 cells (bench/dispatch.py's first
-row) alternately with this tree and with a tree without the attempt record (``git archive`` of
-``--base``, default: the commit this branch started from), three times each, in one run of
-this script, and prints the median tasks per second of each and their ratio. Both trees run in
-this environment (``PYTHONPATH`` picks the tree), so only the code differs.
+row) alternately with the record and without it (``CLUSTERFARM_RECORD=off``, a switch for
+this measurement only: no usage measured in the task processes, no attempt rows written),
+three times each, in one run of this script, and prints the median cells per second of each
+and their ratio.
 
-    .venv/bin/python bench/trace_cost.py [--base COMMIT] [--rounds 3]
+    .venv/bin/python bench/trace_cost.py [--rounds 3]
 """
 
 from __future__ import annotations
@@ -22,18 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
 YEARS, MEMBERS = 20, 1000
-
-
-def export(commit: str, into: Path) -> Path:
-    """A copy of ``commit``'s tree (no git worktree: nothing shared is touched)."""
-    into.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", commit], check=True, capture_output=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into
 
 
 def _cpu_of_children() -> float:
@@ -41,10 +30,10 @@ def _cpu_of_children() -> float:
     return used.ru_utime + used.ru_stime
 
 
-def noop_run(tree: Path, work: Path) -> tuple[float, float, float]:
-    """One run with ``tree``'s clusterfarm: tasks per second (dispatch, whole command) and
+def noop_run(record: bool, work: Path) -> tuple[float, float, float]:
+    """One run, with or without the record: cells per second (dispatch, whole command) and
     CPU µs per cell of all its processes (manager, workers, task processes)."""
-    env = dict(os.environ, PYTHONPATH=str(tree))
+    env = dict(os.environ, CLUSTERFARM_RECORD="on" if record else "off")
     run_dir = work / f"run-{time.monotonic_ns()}"
     cpu = _cpu_of_children()
     began = time.perf_counter()
@@ -57,7 +46,7 @@ def noop_run(tree: Path, work: Path) -> tuple[float, float, float]:
     command = time.perf_counter() - began
     cpu = _cpu_of_children() - cpu  # the manager reaps its workers, so theirs count too
     if done.returncode != 0:
-        raise SystemExit(f"run with {tree} failed: {done.stderr.strip()}")
+        raise SystemExit(f"run failed: {done.stderr.strip()}")
     report = json.loads(done.stdout)
     assert report["complete"] == YEARS * MEMBERS, report
     cells = YEARS * MEMBERS
@@ -66,22 +55,16 @@ def noop_run(tree: Path, work: Path) -> tuple[float, float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", default="main", help="commit without the record")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    base = subprocess.run(
-        ["git", "-C", str(ROOT), "merge-base", "HEAD", args.base],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip()  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="cf-bench-trace-") as tmp:
         work = Path(tmp)
-        trees = {"without": export(base, work / "base"), "with": ROOT}
         figures: dict[str, list[tuple[float, float, float]]] = {"without": [], "with": []}
         for _ in range(args.rounds):
-            for name, tree in trees.items():
-                figures[name].append(noop_run(tree, work))
+            for name in figures:
+                figures[name].append(noop_run(name == "with", work))
     load = os.getloadavg()[0]
-    print(f"attempt record cost, {YEARS * MEMBERS:,} noop cells, 2 local workers, base {base[:8]}")
+    print(f"attempt record cost, {YEARS * MEMBERS:,} noop cells, 2 local workers")
     print(f"  load average at the end: {load:.1f} (other work on this machine adds noise)")
     medians = {}
     for name, runs in figures.items():

@@ -31,6 +31,9 @@ from clusterfarm.usage import Meter
 
 LOG = logging.getLogger("clusterfarm.executor")
 
+# CLUSTERFARM_RECORD=off: no usage measured (only bench/trace_cost.py sets it, to show what
+# the record costs)
+RECORD = os.environ.get("CLUSTERFARM_RECORD", "on") != "off"
 MAX_SUMMARY_BYTES = 64 * 1024  # a summary is a few figures; bulk results belong in output
 _PR_SET_CHILD_SUBREAPER = 36
 # a cell quicker than this cannot have started a process worth looking for
@@ -51,11 +54,12 @@ def run_cells(context: dict[str, Any], cells: list[tuple[int, int]]) -> Iterator
     """
     spec = get_task(context["task"])
     shared = _Shared(spec, context)
-    meter = _meter()
+    meter = _meter() if RECORD else None
     for year, member in cells:
-        meter.start()
+        if meter is not None:
+            meter.start()
         answer = _run_one(shared, year, member)
-        usage = meter.stop(answer[1])
+        usage = meter.stop(answer[1]) if meter is not None else None
         if answer[1] >= _SPAWN_SECONDS:
             end_descendants()
         yield (*answer[:2], usage, *answer[3:])

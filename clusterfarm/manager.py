@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from clusterfarm.breaker import HostBreaker
+from clusterfarm.cells import RECORD
 from clusterfarm.dispatcher import (
     LANES,
     Batch,
@@ -474,7 +475,7 @@ class Manager:
                     handed_back = kind
                 else:
                     self._ran.add(cell.key)
-                self._save(cell, _record(cell, token, answer, now))
+                self._save(cell, _record(cell, token, answer, now) if RECORD else None)
             if handed_back is not None:
                 self._note_hand_back(link, batch.task, handed_back, answers)
             if self.schedule.is_finished:
