@@ -410,7 +410,17 @@ def _workers(
         yield workers, WorkerDirectory(host, port), None
         return
     secret = new_secret() if settings.security.auth else None
-    set_secret(secret)  # this run's own: nobody else may list or call its workers
+    previous = set_secret(secret)  # this run's own: nobody else may list or call its workers
+    try:
+        with _local_pool(settings, count, secret) as pool:
+            yield pool
+    finally:
+        set_secret(previous)  # (a Python API caller may run more than one run)
+
+
+@contextlib.contextmanager
+def _local_pool(settings: Settings, count: int, secret: str | None) -> Iterator[Pool]:
+    """A nameserver in this process and ``count`` worker processes, for one run."""
     nameserver = NameServer("127.0.0.1", 0)
     explicit = None if settings.source.endswith("default.toml") else settings.source
     launcher = LocalLauncher(

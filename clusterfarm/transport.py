@@ -75,10 +75,12 @@ def _configure_tls(security: SecuritySettings) -> None:
 _secret: str | None = None  # this process's run or cluster secret, when auth is on
 
 
-def set_secret(secret: str | None) -> None:
-    """Make every proxy of this process present ``secret``, and every daemon demand it."""
+def set_secret(secret: str | None) -> str | None:
+    """Make every proxy of this process present ``secret``, and every daemon demand it;
+    return the secret it replaces."""
     global _secret
-    _secret = secret or None
+    previous, _secret = _secret, secret or None
+    return previous
 
 
 def authenticate(proxy: Any) -> Any:

@@ -179,7 +179,7 @@ def test_batch_answers_one_outcome_per_cell_in_order(worker_proxy):
     answers = batch(worker_proxy, "sleep", [[2000, 0, 1], [2000, 1, 1], [2001, 5, 1]])
     assert [a.status for a in answers] == ["+"] * 3
     assert all(a.summary == {"slept": 0.01} for a in answers)
-    assert all(a.usage is not None and a.usage[1] > 1e6 for a in answers)  # peak RSS
+    assert all(a.usage is not None and a.usage[2] > 1e6 for a in answers)  # peak RSS
     assert worker_proxy.info()["done"] == 3
 
 
