@@ -49,7 +49,7 @@ from clusterfarm.protocol import Answer, ErrorKind, JoinAnswer, RunSpec
 from clusterfarm.schedule import Status, Task, TaskSchedule
 from clusterfarm.state import StateWriter, end_row, start_rows
 from clusterfarm.trace import AttemptRow, attempt_row
-from clusterfarm.transport import configure_pyro
+from clusterfarm.transport import configure_pyro, raise_open_files_limit
 
 LOG = logging.getLogger("clusterfarm.manager")
 
@@ -180,6 +180,7 @@ class Manager:
         ``tick`` is called from this (the main) thread a few times a second.
         """
         configure_pyro()
+        raise_open_files_limit()  # two connections per worker, and a ping connection
         LOG.info(
             "run %s: %d cells to do, %d workers known",
             self.spec.run_id,

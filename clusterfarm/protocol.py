@@ -458,10 +458,3 @@ def _positive(value: Any, label: str) -> float:
     if not _is_number(value) or not math.isfinite(value) or value <= 0:
         raise ProtocolError(f"{label}: expected a positive number, not {value!r:.40}")
     return float(value)
-
-
-def check_sequence(value: Any, label: str) -> Sequence[Any]:
-    """``value`` if it is a list or tuple, else ProtocolError naming ``label``."""
-    if not isinstance(value, list | tuple):
-        raise ProtocolError(f"{label}: expected a list, not {type(value).__name__}")
-    return value

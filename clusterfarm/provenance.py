@@ -12,10 +12,8 @@ Result files carry the run's ``run_id`` (see :mod:`clusterfarm.trace`).
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
-import platform
 import socket
 import sqlite3
 import sys
@@ -27,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clusterfarm import trace
+from clusterfarm.versions import library_versions
 
 if TYPE_CHECKING:
     from clusterfarm.nameserver import WorkerEntry
@@ -34,64 +33,7 @@ if TYPE_CHECKING:
     from clusterfarm.settings import Settings
 
 PROVENANCE_FILE = "provenance.json"
-LIBRARIES = (
-    "clusterfarm",
-    "Pyro5",
-    "serpent",
-    "numpy",
-    "netCDF4",
-    "cftime",
-    "paramiko",
-    "cryptography",
-    "click",
-    "matplotlib",
-    "xarray",
-)
 MAX_INPUT_FILES = 10_000  # listed one by one; beyond, only counted
-
-
-@functools.cache
-def library_versions() -> dict[str, str | None]:
-    """Python, the platform and the key libraries' versions in this process (None: absent)."""
-    installed = _installed()
-    versions: dict[str, str | None] = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-    for name in LIBRARIES:
-        versions[name] = installed.get(_normal(name)) or _metadata_version(name)
-    return versions
-
-
-def _installed() -> dict[str, str]:
-    """Name -> version from the ``name-version.dist-info`` folders on ``sys.path``.
-
-    A listing per folder: reading every package's metadata would cost a worker tens of ms.
-    """
-    found: dict[str, str] = {}
-    for folder in sys.path:
-        try:
-            entries = os.listdir(folder or ".")
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.endswith(".dist-info"):
-                name, _, version = entry[: -len(".dist-info")].partition("-")
-                found.setdefault(_normal(name), version)
-    return found
-
-
-def _metadata_version(name: str) -> str | None:
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _normal(name: str) -> str:
-    return name.lower().replace("-", "_").replace(".", "_")
 
 
 def begin(

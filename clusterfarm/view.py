@@ -135,31 +135,34 @@ class Board:
     """A thread-safe mirror of the cells' statuses, updated from committed events."""
 
     def __init__(self, schedule: TaskSchedule) -> None:
-        self.schedule = schedule
-        self.tasks, self.years = schedule.tasks, schedule.years
-        self._column = {member: i for i, member in enumerate(schedule.members)}
+        self._setup(schedule.tasks, schedule.years, schedule.members, len(schedule))
+        self.schedule: TaskSchedule | None = schedule
+        self.refresh()
+
+    def _setup(self, tasks: list[str], years: list[int], members: list[int], total: int) -> None:
+        self.tasks, self.years = tasks, years
+        self._column = {member: i for i, member in enumerate(members)}
         self._column[YEAR] = 0  # the one cell of a per-year task
-        self.total = len(schedule)
+        self.total = total
         self.version = 0
         self._lock = threading.Lock()
         self.notes: list[str] = []
         self.workers: dict[str, WorkerRow] = {}
-        self.refresh()
 
     @classmethod
     def of_report(cls, report: RunReport) -> Board:
         """A board of a run read back from its state (nothing will change on it)."""
-        schedule = TaskSchedule(report.years[:1], report.members[:1], report.tasks)
-        board = cls(schedule)
-        board.tasks, board.years = report.tasks, report.years
+        board = cls.__new__(cls)
+        board._setup(report.tasks, report.years, report.members, report.total)
+        board.schedule = None
         board._rows = {key: bytearray(line, "ascii") for key, line in report.progress.items()}
         board.counts = Counter({s.value: report.count(s) for s in Status})
-        board.total = report.total
         return board
 
     def refresh(self) -> None:
         """Read every cell from the schedule again (before dispatch: cells were reopened)."""
         schedule = self.schedule
+        assert schedule is not None, "a board read back from a report does not refresh"
         with self._lock:
             self._rows = {
                 (t, y): bytearray(schedule.progress_line(t, y), "ascii")

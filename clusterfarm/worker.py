@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import shutil
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,7 @@ from clusterfarm.protocol import (
 )
 from clusterfarm.schedule import YEAR
 from clusterfarm.tasks.registry import get_task, params_hash, task_names
+from clusterfarm.versions import library_versions
 from clusterfarm.walltime import Walltime
 
 LOG = logging.getLogger("clusterfarm.worker")
@@ -113,13 +113,13 @@ class PyroWorker:
         try:
             run = RunSpec.from_wire(spec)
         except ProtocolError as exc:
-            return JoinAnswer(**{**answer.__dict__, "error": str(exc)}).to_wire()
+            return replace(answer, error=str(exc)).to_wire()
         now = time.monotonic()
         with self._lock:
             self.last_contact = now
             lease = self._lease
             if lease is not None and lease.run_id != run.run_id and lease.holds(now):
-                return JoinAnswer(**{**answer.__dict__, "leased_by": _holder(lease)}).to_wire()
+                return replace(answer, leased_by=_holder(lease)).to_wire()
             self._runs[run.run_id] = run
             self._runs.move_to_end(run.run_id)
             while len(self._runs) > KEPT_RUNS:
@@ -387,7 +387,7 @@ class PyroWorker:
             "leased_by": leased,
             "run_id": lease.run_id if leased and lease else None,
             "draining": self.walltime is not None and self.walltime.leaving.is_set(),
-            "versions": versions(),
+            "versions": library_versions(),
         }
 
     def _idle_state(self) -> str:
@@ -429,19 +429,6 @@ class PyroWorker:
 
 def _holder(lease: Lease) -> str:
     return f"run {lease.run_id}" + (f" ({lease.manager})" if lease.manager else "")
-
-
-def versions() -> dict[str, str]:
-    """clusterfarm's, Python's and the key libraries' versions on this host (provenance)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"clusterfarm": __version__, "python": platform.python_version()}
-    for package in ("Pyro5", "serpent", "numpy", "netCDF4", "cftime"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            continue
-    return found
 
 
 class DiskCheck:
