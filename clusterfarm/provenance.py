@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import sqlite3
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from clusterfarm.runner import Prepared
     from clusterfarm.settings import Settings
 
+LOG = logging.getLogger("clusterfarm.provenance")
 PROVENANCE_FILE = "provenance.json"
 MAX_INPUT_FILES = 10_000  # listed one by one; beyond, only counted
 
@@ -122,7 +124,10 @@ def asking_workers(db: sqlite3.Connection, workers: list[WorkerEntry]) -> Iterat
         yield
     finally:
         thread.join(10)
-        _store(db, dict(found))
+        try:
+            _store(db, dict(found))
+        except sqlite3.Error as exc:  # a full disk: the run says so itself; this can wait
+            LOG.warning("workers' versions not kept (%s)", exc)
 
 
 def _store(db: sqlite3.Connection, found: dict[str, Any]) -> None:
