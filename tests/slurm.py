@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clusterfarm.launchers.slurm import commands
-from tests.conftest import PLUGIN_SETTINGS, Result, cli_env, run_cli
+from tests.conftest import PLUGIN_SETTINGS, Result, cli_env, run_cli, stop_process
 from tests.sshd import free_port
 
 CONF = Path("/etc/slurm/slurm.conf")
@@ -277,6 +277,7 @@ class Lab:
 
     def __init__(self, tmp_path: Path) -> None:
         self.dir = tmp_path
+        self.runs: list[subprocess.Popen[str]] = []
         self.port = free_port()
         self.job_name = f"clusterfarm@127.0.0.1:{self.port}"
         self.settings = tmp_path / "slurm.toml"
@@ -299,7 +300,7 @@ class Lab:
         return run_cli("--settings", str(self.settings), *args, cwd=self.dir, timeout=timeout)
 
     def run_in_background(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             [sys.executable, "-m", "clusterfarm", "--settings", str(self.settings), "run"]
             + ["--json", "--progress", "none", *args],
             cwd=self.dir,
@@ -308,6 +309,8 @@ class Lab:
             stderr=subprocess.PIPE,
             text=True,
         )
+        self.runs.append(process)  # stopped at cleanup if a test failed before it ended
+        return process
 
     def jobs(self) -> list[commands.Job]:
         return commands.queue(self.job_name)
@@ -333,6 +336,8 @@ class Lab:
         return time.monotonic() - began
 
     def cleanup(self) -> None:
+        for process in self.runs:
+            stop_process(process)
         jobs = self.jobs()
         if jobs:
             commands.cancel([job.id for job in jobs])

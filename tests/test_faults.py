@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.conftest import PLUGIN_SETTINGS, cli_env, run_cli, write_settings
+from tests.conftest import PLUGIN_SETTINGS, cli_env, run_cli, stop_process, write_settings
 from tests.faults import (
     busy_on,
     complete_cells,
@@ -42,7 +42,11 @@ def start_run(cwd, *args, as_json=True):
 
 
 def finish(process, timeout=120):
-    out, err = process.communicate(timeout=timeout)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop_process(process)  # a test that fails leaves no run behind
+        raise
     return process.returncode, (json.loads(out) if out.strip() else None), err
 
 
