@@ -61,13 +61,15 @@ def clusterfarm_figures(work: Path) -> dict[str, float]:
     figures["noop_command_s"] = time.perf_counter() - began
     assert report["complete"] == years * members, report
 
+    secret = cluster_secret(work)
     nameserver = NameServer("127.0.0.1", 0)
     began = time.perf_counter()
-    launcher = LocalLauncher(WORKERS, nameserver.host, nameserver.port, work / "logs")
+    launcher = LocalLauncher(WORKERS, nameserver.host, nameserver.port, work / "logs", None, secret)
     launcher.start()
     figures["startup_s"] = time.perf_counter() - began
     settings = work / "cluster.toml"
     settings.write_text(
+        f'[security]\nsecret_file = "{work / "secret"}"\n'
         f"[nameserver]\nport = {nameserver.port}\n"
         f'[[hosts]]\nname = "bench"\naddress = "127.0.0.1"\n'
         f"[tasks.sleep]\nseconds = {SLEEP_S}\n[tasks.burn]\nseconds = {BURN_S}\n"
@@ -86,6 +88,16 @@ def clusterfarm_figures(work: Path) -> dict[str, float]:
         launcher.stop()
         nameserver.stop()
     return figures
+
+
+def cluster_secret(work: Path) -> str:
+    """A secret for the benchmark's own cluster: in ``work/secret``, and this process's."""
+    from clusterfarm.secret import new_secret, write_secret
+    from clusterfarm.transport import set_secret
+
+    secret = write_secret(work / "secret", new_secret())
+    set_secret(secret)
+    return secret
 
 
 def run_command(work: Path, name: str, *args: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sqlite3
 import statistics
@@ -41,12 +42,13 @@ STATE_YEARS, STATE_MEMBERS = 100, 1000  # 100,000 cells
 
 def host(prefix: str, count: int, ns_port: int) -> None:
     """Serve ``count`` workers named ``<prefix>.<n>`` from this process until stdin closes."""
-    import os
     import threading
 
     from clusterfarm.executor import Executor
     from clusterfarm.guard import GuardedDaemon
     from clusterfarm.nameserver import locate
+    from clusterfarm.secret import use_cluster_secret
+    from clusterfarm.settings import load_settings
     from clusterfarm.tasks.registry import load_task_modules
     from clusterfarm.transport import WORKER_PREFIX, configure_pyro, raise_open_files_limit
     from clusterfarm.worker import Own, PyroWorker
@@ -54,6 +56,7 @@ def host(prefix: str, count: int, ns_port: int) -> None:
 
     configure_pyro()
     raise_open_files_limit()
+    use_cluster_secret(load_settings(None).security)  # $CLUSTERFARM_SECRET_FILE, set below
     load_task_modules()
     daemon = GuardedDaemon(host="127.0.0.1", port=0)
     ns = locate("127.0.0.1", ns_port)
@@ -80,8 +83,13 @@ class Pool:
     """Worker-hosting processes registered with one nameserver; grows on demand."""
 
     def __init__(self, work: Path) -> None:
+        from clusterfarm.secret import new_secret, write_secret
+
         self.work = work
         self.port = free_port()
+        # the pool's secret: every process started here finds it through the default settings
+        os.environ["CLUSTERFARM_SECRET_FILE"] = str(work / "secret")
+        write_secret(work / "secret", new_secret())
         self.nameserver = subprocess.Popen(
             [sys.executable, "-m", "clusterfarm", "nameserver", "--port", str(self.port)],
             cwd=work,
