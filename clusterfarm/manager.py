@@ -47,7 +47,7 @@ from clusterfarm.monitor import Monitor
 from clusterfarm.nameserver import WorkerEntry
 from clusterfarm.protocol import Answer, ErrorKind, JoinAnswer, RunSpec
 from clusterfarm.schedule import Status, Task, TaskSchedule
-from clusterfarm.state import StateWriter, end_row, start_rows
+from clusterfarm.state import EndRow, StateWriter, end_row, start_rows
 from clusterfarm.trace import AttemptRow, attempt_row
 from clusterfarm.transport import configure_pyro, raise_open_files_limit
 
@@ -59,7 +59,7 @@ LOG = logging.getLogger("clusterfarm.manager")
 # own rate of calls decides too: batches grow so that all workers together make at most
 # MAX_CALL_RATE calls a second. At most MAX_BATCH cells, and never more than a share of what
 # is left, so the last cells still spread over the workers. Each cell keeps its time limit.
-BATCH_SECONDS = 0.2
+BATCH_SECONDS = 0.5
 MAX_CALL_RATE = 500.0
 MAX_BATCH = 64
 
@@ -139,18 +139,28 @@ class Manager:
         self._mean_elapsed: dict[str, float] = {}
         self._breaker = HostBreaker(config.quarantine_after, config.quarantine_for)
         self._writer = writer
+        self._ends: list[EndRow] = []  # rows noted by _save, not yet handed to the writer
+        self._attempts: list[AttemptRow] = []
         writer.on_commit = self._committed
         writer.on_failure = self._state_failed
 
     # -- saving, then showing ---------------------------------------------------------------
 
     def _save(self, cell: Task, attempt: AttemptRow | None = None) -> None:
-        """Queue ``cell``'s new state for the database (with the record of the attempt that
-        ended), and the cells its end has failed."""
-        self._writer.put_end(end_row(cell), attempt)
+        """Note ``cell``'s new state for the database (with the record of the attempt that
+        ended), and the cells its end has failed; :meth:`_flush` hands them to the writer."""
+        self._ends.append(end_row(cell))
+        if attempt is not None:
+            self._attempts.append(attempt)
         failed = self.schedule.failed_by_dependency
         while failed:
-            self._writer.put_end(end_row(failed.pop()))
+            self._ends.append(end_row(failed.pop()))
+
+    def _flush(self) -> None:
+        """Hand the noted changes to the state writer, in one item (called under the lock)."""
+        if self._ends:
+            self._writer.put_ends(self._ends, self._attempts)
+            self._ends, self._attempts = [], []
 
     def _committed(self, changes: list[CellChange]) -> None:
         self.on_event(CellsChanged(changes))
@@ -307,6 +317,7 @@ class Manager:
                             gone = "the run ended before its answer came"
                             self._save(cell, attempt_row(cell, token, "", "interrupted", gone, now))
                 link.inflight = []
+            self._flush()
 
     # -- workers joining and leaving --------------------------------------------------------
 
@@ -403,6 +414,7 @@ class Manager:
                     why = f"worker {link.name} set aside: {link.aside}"
                     self._save(cell, attempt_row(cell, token, "", "set_aside", why, now))
         link.inflight = []
+        self._flush()
 
     # -- cells ------------------------------------------------------------------------------
 
@@ -462,6 +474,7 @@ class Manager:
         now = time.time()
         handed_back: ErrorKind | None = None
         with self._cond:
+            queued = self.schedule.queued
             if batch in link.inflight:
                 link.inflight.remove(batch)
             link.last_seen = time.monotonic()
@@ -477,12 +490,13 @@ class Manager:
                 else:
                     self._ran.add(cell.key)
                 self._save(cell, _record(cell, token, answer, now) if RECORD else None)
+            self._flush()
             if handed_back is not None:
                 self._note_hand_back(link, batch.task, handed_back, answers)
             if self.schedule.is_finished:
                 self._finish_run()
-            elif self._waiting:  # cells may have come free (retries, released dependents)
-                self._cond.notify_all()
+            elif self._waiting and self.schedule.queued != queued:
+                self._cond.notify_all()  # cells came free (retries, released dependents)
         return handed_back
 
     def _apply(self, link: WorkerLink, cell: Task, answer: Answer, now: float) -> ErrorKind | None:
@@ -572,6 +586,7 @@ class Manager:
                     first = False
                     lost = attempt_row(cell, token, "failure", ErrorKind.LOST, error, now)
                     self._save(cell, lost)
+            self._flush()
             if batches:
                 self._host_failed(link.host, ErrorKind.LOST, now)
             if self.schedule.is_finished:

@@ -108,6 +108,7 @@ class TaskSchedule:
         self.counts: Counter[Status] = Counter({Status.OUTSTANDING: len(self._cells)})
         self._outstanding: Counter[str] = Counter(c.task for c in self._cells.values())
         self.failed_by_dependency: list[Task] = []  # for the caller to persist, then clear
+        self.queued = 0  # cells put (back) in the queue after the start: retries, releases
 
     def _link_dependencies(self) -> None:
         for name in self.tasks:
@@ -155,6 +156,7 @@ class TaskSchedule:
                 if dependent.status is Status.OUTSTANDING:
                     # to the front: a year's summary should not wait for every later year
                     self._queue.appendleft(dependent)
+                    self.queued += 1
 
     def _fail_dependents(self, cell: Task, now: float) -> None:
         todo = list(self._dependents.get(cell, ()))
@@ -311,6 +313,7 @@ class TaskSchedule:
                 cell.tried_hosts.pop()
         self._set_status(cell, Status.OUTSTANDING)
         self._queue.append(cell)
+        self.queued += 1
 
     # -- questions --------------------------------------------------------------------------
 

@@ -422,12 +422,10 @@ class StateWriter:
         """Queue the rows of cells just sent to a worker (one item per batch)."""
         self._queue.put((_START, rows))
 
-    def put_end(self, row: EndRow, attempt: trace.AttemptRow | None = None) -> None:
-        """Queue a cell's end (complete, failed, or handed back to outstanding), and the
-        record of the attempt that ended (committed together)."""
-        self._queue.put((_END, row))
-        if attempt is not None:
-            self._queue.put((_ATTEMPT, attempt))
+    def put_ends(self, rows: list[EndRow], attempts: list[trace.AttemptRow]) -> None:
+        """Queue cells' ends (complete, failed, or handed back to outstanding) and the records
+        of the attempts that ended (committed together; one item per call)."""
+        self._queue.put((_END, (rows, attempts)))
 
     def close(self) -> None:
         """Write everything queued, then stop the thread; raise StateError if writes failed."""
@@ -457,7 +455,7 @@ class StateWriter:
                 continue  # a write failed: keep draining, never block the manager
             group = [item for item in items if item is not None]
             starts, ends = _latest_per_cell(group)
-            attempts = [row for kind, row in group if kind is _ATTEMPT]
+            attempts = [row for kind, payload in group if kind is _END for row in payload[1]]
             if not starts and not ends:
                 continue
             plain = [row[:7] + row[13:] for row in ends if not any(row[_PLAIN])]
@@ -478,7 +476,7 @@ class StateWriter:
                 LOG.exception("showing a state change failed")
 
 
-_START, _END, _ATTEMPT = "start", "end", "attempt"
+_START, _END = "start", "end"
 
 
 def _latest_per_cell(items: Iterable[tuple[str, Any]]) -> tuple[list[StartRow], list[EndRow]]:
@@ -489,7 +487,8 @@ def _latest_per_cell(items: Iterable[tuple[str, Any]]) -> tuple[list[StartRow], 
             for row in payload:
                 latest[row[-3:]] = (True, row)
         elif kind is _END:
-            latest[payload[-3:]] = (False, payload)
+            for row in payload[0]:
+                latest[row[-3:]] = (False, row)
     starts = [row for is_start, row in latest.values() if is_start]
     ends = [row for is_start, row in latest.values() if not is_start]
     return starts, ends

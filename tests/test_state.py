@@ -30,7 +30,7 @@ def finish_all(schedule, state, ledger=LEDGER, output=None):
         rows.append(end_row(cell))
     writer = writer_for(state)
     for row in rows:
-        writer.put_end(row)
+        writer.put_ends([row], [])
     writer.close()
 
 
@@ -108,7 +108,7 @@ def test_stale_working_and_failed_cells_become_outstanding_with_fresh_attempts(t
     schedule.fail(failed, Status.FAILURE, "boom", ErrorKind.INPUT, 2.0)
     writer = writer_for(state)
     writer.put_start(start_rows([working]))
-    writer.put_end(end_row(failed))
+    writer.put_ends([end_row(failed)], [])
     writer.close()
     assert state.db.execute("SELECT group_concat(status, '') FROM cells").fetchone()[0] == "WF"
     again = TaskSchedule([2000], range(2), ["noop"])
@@ -157,7 +157,7 @@ def test_writer_keeps_up_with_many_threads(tmp_path):
                 schedule.start(cell, "w", "h", 1.0)
                 writer.put_start(start_rows([cell]))
                 schedule.complete(cell, None, None, 0.0, 1.0)
-                writer.put_end(end_row(cell))
+                writer.put_ends([end_row(cell)], [])
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for thread in threads:
@@ -179,7 +179,7 @@ def test_report_reads_the_latest_invocation(tmp_path):
     schedule.start(cell, "w", "h", 1.0)
     schedule.fail(cell, Status.TIMEOUT, "too slow", ErrorKind.TIMEOUT, 2.0)
     writer = writer_for(state)
-    writer.put_end(end_row(cell))
+    writer.put_ends([end_row(cell)], [])
     writer.close()
     state.end_invocation(invocation, ran=1, skipped=0, state="finished", exit_code=1)
     report = read_report(state.db)
