@@ -145,8 +145,11 @@ def run_manager(work: Path, port: int, workers: int) -> dict[str, float]:
     )
     run_dir = work / f"run-{workers}"
     command = [sys.executable, "-m", "clusterfarm", "--settings", str(settings), "run"]
-    command += ["--json", "--run-dir", str(run_dir), "--task", "sleep", "--years", "2000"]
-    command += ["--members", f"0-{workers * CELLS_PER_WORKER - 1}"]
+    cells = workers * CELLS_PER_WORKER
+    members = min(cells, 960)  # a run has at most 1,000 members: more cells, more years
+    years = -(-cells // members)
+    command += ["--json", "--run-dir", str(run_dir), "--task", "sleep"]
+    command += ["--years", f"2000-{2000 + years - 1}", "--members", f"0-{members - 1}"]
     done = subprocess.run(command, capture_output=True, text=True, cwd=work, check=False)
     if done.returncode != 0:
         raise SystemExit(f"run failed ({done.returncode}): {done.stderr.strip()}")
