@@ -81,6 +81,7 @@ class RunConfig:
     """How the manager runs: the run's spec for the workers, and its own timings."""
 
     spec: RunSpec
+    invocation: int | None = None  # the state's row of this ``run`` (cells name it)
     heartbeat: float = 5.0
     quarantine_after: int = 5
     quarantine_for: float = 60.0
@@ -149,12 +150,13 @@ class Manager:
     def _save(self, cell: Task, attempt: AttemptRow | None = None) -> None:
         """Note ``cell``'s new state for the database (with the record of the attempt that
         ended), and the cells its end has failed; :meth:`_flush` hands them to the writer."""
-        self._ends.append(end_row(cell))
-        if attempt is not None:
+        invocation = self.config.invocation
+        self._ends.append(end_row(cell, invocation))
+        if attempt is not None and not cell.status.is_final:  # the final one is in cells
             self._attempts.append(attempt)
         failed = self.schedule.failed_by_dependency
         while failed:
-            self._ends.append(end_row(failed.pop()))
+            self._ends.append(end_row(failed.pop(), invocation))
 
     def _flush(self) -> None:
         """Hand the noted changes to the state writer, in one item (called under the lock)."""
@@ -500,6 +502,7 @@ class Manager:
         return handed_back
 
     def _apply(self, link: WorkerLink, cell: Task, answer: Answer, now: float) -> ErrorKind | None:
+        cell.usage = answer.usage
         if answer.complete:
             self.schedule.complete(
                 cell,

@@ -196,7 +196,7 @@ def execute(request: RunRequest, view: View) -> tuple[RunReport, int]:
             invocation = _begin(state, prepared, skipped, request)
             spec = run_spec(settings, state.run_id(), schedule, prepared.params)
             with ManagerHeartbeat(run_dir, invocation):
-                outcome = _dispatch(request, schedule, state, plan, spec, view)
+                outcome = _dispatch(request, schedule, state, plan, spec, invocation, view)
             code = _exit_code(schedule, outcome)
             with contextlib.suppress(sqlite3.Error, OSError):  # a full disk was said already
                 state.end_invocation(invocation, outcome.ran, skipped, _STATE_NAMES[code], code)
@@ -324,6 +324,7 @@ def _dispatch(
     state: RunState,
     plan: Plan,
     spec: RunSpec,
+    invocation: int,
     view: View,
 ) -> RunOutcome:
     """Run the manager over whatever is not complete yet."""
@@ -337,6 +338,7 @@ def _dispatch(
     run = request.settings.run
     config = RunConfig(
         spec=spec,
+        invocation=invocation,
         heartbeat=run.heartbeat,
         quarantine_after=run.quarantine_after,
         quarantine_for=run.quarantine_for,

@@ -64,6 +64,7 @@ class Task:
     summary: dict[str, Any] | None = None
     error: str | None = None
     error_kind: str | None = None
+    usage: tuple[Any, ...] | None = None  # what its last attempt cost (protocol.Usage)
     tried_workers: list[str] = field(default_factory=list)
     tried_hosts: list[str] = field(default_factory=list)
 
@@ -260,7 +261,7 @@ class TaskSchedule:
         self._set_status(cell, Status.WORKING)
         cell.attempts += 1
         cell.worker, cell.host, cell.started = worker, host, now
-        cell.finished = cell.elapsed = None
+        cell.finished = cell.elapsed = cell.usage = None
         cell.tried_workers.append(worker)
         if host is not None:
             cell.tried_hosts.append(host)

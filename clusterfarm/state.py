@@ -56,7 +56,19 @@ CREATE TABLE IF NOT EXISTS invocations (
 # cwd and heartbeat tell ``status`` a live manager from a dead one, and where the run's
 # relative paths point
 _MIGRATIONS = {
-    "cells": ("inputs TEXT", "output_sum TEXT"),
+    # the last attempt of a cell is recorded here, not in ``attempts`` (clusterfarm.trace)
+    "cells": (
+        "inputs TEXT",
+        "output_sum TEXT",
+        "invocation INTEGER",
+        "task_started REAL",
+        "cpu REAL",
+        "peak_rss INTEGER",
+        "rchar INTEGER",
+        "wchar INTEGER",
+        "read_bytes INTEGER",
+        "write_bytes INTEGER",
+    ),
     "invocations": (
         "year_tasks TEXT NOT NULL DEFAULT ''",
         "host TEXT",
@@ -74,20 +86,24 @@ _START_CELL = """
 UPDATE cells SET status='W', attempts=?, worker=?, host=?, started=?
 WHERE task=? AND year=? AND member=?
 """
-_END_CELL = """
+_FIGURES = """invocation=?, task_started=?, cpu=?, peak_rss=?, rchar=?, wchar=?,
+    read_bytes=?, write_bytes=?"""
+_END_CELL = f"""
 UPDATE cells SET status=?, attempts=?, worker=?, host=?, started=?, finished=?, elapsed=?,
-    output=?, summary=?, error=?, error_kind=?, inputs=?, output_sum=?
+    {_FIGURES}, output=?, summary=?, error=?, error_kind=?, inputs=?, output_sum=?
 WHERE task=? AND year=? AND member=?
 """
 # the end of a cell with nothing but figures to record (most cells of short tasks)
-_END_PLAIN = """
+_END_PLAIN = f"""
 UPDATE cells SET status=?, attempts=?, worker=?, host=?, started=?, finished=?, elapsed=?,
-    output=NULL, summary=NULL, error=NULL, error_kind=NULL, inputs=NULL, output_sum=NULL
+    {_FIGURES}, output=NULL, summary=NULL, error=NULL, error_kind=NULL, inputs=NULL,
+    output_sum=NULL
 WHERE task=? AND year=? AND member=?
 """
 StartRow = tuple[Any, ...]
 EndRow = tuple[Any, ...]
-_PLAIN = slice(7, 13)  # the fields of an end row that _END_PLAIN leaves out (all None)
+_PLAIN = slice(15, 21)  # the fields of an end row that _END_PLAIN leaves out (all None)
+_NO_FIGURES = (None,) * 7
 
 
 def start_rows(cells: Iterable[Task]) -> list[StartRow]:
@@ -95,8 +111,10 @@ def start_rows(cells: Iterable[Task]) -> list[StartRow]:
     return [(c.attempts, c.worker, c.host, c.started, c.task, c.year, c.member) for c in cells]
 
 
-def end_row(cell: Task) -> EndRow:
-    """Snapshot ``cell`` as the values of ``_END_CELL`` (built under the manager's lock)."""
+def end_row(cell: Task, invocation: int | None = None) -> EndRow:
+    """Snapshot ``cell`` as the values of ``_END_CELL`` (built under the manager's lock):
+    its state, and what its last attempt cost (``cell.usage``, in invocation
+    ``invocation``)."""
     summary = json.dumps(cell.summary) if cell.summary else None
     return (
         cell.status.value,
@@ -106,6 +124,8 @@ def end_row(cell: Task) -> EndRow:
         cell.started,
         cell.finished,
         cell.elapsed,
+        invocation,
+        *(cell.usage or _NO_FIGURES),
         cell.output,
         summary,
         cell.error,
@@ -304,11 +324,7 @@ class RunState:
             self.db.executemany(
                 "INSERT OR IGNORE INTO cells (task, year, member) VALUES (?, ?, ?)", missing
             )
-            self.db.executemany(
-                "UPDATE cells SET status='-', attempts=0, error=NULL, error_kind=NULL "
-                "WHERE task=? AND year=? AND member=?",
-                reset,
-            )
+            self._start_afresh(reset)
             for task in schedule.tasks:  # what the cells not complete yet will be made with
                 version, params = ledger.versions.get(task), ledger.params_hashes.get(task)
                 self.db.execute(
@@ -342,11 +358,16 @@ class RunState:
     def reopen(self, cells: Iterable[Task]) -> None:
         """Save cells made outstanding again after the start (their files did not hold)."""
         with self.db:
-            self.db.executemany(
-                "UPDATE cells SET status='-', attempts=0, error=NULL, error_kind=NULL "
-                "WHERE task=? AND year=? AND member=?",
-                [cell.key for cell in cells],
-            )
+            self._start_afresh([cell.key for cell in cells])
+
+    def _start_afresh(self, keys: list[tuple[str, int, int]]) -> None:
+        """Make cells outstanding with no attempt yet; their last attempt goes to the record."""
+        self.db.executemany(trace.ARCHIVE_LAST_ATTEMPT, keys)
+        self.db.executemany(
+            "UPDATE cells SET status='-', attempts=0, error=NULL, error_kind=NULL "
+            "WHERE task=? AND year=? AND member=?",
+            keys,
+        )
 
     def begin_invocation(
         self,
@@ -458,7 +479,7 @@ class StateWriter:
             attempts = [row for kind, payload in group if kind is _END for row in payload[1]]
             if not starts and not ends:
                 continue
-            plain = [row[:7] + row[13:] for row in ends if not any(row[_PLAIN])]
+            plain = [row[:15] + row[21:] for row in ends if not any(row[_PLAIN])]
             full = [row for row in ends if any(row[_PLAIN])]
             try:
                 with self._db:
@@ -496,5 +517,5 @@ def _latest_per_cell(items: Iterable[tuple[str, Any]]) -> tuple[list[StartRow], 
 
 def _changes(starts: list[StartRow], ends: list[EndRow]) -> list[CellChange]:
     changes = [CellChange(r[-3], r[-2], r[-1], "W", r[1], None) for r in starts]
-    changes += [CellChange(r[-3], r[-2], r[-1], r[0], r[2], r[9]) for r in ends]
+    changes += [CellChange(r[-3], r[-2], r[-1], r[0], r[2], r[17]) for r in ends]
     return changes

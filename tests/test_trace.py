@@ -7,6 +7,7 @@ import sqlite3
 import pandas
 import pytest
 
+from clusterfarm.trace import read_attempts
 from tests.conftest import PLUGIN_SETTINGS, run_cli, write_settings
 
 
@@ -59,8 +60,9 @@ def test_attempts_of_earlier_invocations_stay_and_the_run_id_does_not_change(fai
     (first_id,) = db.execute("SELECT value FROM meta WHERE key='run_id'").fetchone()
     run_cli("run", "--local", "1", "--task", "fail_member", "--years", "2000",
             "--members", "0-3", "--retries", "0", cwd=failing_run)  # fmt: skip
-    rows = db.execute("SELECT invocation, member, status FROM attempts ORDER BY id").fetchall()
+    rows = [(r["invocation"], r["member"], r["status"]) for r in read_attempts(db)]
     assert len(rows) == 7 and rows[-1] == (2, 0, "failure")  # only the F cell ran again
+    assert rows.count((1, 0, "failure")) == 3  # and its attempts of the first run stay
     assert db.execute("SELECT value FROM meta WHERE key='run_id'").fetchone() == (first_id,)
     assert len(first_id) == 32
 
@@ -79,6 +81,10 @@ def test_a_run_dir_from_before_the_record_still_traces_and_reports(failing_run, 
         db.execute("DROP TABLE attempts")
         db.execute("ALTER TABLE invocations DROP COLUMN argv")
         db.execute("ALTER TABLE invocations DROP COLUMN settings")
+        for column in ("invocation", "task_started", "cpu", "peak_rss", "rchar", "wchar"):
+            db.execute(f"ALTER TABLE cells DROP COLUMN {column}")
+        db.execute("ALTER TABLE cells DROP COLUMN read_bytes")
+        db.execute("ALTER TABLE cells DROP COLUMN write_bytes")
     db.close()
     result = run_cli("trace", cwd=failing_run)
     assert result.code == 0, result.err
