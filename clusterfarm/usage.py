@@ -79,12 +79,15 @@ def _open(path: str, flags: int) -> int | None:
         return None
 
 
-def _cpu_seconds() -> tuple[float, int]:
-    """CPU seconds of this process and its reaped children; their peak RSS in bytes."""
+def _own_cpu() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime
+
+
+def _children() -> tuple[float, int]:
+    """CPU seconds of this process's reaped children, and their peak RSS in bytes."""
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-    return cpu, children.ru_maxrss * _MAXRSS_UNIT
+    return children.ru_utime + children.ru_stime, children.ru_maxrss * _MAXRSS_UNIT
 
 
 class Meter:
@@ -96,17 +99,18 @@ class Meter:
         self._peak = self._files.peak_rss() or _own_maxrss()
         self._io = self._files.io_counts()
         self._started = self._cpu = 0.0
-        self._kids_peak = 0
+        # children only change while a cell runs: the last cell's end is the next one's start
+        self._kids_cpu, self._kids_peak = _children()
 
     def start(self) -> None:
         if not self._fresh:  # the last cell read the mark: start this one's afresh
             self._fresh = self._files.reset_peak()
         self._started = time.time()
-        self._cpu, self._kids_peak = _cpu_seconds()
+        self._cpu = _own_cpu()
 
     def stop(self, elapsed: float) -> Usage:
         """The cost of the cell since :meth:`start` (``elapsed``: its duration)."""
-        cpu, kids_peak = _cpu_seconds()
+        cpu, (kids_cpu, kids_peak) = _own_cpu(), _children()
         read: tuple[int, int, int, int] | None = None
         if elapsed >= DETAIL_SECONDS:
             if self._fresh:
@@ -117,8 +121,10 @@ class Meter:
                 read = tuple(a - b for a, b in zip(now, before, strict=True))  # type: ignore[assignment]
             self._io = now
         peak = max(self._peak, kids_peak) if kids_peak > self._kids_peak else self._peak
+        spent = cpu - self._cpu + kids_cpu - self._kids_cpu
+        self._kids_cpu, self._kids_peak = kids_cpu, kids_peak
         bytes_moved = read or (None, None, None, None)
-        return (round(self._started, 3), round(cpu - self._cpu, 6), peak, *bytes_moved)
+        return (round(self._started, 3), round(spent, 6), peak, *bytes_moved)
 
 
 def _own_maxrss() -> int:
