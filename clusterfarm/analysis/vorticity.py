@@ -3,7 +3,11 @@
 ζ = (∂v/∂λ − ∂(u cos φ)/∂φ) / (R cos φ) with centred differences, periodic in longitude on a
 global grid, for either latitude order and any leading dimensions (time, member...). At a
 pole, where cos φ = 0, the value comes from the circulation round the nearest latitude circle
-(Stokes' theorem on the polar cap), which is finite and exact for solid-body rotation.
+(Stokes' theorem on the polar cap), which is finite and exact for solid-body rotation. On a
+global grid without a pole row (Gaussian, or cell-centred at ±89.5°) the outermost row's
+∂/∂φ uses the row across the pole, 180° of longitude away, as its outer neighbour (u cos φ
+is continuous there), so that row is second-order accurate like the others instead of
+one-sided.
 :func:`cyclonic_vorticity` flips the sign in the Southern Hemisphere, so that cyclones are
 maxima in both hemispheres.
 """
@@ -50,7 +54,7 @@ def relative_vorticity(
     periodic = is_global(lon)
 
     zeta = _d_dlon(v_arr, lon, periodic)
-    zeta -= _d_dlat(u_arr * cos_phi[:, None].astype(dtype), phi)
+    zeta -= _d_dlat(u_arr * cos_phi[:, None].astype(dtype), phi, across_pole=periodic)
     with np.errstate(divide="ignore"):
         metric = np.where(polar, 0.0, 1.0 / (EARTH_RADIUS_M * cos_phi))
     zeta *= metric[:, None].astype(dtype)
@@ -79,14 +83,41 @@ def _d_dlon(f: FloatArray, lon: FloatArray, periodic: bool) -> FloatArray:
     return out
 
 
-def _d_dlat(f: FloatArray, phi: FloatArray) -> FloatArray:
-    """∂f/∂φ along the second-last axis: centred inside, one-sided at the first and last row."""
+def _d_dlat(f: FloatArray, phi: FloatArray, across_pole: bool = False) -> FloatArray:
+    """∂f/∂φ along the second-last axis: centred inside, one-sided at the first and last row.
+
+    With ``across_pole`` (a global grid with an even number of longitudes) an outermost row
+    that is not a pole takes its outer neighbour from across the pole: the point at
+    ±180° − φ, λ + 180° is the same row's point λ + 180°, where f = u cos φ is unchanged
+    (u and cos φ both change sign).
+    """
     out = np.empty_like(f)
     inner = (1.0 / (phi[2:] - phi[:-2]))[:, None].astype(f.dtype)
     np.multiply(f[..., 2:, :] - f[..., :-2, :], inner, out=out[..., 1:-1, :])
     out[..., 0, :] = (f[..., 1, :] - f[..., 0, :]) / (phi[1] - phi[0])
     out[..., -1, :] = (f[..., -1, :] - f[..., -2, :]) / (phi[-1] - phi[-2])
+    half = f.shape[-1] // 2
+    if not across_pole or f.shape[-1] % 2:
+        return out
+    for row, inward in ((0, 1), (-1, -2)):
+        pole = np.copysign(np.pi / 2, phi[row])
+        if abs(phi[row]) >= pole * np.sign(pole) - np.radians(_POLE_TOLERANCE_DEG):
+            continue
+        ghost = np.roll(f[..., row, :], half, axis=-1)
+        out[..., row, :] = _three_point(
+            ghost, f[..., row, :], f[..., inward, :], 2 * pole - phi[row], phi[row], phi[inward]
+        )
     return out
+
+
+def _three_point(
+    f0: FloatArray, f1: FloatArray, f2: FloatArray, x0: float, x1: float, x2: float
+) -> FloatArray:
+    """Second-order f'(x1) from three points at uneven spacing (x0, x1, x2 in either order)."""
+    h0, h1 = x1 - x0, x2 - x1
+    return np.asarray(
+        (-h1 / (h0 * (h0 + h1))) * f0 + ((h1 - h0) / (h0 * h1)) * f1 + (h0 / (h1 * (h0 + h1))) * f2
+    )
 
 
 def _fill_poles(zeta: FloatArray, u: FloatArray, lat: FloatArray, polar: BoolArray) -> None:
