@@ -4,14 +4,20 @@ A grid point is a maximum when it is above ``threshold``, inside ``box`` and not
 its eight neighbours (longitude wraps on a global grid). A plateau of equal values yields
 exactly one maximum, at its centre, and only if no point of it has a higher neighbour. A
 strict maximum is placed between grid points, with its value, by fitting a parabola through
-it and its neighbours in each direction: positions become much better than the grid spacing.
-Weaker maxima closer than ``suppress_km`` to a stronger one of the same step are dropped.
+it and its neighbours in each direction: positions become much better than the grid spacing;
+a position that the fit would move out of ``box`` stays on its grid point, inside.
+
+Close pairs: of two maxima of one step closer than ``suppress_km``, the weaker is dropped
+as part of the stronger's system unless the field along the great circle between them falls
+below ``(1 - min_dip)`` times the weaker one's value, which makes them two separate vortices
+(both kept). ``min_dip = 1`` drops every weaker maximum within ``suppress_km`` (the plain
+distance rule); ``min_dip = 0`` keeps every maximum.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -24,9 +30,15 @@ from clusterfarm.analysis.geo import (
     box_mask,
     great_circle_km,
     is_global,
+    points_in_box,
 )
 
 IntArray = npt.NDArray[np.int64]
+
+#: default share by which the field must dip between two close maxima to keep both
+MIN_DIP = 0.2
+# samples along the great circle between two close maxima, per grid step of distance
+_SAMPLES_PER_STEP = 2
 
 _NEIGHBOURS = [(dj, di) for dj in (-1, 0, 1) for di in (-1, 0, 1) if (dj, di) != (0, 0)]
 
@@ -56,8 +68,13 @@ def find_maxima(
     threshold: float = 1e-5,
     box: Sequence[float] = GLOBAL_BOX,
     suppress_km: float = 1100.0,
+    min_dip: float = MIN_DIP,
+    first_step: int = 0,
 ) -> Maxima:
-    """Return the local maxima of ``field`` shaped (time, lat, lon) or (lat, lon)."""
+    """Return the local maxima of ``field`` shaped (time, lat, lon) or (lat, lon).
+
+    ``first_step`` is added to the steps, for a field that is one chunk of a longer one.
+    """
     data = np.asarray(field)
     if data.ndim == 2:
         data = data[None]
@@ -81,6 +98,10 @@ def find_maxima(
 
     st = t[strict]
     strict_lat, strict_lon, strict_value = grid.refine(st, j[strict], i[strict])
+    # the fit moves a peak by up to half a step: never out of the box
+    outside = ~points_in_box(strict_lat, strict_lon, box)
+    strict_lat[outside] = lat[j[strict][outside]]
+    strict_lon[outside] = np.mod(lon[i[strict][outside]], 360.0)
     pt, plat, plon, pval = grid.plateau_centres(t[plateau], j[plateau], i[plateau])
     found = Maxima(
         step=np.concatenate([st, pt]),
@@ -88,11 +109,18 @@ def find_maxima(
         lon=np.concatenate([strict_lon, plon]),
         value=np.concatenate([strict_value, pval]),
     )
-    return suppress_weaker(found, suppress_km)
+    kept = suppress_weaker(found, suppress_km, grid.separated(min_dip) if min_dip < 1 else None)
+    return replace(kept, step=kept.step + first_step)
 
 
-def suppress_weaker(maxima: Maxima, suppress_km: float) -> Maxima:
-    """Drop maxima closer than ``suppress_km`` to a stronger kept maximum of the same step."""
+def suppress_weaker(
+    maxima: Maxima, suppress_km: float, separated: Separated | None = None
+) -> Maxima:
+    """Drop maxima closer than ``suppress_km`` to a stronger kept maximum of the same step.
+
+    ``separated(stronger, weaker)`` (two one-point :class:`Maxima`) may say that a pair are
+    two vortices after all; both are kept then.
+    """
     ranked = maxima.select(np.lexsort((-maxima.value, maxima.step)))
     keep = np.ones(len(ranked), dtype=bool)
     if suppress_km <= 0:
@@ -109,9 +137,17 @@ def suppress_weaker(maxima: Maxima, suppress_km: float) -> Maxima:
         kept = keep[start:stop]
         # greedy, strongest first: a maximum that was itself suppressed suppresses nothing
         for k in range(stop - start - 1):
-            if kept[k]:
-                kept[k + 1 :] &= ~near[k, k + 1 :]
+            if not kept[k]:
+                continue
+            for other in np.flatnonzero(near[k, k + 1 :] & kept[k + 1 :]) + k + 1:
+                if separated is None or not separated(
+                    ranked.select([start + k]), ranked.select([start + other])
+                ):
+                    kept[other] = False
     return ranked.select(keep)
+
+
+Separated = Callable[[Maxima, Maxima], bool]
 
 
 class _Grid:
@@ -121,6 +157,32 @@ class _Grid:
         self.data, self.lat, self.lon = data, lat, lon
         self.nlat, self.nlon = lat.size, lon.size
         self.periodic = is_global(lon)
+
+    def separated(self, min_dip: float) -> Separated:
+        """A test of whether two maxima are separate vortices: a dip of ``min_dip`` between."""
+
+        def test(stronger: Maxima, weaker: Maxima) -> bool:
+            lowest = self.lowest_between(
+                int(weaker.step[0]), stronger.lat[0], stronger.lon[0], weaker.lat[0], weaker.lon[0]
+            )
+            return bool(lowest < (1.0 - min_dip) * weaker.value[0])
+
+        return test
+
+    def lowest_between(self, t: int, lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+        """Lowest value at the grid points nearest the great circle between two points."""
+        km = float(great_circle_km(lat1, lon1, lat2, lon2))
+        step_km = 111.2 * float(np.abs(np.diff(self.lat)).min())
+        n = max(3, int(np.ceil(_SAMPLES_PER_STEP * km / step_km)) + 1)
+        a, b = _unit_vector(lat1, lon1), _unit_vector(lat2, lon2)
+        path = a[None, :] + np.linspace(0.0, 1.0, n)[:, None] * (b - a)[None, :]
+        lat = np.degrees(np.arcsin(path[:, 2] / np.linalg.norm(path, axis=1)))
+        lon = np.degrees(np.arctan2(path[:, 1], path[:, 0]))
+        rows = np.clip(np.round(np.interp(lat, *_ascending(self.lat))), 0, self.nlat - 1)
+        step = (self.lon[-1] - self.lon[0]) / (self.nlon - 1)
+        cols = np.round(np.mod(lon - self.lon[0], 360.0) / step)
+        cols = np.mod(cols, self.nlon) if self.periodic else np.clip(cols, 0, self.nlon - 1)
+        return float(np.nanmin(self.data[t, rows.astype(np.int64), cols.astype(np.int64)]))
 
     def inside(self, j: IntArray, i: IntArray) -> BoolArray:
         ok = (j >= 0) & (j < self.nlat)
@@ -229,6 +291,17 @@ class _Grid:
                     members.add(cell)
                     cells.append(cell)
         return cells, is_maximum
+
+
+def _unit_vector(lat: float, lon: float) -> FloatArray:
+    phi, lam = np.radians(lat), np.radians(lon)
+    return np.array([np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)])
+
+
+def _ascending(lat: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """(latitudes, row indices) in increasing latitude, for np.interp."""
+    index = np.arange(lat.size, dtype=np.float64)
+    return (lat, index) if lat[0] < lat[-1] else (lat[::-1], index[::-1])
 
 
 def _mean_lon(lons: FloatArray) -> float:

@@ -84,3 +84,10 @@ def box_mask(lats: npt.ArrayLike, lons: npt.ArrayLike, box: Sequence[float]) -> 
     lat = np.asarray(lats, dtype=np.float64)
     in_lat = (lat >= lat_min) & (lat <= lat_max)
     return np.asarray(in_lat[:, None] & lon_in_range(lons, lon_min, lon_max)[None, :])
+
+
+def points_in_box(lats: npt.ArrayLike, lons: npt.ArrayLike, box: Sequence[float]) -> BoolArray:
+    """Return which points (parallel lat and lon arrays) lie inside ``box``."""
+    lat_min, lat_max, lon_min, lon_max = check_box(box)
+    lat = np.asarray(lats, dtype=np.float64)
+    return np.asarray((lat >= lat_min) & (lat <= lat_max) & lon_in_range(lons, lon_min, lon_max))
