@@ -8,7 +8,13 @@ tracks (:mod:`.sample`), scoring against them (:mod:`.score`), a year's ensemble
 import numpy and netCDF4; matplotlib is imported only when a plot is drawn.
 """
 
-from clusterfarm.analysis.cyclones import find_cyclones, track_cyclones
+from clusterfarm.analysis.cyclones import (
+    Detection,
+    Linking,
+    find_cyclones,
+    track_chunks,
+    track_cyclones,
+)
 from clusterfarm.analysis.extrema import Maxima, find_maxima
 from clusterfarm.analysis.geo import GLOBAL_BOX, great_circle_km
 from clusterfarm.analysis.plot import plot_density, plot_tracks
@@ -24,13 +30,16 @@ from clusterfarm.analysis.trajectories import (
     write_tracks,
 )
 from clusterfarm.analysis.vorticity import cyclonic_vorticity, relative_vorticity
-from clusterfarm.analysis.winds import Winds, WindSource, read_winds
+from clusterfarm.analysis.winds import WindReader, Winds, WindSource, read_winds
 
 __all__ = [
+    "Detection",
     "GLOBAL_BOX",
+    "Linking",
     "Maxima",
     "Track",
     "TrackFile",
+    "WindReader",
     "WindSource",
     "YearSummary",
     "Winds",
@@ -50,6 +59,7 @@ __all__ = [
     "score_results",
     "score_tracks",
     "summarise_year",
+    "track_chunks",
     "track_cyclones",
     "truth_path",
     "write_sample_data",

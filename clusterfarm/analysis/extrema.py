@@ -55,6 +55,15 @@ class Maxima:
     def __len__(self) -> int:
         return int(self.step.size)
 
+    @staticmethod
+    def join(parts: Sequence[Maxima]) -> Maxima:
+        """Return the maxima of all ``parts``, one after another."""
+        arrays = [(m.step, m.lat, m.lon, m.value) for m in parts]
+        if not arrays:
+            return Maxima(np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0))
+        step, lat, lon, value = (np.concatenate(column) for column in zip(*arrays, strict=True))
+        return Maxima(step, lat, lon, value)
+
     def select(self, keep: npt.NDArray[Any]) -> Maxima:
         """Return the maxima picked by a boolean mask or index array."""
         return Maxima(self.step[keep], self.lat[keep], self.lon[keep], self.value[keep])
@@ -111,6 +120,20 @@ def find_maxima(
     )
     kept = suppress_weaker(found, suppress_km, grid.separated(min_dip) if min_dip < 1 else None)
     return replace(kept, step=kept.step + first_step)
+
+
+def values_at(
+    field: npt.ArrayLike, lats: npt.ArrayLike, lons: npt.ArrayLike, maxima: Maxima
+) -> FloatArray:
+    """Peak values of ``field`` (time, lat, lon) at the maxima's positions.
+
+    The parabola fit of :func:`find_maxima` at the nearest grid point: for reading a
+    maximum's strength off the unsmoothed field when it was found on a smoothed one.
+    ``maxima.step`` indexes the field's first axis.
+    """
+    grid = _Grid(np.asarray(field), np.asarray(lats, np.float64), np.asarray(lons, np.float64))
+    rows, cols = grid.nearest(maxima.lat, maxima.lon)
+    return grid.refine(maxima.step, rows, cols)[2]
 
 
 def suppress_weaker(
@@ -178,11 +201,16 @@ class _Grid:
         path = a[None, :] + np.linspace(0.0, 1.0, n)[:, None] * (b - a)[None, :]
         lat = np.degrees(np.arcsin(path[:, 2] / np.linalg.norm(path, axis=1)))
         lon = np.degrees(np.arctan2(path[:, 1], path[:, 0]))
+        rows, cols = self.nearest(lat, lon)
+        return float(np.nanmin(self.data[t, rows, cols]))
+
+    def nearest(self, lat: FloatArray, lon: FloatArray) -> tuple[IntArray, IntArray]:
+        """Row and column of the grid point nearest to each position."""
         rows = np.clip(np.round(np.interp(lat, *_ascending(self.lat))), 0, self.nlat - 1)
         step = (self.lon[-1] - self.lon[0]) / (self.nlon - 1)
         cols = np.round(np.mod(lon - self.lon[0], 360.0) / step)
         cols = np.mod(cols, self.nlon) if self.periodic else np.clip(cols, 0, self.nlon - 1)
-        return float(np.nanmin(self.data[t, rows.astype(np.int64), cols.astype(np.int64)]))
+        return rows.astype(np.int64), cols.astype(np.int64)
 
     def inside(self, j: IntArray, i: IntArray) -> BoolArray:
         ok = (j >= 0) & (j < self.nlat)

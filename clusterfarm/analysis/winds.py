@@ -123,6 +123,19 @@ class WindReader:
         self.time_units, self.calendar = self._u.time_units, self._u.calendar
         self.n_steps = int(self.times.size)
 
+    @property
+    def step_hours(self) -> float:
+        """Hours between the first two time steps (6 if there is only one step)."""
+        if self.n_steps < 2:
+            return 6.0
+        first, second = cftime.num2date(self.times[:2], self.time_units, self.calendar)
+        return float((second - first).total_seconds()) / 3600.0
+
+    def chunk_steps(self, budget_mb: float, arrays: int) -> int:
+        """Steps per chunk so that ``arrays`` float32 fields of a chunk fit in ``budget_mb``."""
+        per_step = arrays * 4 * self.lats.size * self.lons.size
+        return max(1, int(budget_mb * 2**20 // per_step))
+
     def __enter__(self) -> WindReader:
         return self
 
