@@ -40,9 +40,9 @@ class Linking:
     """How centres are linked into tracks, per time step (see :func:`link_tracks`)."""
 
     link_km: float = 750.0
-    predict_km: float = 400.0
+    predict_km: float = 250.0
     max_gap: int = 1
-    intensity_weight: float = 0.5
+    intensity_weight: float = 1.0
     min_steps: int = 6
 
 

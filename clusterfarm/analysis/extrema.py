@@ -141,14 +141,30 @@ def suppress_weaker(
 ) -> Maxima:
     """Drop maxima closer than ``suppress_km`` to a stronger kept maximum of the same step.
 
-    ``separated(stronger, weaker)`` (two one-point :class:`Maxima`) may say that a pair are
-    two vortices after all; both are kept then.
+    ``separated(maxima, stronger, weaker)`` (index arrays of pairs) may say which pairs are
+    two vortices after all; both of those are kept.
     """
     ranked = maxima.select(np.lexsort((-maxima.value, maxima.step)))
-    keep = np.ones(len(ranked), dtype=bool)
-    if suppress_km <= 0:
+    if suppress_km <= 0 or len(ranked) < 2:
         return ranked
+    stronger, weaker = _close_pairs(ranked, suppress_km)
+    if separated is not None and stronger.size:
+        same = ~separated(ranked, stronger, weaker)
+        stronger, weaker = stronger[same], weaker[same]
+    keep = np.ones(len(ranked), dtype=bool)
+    # greedy, strongest first: a maximum that was itself suppressed suppresses nothing; pairs
+    # come by stronger index, so a maximum's own fate is settled before its pairs come up
+    for a, b in zip(stronger.tolist(), weaker.tolist(), strict=True):
+        if keep[a]:
+            keep[b] = False
+    return ranked.select(keep)
+
+
+def _close_pairs(ranked: Maxima, km: float) -> tuple[IntArray, IntArray]:
+    """Index pairs (stronger, weaker) of maxima of one step closer than ``km``, by stronger."""
     bounds = np.flatnonzero(np.diff(ranked.step)) + 1
+    firsts: list[IntArray] = []
+    seconds: list[IntArray] = []
     for start, stop in zip(
         np.r_[0, bounds].tolist(), np.r_[bounds, len(ranked)].tolist(), strict=True
     ):
@@ -156,21 +172,15 @@ def suppress_weaker(
             continue
         lat, lon = ranked.lat[start:stop], ranked.lon[start:stop]
         distance = great_circle_km(lat[:, None], lon[:, None], lat[None, :], lon[None, :])
-        near = distance < suppress_km
-        kept = keep[start:stop]
-        # greedy, strongest first: a maximum that was itself suppressed suppresses nothing
-        for k in range(stop - start - 1):
-            if not kept[k]:
-                continue
-            for other in np.flatnonzero(near[k, k + 1 :] & kept[k + 1 :]) + k + 1:
-                if separated is None or not separated(
-                    ranked.select([start + k]), ranked.select([start + other])
-                ):
-                    kept[other] = False
-    return ranked.select(keep)
+        a, b = np.nonzero(np.triu(distance < km, k=1))
+        firsts.append(a + start)
+        seconds.append(b + start)
+    if not firsts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(firsts).astype(np.int64), np.concatenate(seconds).astype(np.int64)
 
 
-Separated = Callable[[Maxima, Maxima], bool]
+Separated = Callable[[Maxima, IntArray, IntArray], BoolArray]
 
 
 class _Grid:
@@ -182,27 +192,35 @@ class _Grid:
         self.periodic = is_global(lon)
 
     def separated(self, min_dip: float) -> Separated:
-        """A test of whether two maxima are separate vortices: a dip of ``min_dip`` between."""
+        """A test of which pairs of maxima are separate vortices: a dip of ``min_dip`` between."""
 
-        def test(stronger: Maxima, weaker: Maxima) -> bool:
+        def test(maxima: Maxima, stronger: IntArray, weaker: IntArray) -> BoolArray:
             lowest = self.lowest_between(
-                int(weaker.step[0]), stronger.lat[0], stronger.lon[0], weaker.lat[0], weaker.lon[0]
+                maxima.step[weaker],
+                (maxima.lat[stronger], maxima.lon[stronger]),
+                (maxima.lat[weaker], maxima.lon[weaker]),
             )
-            return bool(lowest < (1.0 - min_dip) * weaker.value[0])
+            return np.asarray(lowest < (1.0 - min_dip) * maxima.value[weaker])
 
         return test
 
-    def lowest_between(self, t: int, lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-        """Lowest value at the grid points nearest the great circle between two points."""
-        km = float(great_circle_km(lat1, lon1, lat2, lon2))
+    def lowest_between(
+        self,
+        t: IntArray,
+        start: tuple[FloatArray, FloatArray],
+        end: tuple[FloatArray, FloatArray],
+    ) -> FloatArray:
+        """Lowest value at the grid points nearest the great circles between pairs of points."""
+        km = great_circle_km(*start, *end)
         step_km = 111.2 * float(np.abs(np.diff(self.lat)).min())
-        n = max(3, int(np.ceil(_SAMPLES_PER_STEP * km / step_km)) + 1)
-        a, b = _unit_vector(lat1, lon1), _unit_vector(lat2, lon2)
-        path = a[None, :] + np.linspace(0.0, 1.0, n)[:, None] * (b - a)[None, :]
-        lat = np.degrees(np.arcsin(path[:, 2] / np.linalg.norm(path, axis=1)))
-        lon = np.degrees(np.arctan2(path[:, 1], path[:, 0]))
+        n = max(3, int(np.ceil(_SAMPLES_PER_STEP * float(km.max()) / step_km)) + 1)
+        a, b = _unit_vectors(*start), _unit_vectors(*end)
+        fraction = np.linspace(0.0, 1.0, n)[None, :, None]
+        path = a[:, None, :] + fraction * (b - a)[:, None, :]  # (pair, sample, xyz)
+        lat = np.degrees(np.arcsin(path[..., 2] / np.linalg.norm(path, axis=-1)))
+        lon = np.degrees(np.arctan2(path[..., 1], path[..., 0]))
         rows, cols = self.nearest(lat, lon)
-        return float(np.nanmin(self.data[t, rows, cols]))
+        return np.asarray(np.nanmin(self.data[t[:, None], rows, cols], axis=1))
 
     def nearest(self, lat: FloatArray, lon: FloatArray) -> tuple[IntArray, IntArray]:
         """Row and column of the grid point nearest to each position."""
@@ -321,9 +339,10 @@ class _Grid:
         return cells, is_maximum
 
 
-def _unit_vector(lat: float, lon: float) -> FloatArray:
+def _unit_vectors(lat: FloatArray, lon: FloatArray) -> FloatArray:
+    """Points on the unit sphere, shaped (n, 3)."""
     phi, lam = np.radians(lat), np.radians(lon)
-    return np.array([np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)])
+    return np.stack([np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)], axis=-1)
 
 
 def _ascending(lat: FloatArray) -> tuple[FloatArray, FloatArray]:

@@ -49,9 +49,9 @@ def link_tracks(
     times: npt.ArrayLike,
     *,
     link_km: float = 750.0,
-    predict_km: float = 400.0,
+    predict_km: float = 250.0,
     max_gap: int = 1,
-    intensity_weight: float = 0.5,
+    intensity_weight: float = 1.0,
     min_steps: int = 6,
 ) -> list[Track]:
     """Return the tracks formed by the maxima; ``maxima.step`` indexes ``times``."""

@@ -30,17 +30,36 @@ from clusterfarm.errors import UsageError
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of the random parts.")
 @click.option("--packed", is_flag=True, help="Write int16 with scale_factor/add_offset and zlib.")
+@click.option(
+    "--difficulty",
+    type=click.Choice(["easy", "hard"]),
+    default="easy",
+    show_default=True,
+    help="easy: a fixed scenario, weak noise; hard: random storms, close pairs, storms "
+    "fading for a step, 1.5 m/s correlated noise.",
+)
 @common
-def sample_data(out: str, years: str, members: int, size: str, seed: int, packed: bool) -> None:
+def sample_data(
+    out: str, years: str, members: int, size: str, seed: int, packed: bool, difficulty: str
+) -> None:
     """Write synthetic 20CR-like u850/v850 files with known vortex tracks (and the truth)."""
     from clusterfarm.analysis import write_sample_data
     from clusterfarm.specs import parse_spec
 
     year_list = parse_spec(years, "year")
-    written = write_sample_data(out, year_list, members, size, seed, packed)  # type: ignore[arg-type]
+    written = write_sample_data(
+        out,
+        year_list,
+        members,
+        size,  # type: ignore[arg-type]
+        seed,
+        packed,
+        difficulty,  # type: ignore[arg-type]
+    )
     click.echo(
         f"wrote {len(written)} files for {len(year_list)} year(s) x {members} members "
-        f"({size}{', packed' if packed else ''}) to {out}; truth tracks in {out}/truth"
+        f"({size}, {difficulty}{', packed' if packed else ''}) to {out}; "
+        f"truth tracks in {out}/truth"
     )
 
 
@@ -57,14 +76,21 @@ def score(run_dir: str | None, truth: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(figures))
         return
-    error = figures["error_km"]
-    click.echo(
+    error, intensity = figures["error_km"], figures["intensity_error"]
+    lines = [
         f"recall {figures['recall']:.3f}  precision {figures['precision']:.3f}  "
         f"f1 {figures['f1']:.3f}  ({figures['found_tracks']} found, "
-        f"{figures['truth_tracks']} true tracks)\n"
-        f"position error: mean {error['mean']:.1f} km, median {error['median']:.1f} km, "
-        f"95th percentile {error['p95']:.1f} km"
-    )
+        f"{figures['truth_tracks']} true tracks)"
+    ]
+    if error["mean"] is not None:
+        lines += [
+            f"position error: mean {error['mean']:.1f} km, median {error['median']:.1f} km, "
+            f"95th percentile {error['p95']:.1f} km",
+            f"intensity error: mean |error| {intensity['mean_abs']:.2e} s-1 "
+            f"({100 * intensity['relative']:.0f}% of the true value), "
+            f"bias {intensity['bias']:+.2e} s-1",
+        ]
+    click.echo("\n".join(lines))
 
 
 @cli.command()

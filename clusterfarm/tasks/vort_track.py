@@ -45,12 +45,12 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     ),
     "link_km": (750.0, "km per 6 h: farthest a centre moves in one step (750 km is 35 m/s)"),
     "predict_km": (
-        400.0,
+        250.0,
         "km per 6 h: farthest a centre lies from where its track's motion predicts it",
     ),
     "max_gap": (1, "time steps a track may miss (a storm fading for a step) and go on"),
     "intensity_weight": (
-        0.5,
+        1.0,
         "weight of the relative change of vorticity against distance in a link's cost",
     ),
     "min_steps": (6, "points a track needs to be kept"),
