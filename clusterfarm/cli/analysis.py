@@ -1,4 +1,4 @@
-"""Commands about the science: ``sample-data``, ``score`` and ``plot``."""
+"""Commands about the science: ``sample-data``, ``score``, ``plot``, ``export`` and ``tasks``."""
 
 from __future__ import annotations
 
@@ -135,3 +135,39 @@ def _results_dir(run_dir: str | None) -> str:
     if run_dir is not None:
         config = config.with_run(run_dir=run_dir)
     return config.run.results_path
+
+
+@cli.command()
+@click.option("--run-dir", help="Run directory whose vort_track results to export.")
+@click.option("--years", help="Years to export, e.g. 2000-2002 (default: all found).")
+@click.option("--members", help="Members to export, e.g. 0-3 (default: all found).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["te-csv", "gfdl", "track", "imilast", "csv"]),
+    required=True,
+    help="te-csv/gfdl: TempestExtremes CSV/text; track: TRACK tr_trs; imilast; csv: plain.",
+)
+@click.option("--out", required=True, metavar="PATH", help="File to write.")
+@common
+def export(run_dir: str | None, years: str | None, members: str | None, fmt: str, out: str) -> None:
+    """Write vort_track tracks in a community exchange format (one file)."""
+    from clusterfarm.analysis import find_results
+    from clusterfarm.analysis.export import export_tracks
+    from clusterfarm.specs import parse_spec
+
+    results_dir = _results_dir(run_dir)
+    wanted_years = set(parse_spec(years, "year")) if years else None
+    wanted_members = set(parse_spec(members, "member")) if members else None
+    files = {
+        key: path
+        for key, path in find_results(results_dir).items()
+        if (wanted_years is None or key[0] in wanted_years)
+        and (wanted_members is None or key[1] in wanted_members)
+    }
+    if not files:
+        raise UsageError(
+            f"{results_dir}: no vort_track results for those years and members; run it first"
+        )
+    count = export_tracks(files, fmt, out)
+    click.echo(f"wrote {count} tracks of {len(files)} member-year(s) to {out} ({fmt})")
