@@ -171,3 +171,31 @@ def export(run_dir: str | None, years: str | None, members: str | None, fmt: str
         )
     count = export_tracks(files, fmt, out)
     click.echo(f"wrote {count} tracks of {len(files)} member-year(s) to {out} ({fmt})")
+
+
+@cli.command("tasks")
+@click.argument("name", required=False)
+@common
+def tasks_command(name: str | None) -> None:
+    """List the tasks, or one task's parameters with their defaults and meanings.
+
+    A task module documents its parameters in a ``PARAM_HELP`` dict (name -> meaning); they
+    are set in the settings as ``[tasks.NAME]``.
+    """
+    import sys
+    import textwrap
+
+    from clusterfarm.tasks.registry import get_task, load_task_modules, task_names
+
+    load_task_modules(settings().tasks.modules)
+    for task_name in [name] if name else task_names():
+        spec = get_task(task_name)
+        meanings = getattr(sys.modules.get(spec.fn.__module__), "PARAM_HELP", {})
+        click.echo(f"{task_name} (version {spec.version})")
+        if not spec.defaults:
+            click.echo("  (no parameters)")
+        for key, default in spec.defaults.items():
+            click.echo(f"  {key} = {json.dumps(default)}")
+            if key in meanings:
+                click.echo(textwrap.fill(meanings[key], 96, initial_indent=" " * 6,
+                                         subsequent_indent=" " * 6))  # fmt: skip
