@@ -56,7 +56,7 @@ def find_cyclones(
 ) -> Maxima:
     """Return the cyclone centres of each step; ``value`` is their signed vorticity."""
     how = detection or Detection()
-    cyclonic = cyclonic_vorticity(relative_vorticity(u, v, lats, lons), lats)
+    cyclonic = cyclonic_vorticity(relative_vorticity(u, v, lats, lons), lats, in_place=True)
     searched = gaussian_smooth(cyclonic, lats, lons, how.smooth_km)
     centres = find_maxima(
         searched,

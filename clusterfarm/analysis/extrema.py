@@ -31,12 +31,15 @@ from clusterfarm.analysis.geo import (
     great_circle_km,
     is_global,
     points_in_box,
+    unit_vectors,
 )
 
 IntArray = npt.NDArray[np.int64]
 
 #: default share by which the field must dip between two close maxima to keep both
 MIN_DIP = 0.2
+# distances computed at once when looking for close pairs (bounds the memory used)
+_PAIR_CELLS = 1_000_000
 # samples along the great circle between two close maxima, per grid step of distance
 _SAMPLES_PER_STEP = 2
 
@@ -161,23 +164,34 @@ def suppress_weaker(
 
 
 def _close_pairs(ranked: Maxima, km: float) -> tuple[IntArray, IntArray]:
-    """Index pairs (stronger, weaker) of maxima of one step closer than ``km``, by stronger."""
-    bounds = np.flatnonzero(np.diff(ranked.step)) + 1
+    """Index pairs (stronger, weaker) of maxima of one step closer than ``km``, by stronger.
+
+    Many steps at once: each step's maxima go into one row of a padded (step, rank) table,
+    so one vectorised distance computation covers a block of steps.
+    """
+    steps, first, counts = np.unique(ranked.step, return_index=True, return_counts=True)
+    width = int(counts.max())
+    block = max(1, _PAIR_CELLS // (width * width))
     firsts: list[IntArray] = []
     seconds: list[IntArray] = []
-    for start, stop in zip(
-        np.r_[0, bounds].tolist(), np.r_[bounds, len(ranked)].tolist(), strict=True
-    ):
-        if stop - start < 2:
-            continue
-        lat, lon = ranked.lat[start:stop], ranked.lon[start:stop]
-        distance = great_circle_km(lat[:, None], lon[:, None], lat[None, :], lon[None, :])
-        a, b = np.nonzero(np.triu(distance < km, k=1))
-        firsts.append(a + start)
-        seconds.append(b + start)
-    if not firsts:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(firsts).astype(np.int64), np.concatenate(seconds).astype(np.int64)
+    for start in range(0, steps.size, block):
+        f, c = first[start : start + block], counts[start : start + block]
+        row = np.repeat(np.arange(f.size), c)
+        members = np.arange(f[0], f[-1] + c[-1])
+        rank = members - np.repeat(f, c)
+        lat = np.full((f.size, width), np.nan)
+        lon = np.full((f.size, width), np.nan)
+        lat[row, rank], lon[row, rank] = ranked.lat[members], ranked.lon[members]
+        distance = great_circle_km(
+            lat[:, :, None], lon[:, :, None], lat[:, None, :], lon[:, None, :]
+        )
+        upper = np.triu(np.ones((width, width), dtype=bool), k=1)
+        s, a, b = np.nonzero((distance < km) & upper[None])  # NaN padding is never close
+        firsts.append(f[s] + a)
+        seconds.append(f[s] + b)
+    stronger, weaker = np.concatenate(firsts), np.concatenate(seconds)
+    order = np.argsort(stronger, kind="stable")
+    return stronger[order].astype(np.int64), weaker[order].astype(np.int64)
 
 
 Separated = Callable[[Maxima, IntArray, IntArray], BoolArray]
@@ -214,7 +228,7 @@ class _Grid:
         km = great_circle_km(*start, *end)
         step_km = 111.2 * float(np.abs(np.diff(self.lat)).min())
         n = max(3, int(np.ceil(_SAMPLES_PER_STEP * float(km.max()) / step_km)) + 1)
-        a, b = _unit_vectors(*start), _unit_vectors(*end)
+        a, b = unit_vectors(*start), unit_vectors(*end)
         fraction = np.linspace(0.0, 1.0, n)[None, :, None]
         path = a[:, None, :] + fraction * (b - a)[:, None, :]  # (pair, sample, xyz)
         lat = np.degrees(np.arcsin(path[..., 2] / np.linalg.norm(path, axis=-1)))
@@ -337,12 +351,6 @@ class _Grid:
                     members.add(cell)
                     cells.append(cell)
         return cells, is_maximum
-
-
-def _unit_vectors(lat: FloatArray, lon: FloatArray) -> FloatArray:
-    """Points on the unit sphere, shaped (n, 3)."""
-    phi, lam = np.radians(lat), np.radians(lon)
-    return np.stack([np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)], axis=-1)
 
 
 def _ascending(lat: FloatArray) -> tuple[FloatArray, FloatArray]:

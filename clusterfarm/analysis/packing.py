@@ -81,17 +81,22 @@ class Unpacker:
     def unpack(self, raw: Any) -> FloatArray:
         """Return the physical values of ``raw`` as float32, NaN where missing or invalid."""
         raw = np.asarray(raw)
-        missing = np.zeros(raw.shape, dtype=bool)
+        missing = None
         for value in self.fill:
-            missing |= raw == value
+            hit = raw == value
+            missing = hit if missing is None else missing | hit
         if np.isfinite(self.low_raw) or np.isfinite(self.high_raw):
-            missing |= (raw < self.low_raw) | (raw > self.high_raw)
-        data = raw.astype(np.float32)
+            outside = (raw < self.low_raw) | (raw > self.high_raw)
+            missing = outside if missing is None else missing | outside
+        # raw is a fresh array read from the file: a float32 one is used (and scaled) in place
+        data = raw.astype(np.float32, copy=False)
         if self.scale != 1.0:
             data *= np.float32(self.scale)
         if self.offset != 0.0:
             data += np.float32(self.offset)
         if np.isfinite(self.low) or np.isfinite(self.high):
-            missing |= (data < self.low) | (data > self.high)
-        data[missing] = np.nan
+            outside = (data < self.low) | (data > self.high)
+            missing = outside if missing is None else missing | outside
+        if missing is not None and missing.any():
+            data[missing] = np.nan
         return data

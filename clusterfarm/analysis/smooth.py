@@ -34,7 +34,8 @@ def gaussian_smooth(
     cos_phi = np.cos(np.radians(np.clip(lat, -_POLAR_CAP_DEG, _POLAR_CAP_DEG)))
     width_lon = radius_km / (EARTH_RADIUS_KM * cos_phi * dlon)  # grid steps, per row
     out = _along(data, -1, width_lon[:, None], periodic=is_global(lon))
-    return _along(out, -2, np.float64(radius_km / (EARTH_RADIUS_KM * dlat)), periodic=False)
+    width_lat = np.full(1, radius_km / (EARTH_RADIUS_KM * dlat))
+    return _along(out, -2, width_lat, periodic=False)
 
 
 def _along(data: FloatArray, axis: int, width: FloatArray, periodic: bool) -> FloatArray:

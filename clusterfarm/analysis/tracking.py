@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from clusterfarm.analysis.extrema import Maxima
-from clusterfarm.analysis.geo import FloatArray, great_circle_km
+from clusterfarm.analysis.geo import FloatArray, chord_to_km, unit_vectors
 
 #: extra cost of a link for each step it skips: a continuous link wins a tie
 GAP_COST = 0.25
@@ -95,6 +95,7 @@ class _Linker:
         self, points: Maxima, link_km: float, predict_km: float, intensity_weight: float
     ) -> None:
         self.points = points
+        self.xyz = unit_vectors(points.lat, points.lon)
         self.link_km, self.predict_km = link_km, predict_km
         self.intensity_weight = intensity_weight
 
@@ -108,10 +109,9 @@ class _Linker:
         last = np.array([t[-1] for t in tracks])
         gap = (step - p.step[last]).astype(np.float64)[:, None]
         lat, lon = self._predict(tracks, step)
-        from_last = great_circle_km(
-            p.lat[last][:, None], p.lon[last][:, None], p.lat[new], p.lon[new]
-        )
-        from_guess = great_circle_km(lat[:, None], lon[:, None], p.lat[new], p.lon[new])
+        candidates = self.xyz[new][None, :, :]
+        from_last = chord_to_km(self.xyz[last][:, None, :], candidates)
+        from_guess = chord_to_km(unit_vectors(lat, lon)[:, None, :], candidates)
         moving = np.array([len(t) > 1 for t in tracks])[:, None]
         radius = np.where(moving, self.predict_km, self.link_km) * gap
         allowed = (from_last <= self.link_km * gap) & (from_guess <= radius)

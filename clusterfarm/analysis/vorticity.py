@@ -63,11 +63,19 @@ def relative_vorticity(
     return zeta
 
 
-def cyclonic_vorticity(zeta: npt.ArrayLike, lats: npt.ArrayLike) -> FloatArray:
-    """Return sign(lat)·ζ: positive for cyclones in both hemispheres, zero on the equator."""
+def cyclonic_vorticity(
+    zeta: npt.ArrayLike, lats: npt.ArrayLike, in_place: bool = False
+) -> FloatArray:
+    """Return sign(lat)·ζ: positive for cyclones in both hemispheres, zero on the equator.
+
+    ``in_place`` overwrites ``zeta`` (a numpy array) instead of making a copy.
+    """
     z = np.asarray(zeta)
-    sign = np.sign(np.asarray(lats, dtype=np.float64)).astype(z.dtype)
-    return np.asarray(z * sign[:, None])
+    sign = np.sign(np.asarray(lats, dtype=np.float64)).astype(z.dtype)[:, None]
+    if in_place:
+        z *= sign
+        return z
+    return np.asarray(z * sign)
 
 
 def _d_dlon(f: FloatArray, lon: FloatArray, periodic: bool) -> FloatArray:
