@@ -96,8 +96,10 @@ def find_maxima(
         raise ValueError(f"field shaped {data.shape} does not end in ({lat.size}, {lon.size})")
     grid = _Grid(data, lat, lon)
 
-    candidates = (data > threshold) & box_mask(lat, lon, box)[None]
-    t, j, i = (a.astype(np.int64) for a in np.nonzero(candidates))
+    candidates = data > threshold
+    candidates &= box_mask(lat, lon, box)[None]
+    # flat indices: far quicker than np.nonzero's three index arrays on a year of data
+    t, j, i = (a.astype(np.int64) for a in np.unravel_index(np.flatnonzero(candidates), data.shape))
     centre = data[t, j, i]
     not_below = np.ones(t.size, dtype=bool)
     has_equal = np.zeros(t.size, dtype=bool)

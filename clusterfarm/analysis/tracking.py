@@ -64,10 +64,13 @@ def link_tracks(
 
     finished: list[list[int]] = []
     running: list[list[int]] = []
+    step_of = points.step.tolist()  # plain ints: looked up for every running track each step
     for step in range(time.size):
         new = np.arange(bounds[step], bounds[step + 1])
-        alive = [t for t in running if step - points.step[t[-1]] <= max_gap + 1]
-        finished += [t for t in running if step - points.step[t[-1]] > max_gap + 1]
+        if not running and not new.size:
+            continue
+        alive = [t for t in running if step - step_of[t[-1]] <= max_gap + 1]
+        finished += [t for t in running if step - step_of[t[-1]] > max_gap + 1]
         links = linker.links(alive, new, step)
         for row, col in links:
             alive[row].append(int(new[col]))

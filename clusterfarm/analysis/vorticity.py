@@ -101,7 +101,8 @@ def _d_dlat(f: FloatArray, phi: FloatArray, across_pole: bool = False) -> FloatA
     """
     out = np.empty_like(f)
     inner = (1.0 / (phi[2:] - phi[:-2]))[:, None].astype(f.dtype)
-    np.multiply(f[..., 2:, :] - f[..., :-2, :], inner, out=out[..., 1:-1, :])
+    np.subtract(f[..., 2:, :], f[..., :-2, :], out=out[..., 1:-1, :])
+    out[..., 1:-1, :] *= inner
     out[..., 0, :] = (f[..., 1, :] - f[..., 0, :]) / (phi[1] - phi[0])
     out[..., -1, :] = (f[..., -1, :] - f[..., -2, :]) / (phi[-1] - phi[-2])
     half = f.shape[-1] // 2

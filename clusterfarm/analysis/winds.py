@@ -21,6 +21,7 @@ a word. Whatever else is wrong with a file is an ``InputError`` with one line, t
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -153,10 +154,25 @@ class WindReader:
         self._v.close()
 
     def chunks(self, steps: int) -> Iterator[tuple[int, FloatArray, FloatArray]]:
-        """Yield (first step, u, v) for consecutive chunks of ``steps`` time steps."""
-        for start in range(0, self.n_steps, max(1, steps)):
-            stop = min(self.n_steps, start + max(1, steps))
-            yield start, self._u.read(start, stop), self._v.read(start, stop)
+        """Yield (first step, u, v) for consecutive chunks of ``steps`` time steps.
+
+        The next chunk is read in a thread while the caller works on this one (netCDF4 and
+        numpy release the GIL), so at most two chunks are in memory at once.
+        """
+        starts = list(range(0, self.n_steps, max(1, steps)))
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as pool:
+            ahead = pool.submit(self._read, starts[0], steps) if starts else None
+            for k, start in enumerate(starts):
+                assert ahead is not None
+                chunk = ahead.result()
+                ahead = (
+                    pool.submit(self._read, starts[k + 1], steps) if k + 1 < len(starts) else None
+                )
+                yield (start, *chunk)
+
+    def _read(self, start: int, steps: int) -> tuple[FloatArray, FloatArray]:
+        stop = min(self.n_steps, start + max(1, steps))
+        return self._u.read(start, stop), self._v.read(start, stop)
 
     def check_missing(self) -> None:
         """Raise :class:`InputError` if either field read so far is too much missing."""

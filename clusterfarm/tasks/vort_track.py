@@ -8,7 +8,6 @@ Workers import this module at start, so numpy and netCDF4 (through
 
 from __future__ import annotations
 
-import importlib.metadata
 import math
 import string
 from pathlib import Path, PurePosixPath
@@ -91,8 +90,9 @@ _SOURCE_KEYS = (
     "lon_dim",
     "level_dim",
 )
-# estimated float32 fields of one time step held at once while a chunk is processed
-_ARRAYS_PER_STEP = 14
+# estimated float32 fields of one time step held at once while a chunk is processed, the
+# next chunk's u and v (read ahead) included
+_ARRAYS_PER_STEP = 16
 
 
 def check_params(params: dict[str, Any]) -> None:
@@ -200,11 +200,10 @@ def vort_track(year: int, member: int, ctx: TaskContext) -> dict[str, Any]:
 
 
 def clusterfarm_version() -> str:
-    """The installed clusterfarm version, or ``0+unknown`` when running from a source tree."""
-    try:
-        return importlib.metadata.version("clusterfarm")
-    except importlib.metadata.PackageNotFoundError:
-        return "0+unknown"
+    """The running clusterfarm's version (the package's own: no metadata scan at run time)."""
+    from clusterfarm import __version__
+
+    return __version__
 
 
 def _is_number(value: Any) -> bool:
