@@ -97,7 +97,8 @@ class _Linker:
     def __init__(
         self, points: Maxima, link_km: float, predict_km: float, intensity_weight: float
     ) -> None:
-        self.points = points
+        self.step = points.step
+        self.strength = np.abs(points.value)
         self.xyz = unit_vectors(points.lat, points.lon)
         self.link_km, self.predict_km = link_km, predict_km
         self.intensity_weight = intensity_weight
@@ -108,32 +109,34 @@ class _Linker:
         """Pairs (track row, new column), cheapest first, one-to-one, within the gates."""
         if not tracks or new.size == 0:
             return []
-        p = self.points
-        last = np.array([t[-1] for t in tracks])
-        gap = (step - p.step[last]).astype(np.float64)[:, None]
-        lat, lon = self._predict(tracks, step)
+        last = np.fromiter((t[-1] for t in tracks), np.int64, len(tracks))
+        first = np.fromiter(
+            (t[-min(len(t), _VELOCITY_POINTS)] for t in tracks), np.int64, len(tracks)
+        )
+        gap = (step - self.step[last]).astype(np.float64)[:, None]
         candidates = self.xyz[new][None, :, :]
         from_last = chord_to_km(self.xyz[last][:, None, :], candidates)
-        from_guess = chord_to_km(unit_vectors(lat, lon)[:, None, :], candidates)
-        moving = np.array([len(t) > 1 for t in tracks])[:, None]
-        radius = np.where(moving, self.predict_km, self.link_km) * gap
+        from_guess = chord_to_km(self._predict(first, last, step)[:, None, :], candidates)
+        radius = np.where((first != last)[:, None], self.predict_km, self.link_km) * gap
         allowed = (from_last <= self.link_km * gap) & (from_guess <= radius)
-        a, b = np.abs(p.value[last])[:, None], np.abs(p.value[new])[None, :]
+        a, b = self.strength[last][:, None], self.strength[new][None, :]
         change = np.abs(a - b) / np.maximum(np.maximum(a, b), 1e-30)
         cost = from_guess / radius + self.intensity_weight * change + GAP_COST * (gap - 1)
         return _cheapest_pairs(np.where(allowed, cost, np.inf))
 
-    def _predict(self, tracks: list[list[int]], step: int) -> tuple[FloatArray, FloatArray]:
-        """Each track's expected position at ``step``, from its recent velocity."""
-        p = self.points
-        first = np.array([t[-min(len(t), _VELOCITY_POINTS)] for t in tracks])
-        last = np.array([t[-1] for t in tracks])
-        span = np.maximum(p.step[last] - p.step[first], 1).astype(np.float64)
-        ahead = (step - p.step[last]).astype(np.float64)
-        dlat = (p.lat[last] - p.lat[first]) / span
-        dlon = (np.mod(p.lon[last] - p.lon[first] + 180.0, 360.0) - 180.0) / span
-        lat = np.clip(p.lat[last] + dlat * ahead, -90.0, 90.0)
-        return lat, np.mod(p.lon[last] + dlon * ahead, 360.0)
+    def _predict(
+        self, first: npt.NDArray[np.int64], last: npt.NDArray[np.int64], step: int
+    ) -> FloatArray:
+        """Each track's expected position at ``step`` (unit vectors), from its recent motion.
+
+        The displacement from ``first`` to ``last`` per step, carried on along the sphere
+        (in 3-d, then back onto the sphere): no trouble at the poles or across 0°.
+        """
+        span = np.maximum(self.step[last] - self.step[first], 1).astype(np.float64)
+        ahead = (step - self.step[last]).astype(np.float64)
+        velocity = (self.xyz[last] - self.xyz[first]) / span[:, None]
+        guess = self.xyz[last] + velocity * ahead[:, None]
+        return np.asarray(guess / np.linalg.norm(guess, axis=-1, keepdims=True))
 
 
 def _cheapest_pairs(cost: FloatArray) -> list[tuple[int, int]]:
