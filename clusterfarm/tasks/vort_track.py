@@ -98,14 +98,14 @@ _ARRAYS_PER_STEP = 16
 def check_params(params: dict[str, Any]) -> None:
     """Raise :class:`SettingsError` naming the first parameter with an impossible value."""
     numbers = ("threshold", "suppress_km", "smooth_km", "min_dip", "intensity_weight", "level")
-    for key in (*numbers, "link_km", "predict_km", "max_missing", "chunk_mb"):
+    positive = ("link_km", "predict_km", "chunk_mb")
+    for key in (*numbers, *positive, "max_missing"):
         if not _is_number(params[key]):
             raise _invalid(params, key, "must be a finite number")
+        if key in positive and params[key] <= 0:
+            raise _invalid(params, key, "must be positive")
         if params[key] < 0:
             raise _invalid(params, key, "must not be negative")
-    for key in ("link_km", "predict_km", "chunk_mb"):
-        if params[key] <= 0:
-            raise _invalid(params, key, "must be positive")
     for key in ("min_dip", "max_missing"):
         if params[key] > 1:
             raise _invalid(params, key, "is a share: between 0 and 1")
