@@ -146,3 +146,19 @@ def test_outermost_row_error_shrinks_with_resolution() -> None:
         u, v, expected = rossby_haurwitz(lats, lons)
         errors.append(np.abs(relative_vorticity(u, v, lats, lons)[0] - expected[0]).max())
     assert errors[1] < 0.35 * errors[0]  # second order: a quarter, give or take
+
+
+@pytest.mark.parametrize(
+    "lats, lons",
+    [(LATS_SOUTHWARD, LONS), (CELL_CENTRED_1DEG, LONS_1DEG)],
+    ids=["with pole rows", "cell-centred"],
+)
+def test_cyclonic_vorticity_in_one_go_equals_the_two_steps(
+    lats: np.ndarray, lons: np.ndarray
+) -> None:
+    from clusterfarm.analysis.vorticity import cyclonic_relative_vorticity
+
+    u, v, _ = rossby_haurwitz(lats, lons)
+    u, v = u.astype(np.float32), v.astype(np.float32)
+    two_steps = cyclonic_vorticity(relative_vorticity(u, v, lats, lons), lats)
+    np.testing.assert_allclose(cyclonic_relative_vorticity(u, v, lats, lons), two_steps, rtol=1e-6)

@@ -21,7 +21,7 @@ from clusterfarm.analysis.extrema import MIN_DIP, Maxima, find_maxima, values_at
 from clusterfarm.analysis.geo import GLOBAL_BOX, FloatArray
 from clusterfarm.analysis.smooth import gaussian_smooth
 from clusterfarm.analysis.tracking import Track, link_tracks
-from clusterfarm.analysis.vorticity import cyclonic_vorticity, relative_vorticity
+from clusterfarm.analysis.vorticity import cyclonic_relative_vorticity
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def find_cyclones(
 ) -> Maxima:
     """Return the cyclone centres of each step; ``value`` is their signed vorticity."""
     how = detection or Detection()
-    cyclonic = cyclonic_vorticity(relative_vorticity(u, v, lats, lons), lats, in_place=True)
+    cyclonic = cyclonic_relative_vorticity(u, v, lats, lons)
     searched = gaussian_smooth(cyclonic, lats, lons, how.smooth_km)
     centres = find_maxima(
         searched,

@@ -33,6 +33,23 @@ def relative_vorticity(
     u: npt.ArrayLike, v: npt.ArrayLike, lats: npt.ArrayLike, lons: npt.ArrayLike
 ) -> FloatArray:
     """Return the relative vorticity (s-1) of winds ``u``, ``v`` (m/s) shaped (..., lat, lon)."""
+    return _vorticity(u, v, lats, lons, cyclonic=False)
+
+
+def cyclonic_relative_vorticity(
+    u: npt.ArrayLike, v: npt.ArrayLike, lats: npt.ArrayLike, lons: npt.ArrayLike
+) -> FloatArray:
+    """Return sign(lat)·ζ of winds ``u``, ``v`` in one pass less than ζ and then the sign."""
+    return _vorticity(u, v, lats, lons, cyclonic=True)
+
+
+def _vorticity(
+    u: npt.ArrayLike,
+    v: npt.ArrayLike,
+    lats: npt.ArrayLike,
+    lons: npt.ArrayLike,
+    cyclonic: bool,
+) -> FloatArray:
     u_arr, v_arr = np.asarray(u), np.asarray(v)
     lat = np.asarray(lats, dtype=np.float64)
     lon = np.asarray(lons, dtype=np.float64)
@@ -57,9 +74,11 @@ def relative_vorticity(
     zeta -= _d_dlat(u_arr * cos_phi[:, None].astype(dtype), phi, across_pole=periodic)
     with np.errstate(divide="ignore"):
         metric = np.where(polar, 0.0, 1.0 / (EARTH_RADIUS_M * cos_phi))
-    zeta *= metric[:, None].astype(dtype)
+    sign = np.sign(lat) if cyclonic else np.ones(lat.size)
+    zeta *= (metric * sign)[:, None].astype(dtype)  # the metric and the sign in one pass
     if periodic:
         _fill_poles(zeta, u_arr, lat, polar)
+        zeta[..., polar, :] *= sign[polar][:, None].astype(dtype)
     return zeta
 
 
