@@ -70,12 +70,15 @@ def _vorticity(
     cos_phi = np.where(polar, 0.0, np.cos(phi))
     periodic = is_global(lon)
 
-    zeta = _d_dlon(v_arr, lon, periodic)
-    zeta -= _d_dlat(u_arr * cos_phi[:, None].astype(dtype), phi, across_pole=periodic)
+    # zeta holds ∂v/∂λ / factor, so ∂(u cos φ)/∂φ is scaled to match; one multiplication
+    # at the end applies the factor, the metric and the sign together
+    zeta, factor = _d_dlon(v_arr, lon, periodic)
+    u_cos = u_arr * cos_phi[:, None].astype(dtype)
+    zeta -= _d_dlat(u_cos, phi, across_pole=periodic, scale=1.0 / factor)
     with np.errstate(divide="ignore"):
         metric = np.where(polar, 0.0, 1.0 / (EARTH_RADIUS_M * cos_phi))
     sign = np.sign(lat) if cyclonic else np.ones(lat.size)
-    zeta *= (metric * sign)[:, None].astype(dtype)  # the metric and the sign in one pass
+    zeta *= (metric * sign * factor)[:, None].astype(dtype)
     if periodic:
         _fill_poles(zeta, u_arr, lat, polar)
         zeta[..., polar, :] *= sign[polar][:, None].astype(dtype)
@@ -97,21 +100,26 @@ def cyclonic_vorticity(
     return np.asarray(z * sign)
 
 
-def _d_dlon(f: FloatArray, lon: FloatArray, periodic: bool) -> FloatArray:
-    """∂f/∂λ by centred differences along the last axis; wraps round a global grid."""
+def _d_dlon(f: FloatArray, lon: FloatArray, periodic: bool) -> tuple[FloatArray, float]:
+    """∂f/∂λ along the last axis as (d, factor) with ∂f/∂λ = d · factor.
+
+    Centred differences; on a global grid they wrap round and are left unscaled (the caller
+    folds the factor into a multiplication it makes anyway).
+    """
     if not periodic:
-        return np.gradient(f, np.radians(lon), axis=-1).astype(f.dtype, copy=False)
+        return np.gradient(f, np.radians(lon), axis=-1).astype(f.dtype, copy=False), 1.0
     out = np.empty_like(f)
     # slicing instead of np.roll: the same periodic stencil without two full-size copies
     np.subtract(f[..., 2:], f[..., :-2], out=out[..., 1:-1])
     np.subtract(f[..., 1], f[..., -1], out=out[..., 0])
     np.subtract(f[..., 0], f[..., -2], out=out[..., -1])
-    out *= out.dtype.type(1.0 / (2.0 * np.radians(lon_spacing(lon))))
-    return out
+    return out, 1.0 / (2.0 * np.radians(lon_spacing(lon)))
 
 
-def _d_dlat(f: FloatArray, phi: FloatArray, across_pole: bool = False) -> FloatArray:
-    """∂f/∂φ along the second-last axis: centred inside, one-sided at the first and last row.
+def _d_dlat(
+    f: FloatArray, phi: FloatArray, across_pole: bool = False, scale: float = 1.0
+) -> FloatArray:
+    """``scale`` · ∂f/∂φ along the second-last axis: centred inside, one-sided at the ends.
 
     With ``across_pole`` (a global grid with an even number of longitudes) an outermost row
     that is not a pole takes its outer neighbour from across the pole: the point at
@@ -119,11 +127,11 @@ def _d_dlat(f: FloatArray, phi: FloatArray, across_pole: bool = False) -> FloatA
     (u and cos φ both change sign).
     """
     out = np.empty_like(f)
-    inner = (1.0 / (phi[2:] - phi[:-2]))[:, None].astype(f.dtype)
+    inner = (scale / (phi[2:] - phi[:-2]))[:, None].astype(f.dtype)
     np.subtract(f[..., 2:, :], f[..., :-2, :], out=out[..., 1:-1, :])
     out[..., 1:-1, :] *= inner
-    out[..., 0, :] = (f[..., 1, :] - f[..., 0, :]) / (phi[1] - phi[0])
-    out[..., -1, :] = (f[..., -1, :] - f[..., -2, :]) / (phi[-1] - phi[-2])
+    out[..., 0, :] = (f[..., 1, :] - f[..., 0, :]) * (scale / (phi[1] - phi[0]))
+    out[..., -1, :] = (f[..., -1, :] - f[..., -2, :]) * (scale / (phi[-1] - phi[-2]))
     half = f.shape[-1] // 2
     if not across_pole or f.shape[-1] % 2:
         return out
@@ -132,9 +140,9 @@ def _d_dlat(f: FloatArray, phi: FloatArray, across_pole: bool = False) -> FloatA
         if abs(phi[row]) >= pole * np.sign(pole) - np.radians(_POLE_TOLERANCE_DEG):
             continue
         ghost = np.roll(f[..., row, :], half, axis=-1)
-        out[..., row, :] = _three_point(
-            ghost, f[..., row, :], f[..., inward, :], 2 * pole - phi[row], phi[row], phi[inward]
-        )
+        outer = 2 * pole - phi[row]
+        edge = _three_point(ghost, f[..., row, :], f[..., inward, :], outer, phi[row], phi[inward])
+        out[..., row, :] = edge * scale
     return out
 
 
