@@ -1,7 +1,11 @@
-"""Time the dispatch workloads on multiprocessing.Pool or Dask LocalCluster (2 workers).
+"""Time the dispatch workloads on multiprocessing.Pool, a bare Pyro5 farm or Dask (2 workers).
 
 Run by bench/dispatch.py (Dask in its own virtual environment, so it never becomes a project
 dependency); prints one JSON object: tasks/s, makespans and start-up time.
+
+The bare Pyro5 farm is what one writes in an afternoon (stormtracks' pyro_cluster): worker
+processes exposing ``run(workload, i)`` over Pyro5 with serpent, and one thread per worker
+in the manager making one call per task. No state, no child process, no batching.
 """
 
 from __future__ import annotations
@@ -78,7 +82,73 @@ def with_dask(counts: dict[str, int]) -> dict[str, float]:
     return measure(start, run, stop, counts)
 
 
+class BareWorker:
+    """The bare farm's worker: runs the workload in its own process."""
+
+    def run(self, name: str, i: int) -> Any:
+        return getattr(workloads, name)(i)
+
+
+def serve_bare_worker() -> None:
+    from Pyro5.api import Daemon, expose
+
+    daemon = Daemon(host="127.0.0.1")
+    uri = daemon.register(expose(BareWorker), objectId="bare")
+    print(uri, flush=True)
+    daemon.requestLoop()
+
+
+def with_pyro5(counts: dict[str, int]) -> dict[str, float]:
+    import queue
+    import subprocess
+    import threading
+
+    from Pyro5.api import Proxy
+
+    def start() -> Any:
+        processes = [
+            subprocess.Popen([sys.executable, __file__, "serve"], stdout=subprocess.PIPE, text=True)
+            for _ in range(WORKERS)
+        ]
+        uris = [p.stdout.readline().strip() for p in processes]  # type: ignore[union-attr]
+        for uri in uris:
+            with Proxy(uri) as proxy:
+                proxy.run("noop", 0)  # ready means it has run something
+        return processes, uris
+
+    def run(farm: Any, fn: Callable[..., Any], items: Iterable[int]) -> None:
+        todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for i in items:
+            todo.put(i)
+
+        def dispatch(uri: str) -> None:
+            with Proxy(uri) as proxy:
+                while True:
+                    try:
+                        i = todo.get_nowait()
+                    except queue.Empty:
+                        return
+                    proxy.run(fn.__name__, i)
+
+        threads = [threading.Thread(target=dispatch, args=(uri,)) for uri in farm[1]]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def stop(farm: Any) -> None:
+        for process in farm[0]:
+            process.terminate()
+            process.wait()
+
+    return measure(start, run, stop, counts)
+
+
+BASELINES = {"pool": with_multiprocessing, "pyro5": with_pyro5, "dask": with_dask}
+
 if __name__ == "__main__":
-    which, counts_json = sys.argv[1], sys.argv[2]
-    counts = json.loads(counts_json)
-    print(json.dumps((with_dask if which == "dask" else with_multiprocessing)(counts)))
+    if sys.argv[1] == "serve":
+        serve_bare_worker()
+    else:
+        which, counts_json = sys.argv[1], sys.argv[2]
+        print(json.dumps(BASELINES[which](json.loads(counts_json))))

@@ -1,24 +1,30 @@
-"""Dispatch benchmark: clusterfarm against multiprocessing.Pool and Dask LocalCluster.
+"""Dispatch benchmark: clusterfarm beside multiprocessing.Pool, a bare Pyro5 farm and Dask.
 
-Two local workers each, in one run, on this machine:
+Two local workers each, on this machine, in rounds (default 3); every figure is the median
+over the rounds, and every ratio is taken within a round (the machine is shared and noisy,
+so only figures measured side by side compare):
 
-1. 20,000 ``noop`` cells: tasks per second (clusterfarm: the whole ``clusterfarm run``
-   command in local mode, with every status change persisted; also its dispatch alone);
+1. 20,000 ``noop`` cells: cells per second. For clusterfarm twice: on workers started
+   beforehand, as every baseline runs on a pool started beforehand (the run's own elapsed
+   time: state, joins and shutdown included), and as the whole ``clusterfarm run --local 2``
+   command (Python start-up, workers started and stopped, every change persisted);
 2. 200 ``sleep`` cells of 50 ms: efficiency = ideal makespan / measured;
 3. 100 ``burn`` cells of 40 ms CPU: efficiency;
 4. start-up until 2 workers are ready.
 
-For 2 and 3 clusterfarm runs in cluster mode against workers started beforehand, as the
-baselines run on pools started beforehand; start-up is row 4. Dask is installed into
-bench/.venv-dask on first use, never into the project's environment.
+The bare Pyro5 farm is one call per task, one thread per worker, serpent (bench/baselines.py).
+Dask is measured with ``--dask``: it is installed into bench/.venv-dask on first use, never
+into the project's environment.
 
-    .venv/bin/python bench/dispatch.py [--no-dask]
+    .venv/bin/python bench/dispatch.py [--rounds N] [--dask]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,7 +40,7 @@ NOOP_CELLS = (20, 1000)  # years x members = 20,000
 SLEEP_CELLS, SLEEP_S = 200, 0.05
 BURN_CELLS, BURN_S = 100, 0.04
 GOALS = {
-    "noop": ">= 5,000 (aim 10,000)",
+    "noop": ">= 0.6x Pool, >= 2.5x bare Pyro5",
     "sleep": ">= 0.98",
     "burn": ">= 0.95",
     "startup": "<= 0.5 s",
@@ -42,27 +48,17 @@ GOALS = {
 
 
 def clusterfarm_figures(work: Path) -> dict[str, float]:
-    """Measure clusterfarm: the whole run command, then runs on pre-started workers."""
-    from clusterfarm.launcher import LocalLauncher
+    """Measure clusterfarm: the whole local-mode command, then runs on pre-started workers."""
+    from clusterfarm.launchers.local import LocalLauncher
     from clusterfarm.nameserver import NameServer
 
     figures: dict[str, float] = {}
     years, members = NOOP_CELLS
+    noop_args = ("--task", "noop", "--years", f"2000-{2000 + years - 1}")
+    noop_args += ("--members", f"0-{members - 1}")
     began = time.perf_counter()
-    report = run_command(
-        work,
-        "noop-run",
-        "--local",
-        str(WORKERS),
-        "--task",
-        "noop",
-        "--years",
-        f"2000-{2000 + years - 1}",
-        "--members",
-        f"0-{members - 1}",
-    )
+    report = run_command(work, "noop-command", "--local", str(WORKERS), *noop_args)
     figures["noop_command_s"] = time.perf_counter() - began
-    figures["noop_dispatch_s"] = report["elapsed"]
     assert report["complete"] == years * members, report
 
     nameserver = NameServer("127.0.0.1", 0)
@@ -77,19 +73,13 @@ def clusterfarm_figures(work: Path) -> dict[str, float]:
         f"[tasks.sleep]\nseconds = {SLEEP_S}\n[tasks.burn]\nseconds = {BURN_S}\n"
     )
     try:
+        time.sleep(1.0)  # the workers' task processes are started in the background
+        report = run_command(work, "noop-run", "--settings", str(settings), *noop_args)
+        assert report["complete"] == years * members, report
+        figures["noop_s"] = report["elapsed"]
         for task, cells in (("sleep", SLEEP_CELLS), ("burn", BURN_CELLS)):
-            report = run_command(
-                work,
-                f"{task}-run",
-                "--settings",
-                str(settings),
-                "--task",
-                task,
-                "--years",
-                "2000",
-                "--members",
-                f"0-{cells - 1}",
-            )
+            cell_args = ("--task", task, "--years", "2000", "--members", f"0-{cells - 1}")
+            report = run_command(work, f"{task}-run", "--settings", str(settings), *cell_args)
             assert report["complete"] == cells, report
             figures[f"{task}_s"] = report["elapsed"]
     finally:
@@ -99,22 +89,8 @@ def clusterfarm_figures(work: Path) -> dict[str, float]:
 
 
 def run_command(work: Path, name: str, *args: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "clusterfarm",
-            "run",
-            "--json",
-            "--run-dir",
-            str(work / name),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=work,
-        check=False,
-    )
+    command = [sys.executable, "-m", "clusterfarm", "run", "--json", "--run-dir", str(work / name)]
+    done = subprocess.run([*command, *args], capture_output=True, text=True, cwd=work, check=False)
     if done.returncode != 0:
         raise SystemExit(f"clusterfarm run failed ({done.returncode}): {done.stderr.strip()}")
     return dict(json.loads(done.stdout))
@@ -147,47 +123,78 @@ def dask_python() -> str:
     return str(python)
 
 
-def rows(figures: dict[str, float]) -> dict[str, str]:
+def rates(figures: dict[str, float]) -> dict[str, float]:
+    """Cells per second and efficiencies from one system's seconds."""
     noop = NOOP_CELLS[0] * NOOP_CELLS[1]
-    ideal_sleep = SLEEP_CELLS * SLEEP_S / WORKERS
-    ideal_burn = BURN_CELLS * BURN_S / WORKERS
     out = {
-        "noop": f"{noop / figures['noop_s']:,.0f}"
-        if "noop_s" in figures
-        else f"{noop / figures['noop_command_s']:,.0f}",
-        "sleep": f"{ideal_sleep / figures['sleep_s']:.3f}",
-        "burn": f"{ideal_burn / figures['burn_s']:.3f}",
-        "startup": f"{figures['startup_s']:.2f} s",
+        "noop": noop / figures["noop_s"],
+        "sleep": SLEEP_CELLS * SLEEP_S / WORKERS / figures["sleep_s"],
+        "burn": BURN_CELLS * BURN_S / WORKERS / figures["burn_s"],
+        "startup": figures["startup_s"],
     }
-    if "noop_dispatch_s" in figures:
-        out["noop"] += f" ({noop / figures['noop_dispatch_s']:,.0f} dispatch)"
+    if "noop_command_s" in figures:
+        out["noop_command"] = noop / figures["noop_command_s"]
     return out
 
 
 def main() -> None:
-    columns: dict[str, dict[str, str]] = {}
-    with tempfile.TemporaryDirectory(prefix="cf-bench-") as tmp:
-        columns["clusterfarm"] = rows(clusterfarm_figures(Path(tmp)))
-    columns["multiprocessing.Pool"] = rows(baseline_figures(sys.executable, "pool"))
-    if "--no-dask" not in sys.argv:
-        try:
-            columns["dask LocalCluster"] = rows(baseline_figures(dask_python(), "dask"))
-        except (RuntimeError, subprocess.CalledProcessError) as exc:
-            print(f"dask: not measured ({exc})", file=sys.stderr)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--dask", action="store_true", help="measure Dask LocalCluster too")
+    options = parser.parse_args()
+    systems = {"clusterfarm": None, "multiprocessing.Pool": "pool", "bare Pyro5": "pyro5"}
+    if options.dask:
+        systems["dask LocalCluster"] = "dask"
+    rounds: list[dict[str, dict[str, float]]] = []
+    for n in range(options.rounds):
+        measured: dict[str, dict[str, float]] = {}
+        for name, which in systems.items():
+            if which is None:
+                with tempfile.TemporaryDirectory(prefix="cf-bench-") as tmp:
+                    measured[name] = rates(clusterfarm_figures(Path(tmp)))
+            else:
+                python = dask_python() if which == "dask" else sys.executable
+                measured[name] = rates(baseline_figures(python, which))
+        rounds.append(measured)
+        print(
+            f"round {n + 1}: "
+            + ", ".join(f"{name} {m['noop']:,.0f}/s" for name, m in measured.items()),
+            file=sys.stderr,
+        )
+    print_table(rounds, list(systems))
+
+
+def median(rounds: list[dict[str, dict[str, float]]], system: str, key: str) -> float:
+    return statistics.median(r[system][key] for r in rounds)
+
+
+def print_table(rounds: list[dict[str, dict[str, float]]], systems: list[str]) -> None:
+    cf = "clusterfarm"
+    noop = NOOP_CELLS[0] * NOOP_CELLS[1]
     labels = {
-        "noop": f"{NOOP_CELLS[0] * NOOP_CELLS[1]:,} noop: tasks/s",
+        "noop": f"{noop:,} noop: cells/s",
         "sleep": f"{SLEEP_CELLS} sleep {SLEEP_S * 1000:.0f} ms: efficiency",
         "burn": f"{BURN_CELLS} burn {BURN_S * 1000:.0f} ms: efficiency",
         "startup": f"start-up to {WORKERS} ready workers",
     }
-    headers = ["", *columns, "goal (clusterfarm)"]
-    table = [headers] + [
-        [labels[key], *(c[key] for c in columns.values()), GOALS[key]] for key in labels
-    ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
-    print(f"dispatch benchmark, {WORKERS} local workers, {os.cpu_count()} CPUs")
+    formats = {"noop": "{:,.0f}", "sleep": "{:.3f}", "burn": "{:.3f}", "startup": "{:.2f} s"}
+    table = [["", *systems, "goal (clusterfarm)"]]
+    for key, label in labels.items():
+        row = [label] + [formats[key].format(median(rounds, s, key)) for s in systems]
+        table.append([*row, GOALS[key]])
+    command = median(rounds, cf, "noop_command")
+    table.append(["  whole run --local 2 command", f"{command:,.0f}", *[""] * len(systems)])
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    print(
+        f"dispatch benchmark: {WORKERS} local workers, {os.cpu_count()} CPUs, "
+        f"medians of {len(rounds)} rounds"
+    )
     for row in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    print("\nnoop ratios, each within one round (median):")
+    for other in systems[1:]:
+        ratio = statistics.median(r[cf]["noop"] / r[other]["noop"] for r in rounds)
+        print(f"  clusterfarm / {other}: {ratio:.2f}x")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# failures that say something about the host rather than the task's input
-HOST_FAULTS = frozenset({"task", "crash", "timeout", "lost", "resource"})
+from clusterfarm.protocol import ErrorKind
 
 
 @dataclass
@@ -32,7 +31,7 @@ class HostBreaker:
         if ok:
             self._streak[host] = 0
             return False
-        if error_kind not in HOST_FAULTS:
+        if error_kind is None or not ErrorKind(error_kind).host_fault:
             return False
         self._streak[host] = self._streak.get(host, 0) + 1
         if may_rest and self._streak[host] >= self.threshold and not self.is_resting(host, now):

@@ -6,6 +6,10 @@ each into one ``Error: ...`` line and the exit code of SPEC §5 (``exit_code``).
 
 from __future__ import annotations
 
+import contextlib
+import errno
+from collections.abc import Iterator
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -65,6 +69,16 @@ class StateError(ClusterFarmError):
     exit_code = EXIT_USAGE
 
 
+class StorageError(StateError):
+    """The disk refuses to store the run state or results (full, over quota, I/O error)."""
+
+    exit_code = EXIT_INFRA
+
+
+class StateWriteError(StorageError):
+    """The run state could not be written during a run (disk full...): the run stopped."""
+
+
 class LaunchError(ClusterFarmError):
     """Starting or stopping workers over SSH failed; carries one outcome per host."""
 
@@ -73,3 +87,28 @@ class LaunchError(ClusterFarmError):
     def __init__(self, message: str, outcomes: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.outcomes = dict(outcomes or {})
+
+
+# a disk that cannot take more is infrastructure (exit 3); any other OSError met while
+# writing (no such folder, permission, read-only file system) is a bad place given (exit 2)
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG})
+
+
+def os_error(
+    exc: OSError, where: str, hint: str, kind: type[ClusterFarmError] = UsageError
+) -> ClusterFarmError:
+    """The error to raise for ``exc`` met at ``where`` (a path): StorageError for a full or
+    failing disk, else ``kind`` with ``hint`` saying what to do."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in _DISK_ERRNOS:
+        return StorageError(f"{where}: cannot write ({reason}); free some space there, then retry")
+    return kind(f"{where}: {reason}; {hint}")
+
+
+@contextlib.contextmanager
+def writing(where: str, hint: str, kind: type[ClusterFarmError] = UsageError) -> Iterator[None]:
+    """Turn an OSError in the block into :func:`os_error`'s error for ``where``."""
+    try:
+        yield
+    except OSError as exc:
+        raise os_error(exc, where, hint, kind) from exc

@@ -41,6 +41,13 @@ class WorkerLeft:
 
 
 @dataclass(frozen=True)
+class WorkersPending:
+    """Worker jobs queued by a batch system, each with the scheduler's reason (Resources...)."""
+
+    workers: tuple[tuple[str, str], ...]  # (worker name, reason)
+
+
+@dataclass(frozen=True)
 class HostQuarantined:
     """A host whose workers kept failing rests for ``seconds``."""
 
@@ -49,4 +56,12 @@ class HostQuarantined:
     failures: int
 
 
-Event = CellsChanged | WorkerJoined | WorkerLeft | HostQuarantined
+@dataclass(frozen=True)
+class WorkerNote:
+    """What keeps a worker from taking cells now (another run's lease, a full disk...)."""
+
+    name: str
+    note: str
+
+
+Event = CellsChanged | WorkerJoined | WorkerLeft | HostQuarantined | WorkerNote | WorkersPending

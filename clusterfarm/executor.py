@@ -1,15 +1,19 @@
 """Run tasks in a warm child process that the worker can kill.
 
-The worker daemon keeps one child (``python -m clusterfarm.executor``) and sends it one job at
-a time over a pipe. A timeout or cancel kills the child's whole process group and a fresh child
-is started in the background, so the daemon never dies with its task. The child's stdin is a
-lifeline: when the daemon goes away (even by SIGKILL) the child sees end-of-file and exits.
+The worker daemon keeps one child (``python -m clusterfarm.executor``) and sends it one batch
+at a time over a pipe: the cells and, once per batch, what they share (task, parameters,
+folders). The child builds the task's context once, runs the cells one after another and
+sends their answers back together, at the end of the batch or whenever one has waited
+``FLUSH_SECONDS`` (so a slow cell never holds back the news of those before it, and the
+daemon still knows which cell is running). A timeout or cancel kills the child's whole
+process group and a fresh child is started in the background, so the daemon never dies with
+its task. The child's stdin is a lifeline: when the daemon goes away (even by SIGKILL) the
+child sees end-of-file and exits.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -17,23 +21,40 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
 from typing import Any
 
-from clusterfarm.errors import InputError
-from clusterfarm.ledger import file_checksum, input_identity
+from clusterfarm.protocol import ErrorKind, failed
 
 LOG = logging.getLogger("clusterfarm.executor")
 
+# The child's answers wait at most this long before they are sent; the daemon allows a cell
+# its time limit from the last news it had, so this is also the slack of that limit.
+FLUSH_SECONDS = 0.05
+
+# what the child sends besides answers: ("log", level, logger, text) and ("done", [answers]);
+# plain tuples, not classes: the child runs as __main__, whose classes the daemon can't load
+LOG_LINE = "log"
+DONE = "done"
+READY = "ready"
+
+# why the daemon killed the child, as the error kind of the cell that was running
+_KILL_KINDS = {
+    "timeout": ErrorKind.TIMEOUT,
+    "cancelled": ErrorKind.CANCELLED,
+    "abandoned": ErrorKind.ABANDONED,
+    "shutdown": ErrorKind.STOPPING,
+    "draining": ErrorKind.DRAINING,
+}
+
 
 class Executor:
-    """The daemon's handle on its child process: run one job at a time, kill on demand."""
+    """The daemon's handle on its child process: run one batch at a time, kill on demand."""
 
-    def __init__(self, task_modules: tuple[str, ...] = (), log_stream: Any = None) -> None:
+    def __init__(self, task_modules: tuple[str, ...] = (), output: Any = None) -> None:
         self._task_modules = task_modules
-        self._log_stream = log_stream
+        self._output = output  # where the child's stdout and stderr go (None: the daemon's)
         self._lock = threading.Lock()  # guards the child handle, not the job
         self._child: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
@@ -51,11 +72,12 @@ class Executor:
         parent_end, child_end = Pipe()
         command = [sys.executable, "-m", "clusterfarm.executor", str(child_end.fileno())]
         command += list(self._task_modules)
+        output = self._output() if callable(self._output) else self._output
         child = subprocess.Popen(
             command,
             stdin=subprocess.PIPE,
-            stdout=self._log_stream,
-            stderr=self._log_stream,
+            stdout=output,
+            stderr=subprocess.STDOUT if output is not None else None,
             pass_fds=(child_end.fileno(),),
             start_new_session=True,  # its own process group, so a kill takes its children too
         )
@@ -76,7 +98,7 @@ class Executor:
         return self._child.pid if self._child else None
 
     def kill(self, reason: str) -> None:
-        """Kill the running job's process group (timeout, cancel or shutdown)."""
+        """Kill the running job's process group (timeout, cancel, shutdown...)."""
         with self._lock:
             child = self._child
             self._killed_reason = reason
@@ -97,82 +119,96 @@ class Executor:
             if self._conn is not None:
                 self._conn.close()
 
-    # -- running a job ----------------------------------------------------------------------
+    # -- running a batch --------------------------------------------------------------------
 
     def new_job(self) -> None:
-        """Forget earlier kills: a kill from now on is meant for the next job."""
+        """Forget earlier kills: a kill from now on is meant for the next batch."""
         with self._lock:
             self._killed_reason = None
 
-    def run(self, job: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """Run one job; see :meth:`run_batch`."""
-        return self.run_batch([job], timeout)[0]
+    def run_batch(
+        self, context: dict[str, Any], cells: list[tuple[int, int]], timeout: float
+    ) -> list[tuple[Any, ...]]:
+        """Run ``cells`` of one task one after another in the child; one wire answer each.
 
-    def run_batch(self, jobs: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
-        """Run ``jobs`` one after another in the child; return one outcome per job.
-
-        The child answers each job as it finishes, so ``timeout`` holds for every job on its
-        own. When a job times out, crashes or is cancelled, the jobs after it are answered
-        ``not_started``. Call :meth:`new_job` first; a kill between the two cancels the batch
-        before it starts. Never raises for task trouble.
+        ``context`` holds what the cells share (see :func:`run_cells`). ``timeout`` holds
+        for every cell on its own, counted from the last news of the child. When a cell
+        times out, crashes or is cancelled, the cells after it are answered ``not_started``.
+        Call :meth:`new_job` first; a kill between the two cancels the batch before it
+        starts. Never raises for task trouble.
         """
         started = time.monotonic()
         if not self._ready.wait(max(timeout, 30.0)):
-            return _unfinished(
-                jobs, _outcome("failure", "crash", "task process did not start", started)
-            )
+            first = failed(ErrorKind.CRASH, "task process did not start").to_wire()
+            return _unfinished(len(cells), first)
         with self._lock:
             conn, child, reason = self._conn, self._child, self._killed_reason
         assert conn is not None and child is not None
         if reason is not None:  # cancelled while the child was still starting
-            return _unfinished(jobs, _outcome("failure", reason, f"task {reason}", started))
-        outcomes: list[dict[str, Any]] = []
+            kind = _KILL_KINDS.get(reason, ErrorKind.CANCELLED)
+            return _unfinished(len(cells), failed(kind, f"task {reason}").to_wire())
+        answers: list[tuple[Any, ...]] = []
         try:
-            conn.send(jobs)
-            for _ in jobs:
-                outcome = _receive(conn, time.monotonic() + timeout)
-                if outcome is None:
+            conn.send((context, cells))
+            while len(answers) < len(cells):
+                news = _receive(conn, time.monotonic() + timeout + FLUSH_SECONDS)
+                if news is None:
                     self.kill("timeout")
                     break
-                outcomes.append(outcome)
+                answers.extend(news)
+                started = time.monotonic()
             else:
-                return outcomes
+                return answers
         except (EOFError, OSError):
             pass  # the child died: killed by us, or crashed
-        return outcomes + _unfinished(jobs[len(outcomes) :], self._replace_child(child, timeout))
+        running = cells[len(answers)]
+        first = self._replace_child(child, timeout, started)
+        _remove_partial_output(context, running, child.pid)
+        return answers + _unfinished(len(cells) - len(answers), first)
 
-    def _replace_child(self, child: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
-        """Start a fresh child after ``child`` died; describe why the running job ended."""
-        started = time.monotonic()
+    def _replace_child(
+        self, child: subprocess.Popen[bytes], timeout: float, started: float
+    ) -> tuple[Any, ...]:
+        """Start a fresh child after ``child`` died; describe why the running cell ended."""
         reason = self._killed_reason
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(5)
         self._spawn_in_background()
+        elapsed = time.monotonic() - started
         if reason == "timeout":
             message = f"task exceeded its time limit of {timeout:g} s"
-            return _outcome("timeout", "timeout", message, started - timeout)
+            return failed(ErrorKind.TIMEOUT, message, elapsed).to_wire()
         if reason is not None:
-            return _outcome("failure", reason, f"task {reason}", started)
+            kind = _KILL_KINDS.get(reason, ErrorKind.CANCELLED)
+            return failed(kind, f"task {reason}", elapsed).to_wire()
         message = f"task process died (exit code {child.returncode})"
-        return _outcome("failure", "crash", message, started)
+        return failed(ErrorKind.CRASH, message, elapsed).to_wire()
 
 
-def _unfinished(jobs: list[dict[str, Any]], first: dict[str, Any]) -> list[dict[str, Any]]:
-    """The outcomes of jobs that did not finish: ``first`` for the one that was running."""
-    if not jobs:
+def _unfinished(count: int, first: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """The answers of ``count`` cells that did not finish: ``first`` for the running one."""
+    if not count:
         return []
-    rest = _outcome(
-        "failure",
-        "not_started",
-        "not started: an earlier task in its batch ended the task process",
-        time.monotonic(),
-    )
-    rest["elapsed"] = 0.0
-    return [first] + [dict(rest) for _ in jobs[1:]]
+    rest = failed(
+        ErrorKind.NOT_STARTED, "not started: an earlier cell of its batch ended the task process"
+    ).to_wire()
+    return [first] + [rest] * (count - 1)
+
+
+def _remove_partial_output(context: dict[str, Any], cell: tuple[int, int], pid: int) -> None:
+    """Remove the temporary output a killed cell may have left (see ``atomic_output``)."""
+    from clusterfarm.tasks.registry import get_task, temporary_output
+
+    try:
+        spec = get_task(context["task"])
+        final = spec.output_path(Path(context["results_dir"]), cell[0], cell[1])
+        temporary_output(final, pid).unlink(missing_ok=True)
+    except Exception:  # best effort: a leftover is untidy, not wrong
+        LOG.debug("could not look for a partial output of %s", cell, exc_info=True)
 
 
 def _receive(conn: Connection, deadline: float | None) -> Any:
-    """The child's next answer, passing on its log records; None when ``deadline`` passes."""
+    """The child's next news, passing on its log records; None when ``deadline`` passes."""
     while True:
         if deadline is not None and not conn.poll(max(0.0, deadline - time.monotonic())):
             return None
@@ -181,105 +217,68 @@ def _receive(conn: Connection, deadline: float | None) -> Any:
             _, level, logger, text = message
             logging.getLogger(logger).log(level, "%s", text)
             continue
+        if isinstance(message, tuple) and message[0] == DONE:
+            return message[1]
         return message
-
-
-# The task process's log records go to the daemon as ("log", level, logger, text), so each
-# worker has one log file with one writer (rotation stays safe). A plain tuple, not a class:
-# the child runs as __main__, whose classes the daemon could not unpickle.
-LOG_LINE = "log"
-
-
-class _PipeHandler(logging.Handler):
-    """Sends the task process's log records to the daemon, over the job pipe."""
-
-    def __init__(self, conn: Connection) -> None:
-        super().__init__()
-        self.conn = conn
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.conn.send((LOG_LINE, record.levelno, record.name, self.format(record)))
-        except (OSError, ValueError):
-            self.handleError(record)
-
-
-def _outcome(status: str, kind: str, error: str, started: float) -> dict[str, Any]:
-    return {
-        "status": status,
-        "error_kind": kind,
-        "error": error,
-        "output": None,
-        "summary": None,
-        "elapsed": time.monotonic() - started,
-    }
 
 
 # -- the child side -----------------------------------------------------------------------
 
 
-def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Run one job in this process and describe how it went (used by the child)."""
-    from clusterfarm.tasks.registry import TaskContext, get_task
+class _Outbox:
+    """The child's answers on their way to the daemon: sent together, never held long."""
 
-    started = time.monotonic()
-    spec = get_task(job["task"])
-    results_dir = Path(job["results_dir"])
-    data_dir = Path(job["data_dir"])
-    inputs = input_identity(spec.input_files(job["year"], job["member"], job["params"], data_dir))
-    output_path = spec.output_path(results_dir, job["year"], job["member"])
-    scratch_root = job.get("scratch_dir")
-    ctx = TaskContext(
-        task=spec.name,
-        params=job["params"],
-        data_dir=data_dir,
-        results_dir=results_dir,
-        output_path=output_path,
-        log=logging.getLogger(f"clusterfarm.task.{spec.name}"),
-        scratch_root=Path(scratch_root) if scratch_root else None,
-        members=job.get("members"),
-    )
-    try:
-        summary = spec.fn(job["year"], job["member"], ctx)
-    except InputError as exc:
-        return _outcome("failure", "input", _one_line(exc), started)
-    except Exception as exc:
-        LOG.error(
-            "%s %s m%s failed:\n%s", spec.name, job["year"], job["member"], traceback.format_exc()
-        )
-        return _outcome("failure", "task", _one_line(exc), started)
-    finally:
-        ctx.remove_workdir()
-    output = str(output_path) if spec.writes_output and output_path.exists() else None
-    return {
-        "status": "complete",
-        "error_kind": None,
-        "error": None,
-        "output": output,
-        "output_sum": file_checksum(output_path) if output else None,
-        "inputs": inputs,
-        "summary": _plain(summary),
-        "elapsed": time.monotonic() - started,
-    }
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._pending: list[tuple[Any, ...]] = []
+        self._since = 0.0
+        self._cond = threading.Condition()
+        threading.Thread(target=self._flush_late, name="outbox", daemon=True).start()
+
+    def send(self, message: Any) -> None:
+        with self._cond:
+            self.conn.send(message)
+
+    def add(self, answer: tuple[Any, ...]) -> None:
+        with self._cond:
+            if not self._pending:
+                self._since = time.monotonic()
+                self._cond.notify()
+            self._pending.append(answer)
+
+    def flush(self) -> None:
+        with self._cond:
+            if self._pending:
+                self.conn.send((DONE, self._pending))
+                self._pending = []
+
+    def _flush_late(self) -> None:
+        with self._cond:
+            while True:
+                if not self._pending:
+                    self._cond.wait()
+                    continue
+                late = self._since + FLUSH_SECONDS - time.monotonic()
+                if late > 0:
+                    self._cond.wait(late)
+                    continue
+                with contextlib.suppress(OSError, ValueError):
+                    self.conn.send((DONE, self._pending))
+                self._pending = []
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+class _PipeHandler(logging.Handler):
+    """Sends the task process's log records to the daemon, over the job pipe."""
 
+    def __init__(self, outbox: _Outbox) -> None:
+        super().__init__()
+        self.outbox = outbox
 
-def _plain(summary: Any) -> dict[str, Any] | None:
-    """Make a task's summary wire-safe: plain JSON types only (numpy scalars become numbers)."""
-    if not summary:
-        return None
-
-    def convert(value: Any) -> Any:
-        for method in ("item", "tolist"):
-            if hasattr(value, method):
-                return getattr(value, method)()
-        return str(value)
-
-    return dict(json.loads(json.dumps(dict(summary), default=convert)))
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.outbox.send((LOG_LINE, record.levelno, record.name, self.format(record)))
+        except (OSError, ValueError):
+            self.handleError(record)
 
 
 def _watch_lifeline() -> None:
@@ -291,24 +290,27 @@ def _watch_lifeline() -> None:
 
 
 def main(argv: list[str]) -> None:
-    """The child process: receive jobs, run them, send outcomes, until the daemon goes."""
+    """The child process: receive batches, run them, send answers, until the daemon goes."""
+    from clusterfarm.cells import become_subreaper, run_cells
     from clusterfarm.tasks.registry import load_task_modules
 
     threading.Thread(target=_watch_lifeline, name="lifeline", daemon=True).start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    conn = Connection(int(argv[0]))
+    become_subreaper()  # a task's orphaned grandchildren become ours, so we can end them
+    outbox = _Outbox(Connection(int(argv[0])))
     root = logging.getLogger()
-    root.addHandler(_PipeHandler(conn))
+    root.addHandler(_PipeHandler(outbox))
     root.setLevel(logging.INFO)
     load_task_modules(tuple(argv[1:]))
-    conn.send("ready")
+    outbox.send(READY)
     while True:
         try:
-            jobs = conn.recv()
+            context, cells = outbox.conn.recv()
         except (EOFError, OSError):
             return
-        for job in jobs:
-            conn.send(run_job(job))
+        for answer in run_cells(context, cells):
+            outbox.add(answer)
+        outbox.flush()
 
 
 if __name__ == "__main__":

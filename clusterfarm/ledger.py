@@ -1,10 +1,15 @@
 """The results ledger: when a result from an earlier run may be kept, and why not.
 
 Each complete cell records its task version, a hash of its parameters, the identity of its
-inputs (paths, sizes, modification times) and a checksum of its output. A rerun keeps a
-result only while all four still match; otherwise the cell is recomputed, and so is every
-cell that waits for it. :func:`plan_resume` says which cells are kept and why the others are
-not, without changing anything (``clusterfarm status`` shows it; ``run`` applies it).
+inputs (paths, sizes, modification times, measured where the task ran) and its output's path
+and checksum. A rerun keeps a result only while all of them still hold; otherwise the cell
+is recomputed, and so is every cell that waits for it.
+
+The check has two halves. :func:`plan_resume` needs no file: versions, parameters, and
+whether the output lies where the current settings put it (a changed ``results_dir``
+recomputes). :func:`check_result` reads the files, so it runs where the data is: in the
+manager's process in local mode, on a worker in a cluster (``PyroWorker.check_results``),
+never declaring inputs changed because the manager's own machine cannot see them.
 """
 
 from __future__ import annotations
@@ -21,11 +26,11 @@ from clusterfarm.schedule import YEAR, Task, TaskSchedule
 
 @dataclass(frozen=True)
 class Ledger:
-    """What a kept result must match now: versions, parameters, inputs, output."""
+    """What a kept result must match now: versions, parameters, where its output goes."""
 
     versions: Mapping[str, str]
     params_hashes: Mapping[str, str]
-    inputs_now: Callable[[Task], str | None] = field(default=lambda cell: None)
+    output_path: Callable[[Task], str | None] = field(default=lambda cell: None)
 
 
 @dataclass(frozen=True)
@@ -77,11 +82,33 @@ def _why_stale(cell: Task, record: Record, ledger: Ledger) -> str | None:
         return f"task version changed ({record.version} -> {version})"
     if record.params_hash != ledger.params_hashes.get(cell.task):
         return "parameters changed"
-    if record.inputs is not None and ledger.inputs_now(cell) != record.inputs:
-        return "input files changed"
-    if record.output:
-        return output_problem(record.output, record.output_sum)
+    if record.output and record.output != ledger.output_path(cell):
+        return f"results_dir changed (its output was {record.output})"
     return None
+
+
+def needs_files_checked(cell: Task) -> bool:
+    """True when a kept cell has inputs or an output whose files must still be checked."""
+    return cell.inputs is not None or bool(cell.output)
+
+
+def check_result(
+    input_files: list[Path], inputs: str | None, output: str | None, output_sum: str | None
+) -> str | None:
+    """Why a recorded result no longer holds where these files are, or None if it does."""
+    if inputs is not None and input_identity(input_files) != inputs:
+        return "input files changed"
+    if output:
+        return output_problem(output, output_sum)
+    return None
+
+
+def apply_record(cell: Task, record: Record) -> None:
+    """Give a kept cell what an earlier run recorded of it."""
+    cell.output, cell.worker, cell.host = record.output, record.worker, record.host
+    cell.elapsed, cell.finished = record.elapsed, record.finished
+    cell.inputs, cell.output_sum = record.inputs, record.output_sum
+    cell.summary = json.loads(record.summary) if record.summary else None
 
 
 def _waits_for_stale(

@@ -34,6 +34,7 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def setup_logging(settings: Settings, path: Path | None = None, verbose: bool = False) -> None:
     """Send clusterfarm's log records to ``path`` (rotated) or stderr, per ``[logging]``."""
     config = settings.logging
+    logging.raiseExceptions = False  # a full disk must not print a traceback per log line
     handler: logging.Handler
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,28 +1,39 @@
 """The manager: farm the schedule's cells out to the workers and keep the state true.
 
-One dispatcher thread per worker (:mod:`.dispatcher`) owns that worker's proxy and keeps one call
-outstanding on it. A :class:`Monitor` pings busy workers on connections of its own and
-declares a worker lost when it stays silent (a dead host sends no RST); the lost worker's
-cells go back to outstanding and its dispatcher waits for it to come back. Every status change
-goes to the :class:`StateWriter` (and so to SQLite) before the view hears of it. The manager
-never prints: it emits events to ``on_event``.
+Each worker gets dispatch lanes (:mod:`.dispatcher`) that join it to the run and keep two
+calls in flight on it. A :class:`~clusterfarm.monitor.Monitor` pings workers that have not
+answered for a while, on connections of its own, and declares a worker lost when it stays
+silent (a dead host sends no RST); the lost worker's cells go back to outstanding and its
+lanes wait for it to come back. Every status change goes to the :class:`StateWriter` (and
+so to SQLite) before the view hears of it; if the state cannot be written, dispatch stops at
+once. The manager never prints: it emits events to ``on_event``.
+
+Locking: one lock, ``Manager._cond``, guards the schedule, every :class:`WorkerLink` field but
+its proxies, and the manager's own counters. The lanes and the monitor take it for every read
+and write of those; nothing that blocks (a Pyro5 call, disk) happens while it is held, except
+queueing rows for the state writer, which never blocks.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
+import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-from Pyro5.api import Proxy
+from typing import Protocol
 
 from clusterfarm.breaker import HostBreaker
-from clusterfarm.dispatcher import Dispatcher, WorkerLink, cancel_aside, quarantine_aside
+from clusterfarm.cells import RECORD
+from clusterfarm.dispatcher import (
+    LANES,
+    Batch,
+    Lane,
+    WorkerLink,
+    cancel_aside,
+    quarantine_aside,
+)
 from clusterfarm.events import (
     CellChange,
     CellsChanged,
@@ -30,47 +41,55 @@ from clusterfarm.events import (
     HostQuarantined,
     WorkerJoined,
     WorkerLeft,
+    WorkerNote,
 )
-from clusterfarm.ledger import Ledger
 from clusterfarm.monitor import Monitor
 from clusterfarm.nameserver import WorkerEntry
+from clusterfarm.protocol import Answer, ErrorKind, JoinAnswer, RunSpec
 from clusterfarm.schedule import Status, Task, TaskSchedule
-from clusterfarm.state import CellRow, StateWriter, cell_row
+from clusterfarm.state import StateWriter, end_row, start_rows
+from clusterfarm.trace import AttemptRow, attempt_row
 from clusterfarm.transport import configure_pyro
 
 LOG = logging.getLogger("clusterfarm.manager")
 
-# answers that say nothing about the task itself: run the cell again, attempt not counted
-_NOT_AN_ATTEMPT = frozenset(
-    {"busy", "cancelled", "not_started", "abandoned", "stopping", "shutdown"}
-)
-
 # Short tasks go out in batches so that a round trip (about 1 ms from an idle machine:
-# manager, daemon, task process and back) is not paid per task: a batch holds about
-# BATCH_SECONDS of task time (by the tasks' measured mean), so that trip is under 1% of it;
-# at most MAX_BATCH cells, and never more than a share of what is left, so the last cells
-# still spread over the workers. Each cell keeps its own time limit inside a batch.
+# manager, daemon, task process and back) is not paid per cell: a batch holds about
+# BATCH_SECONDS of task time (by the tasks' measured mean). With many workers the manager's
+# own rate of calls decides too: batches grow so that all workers together make at most
+# MAX_CALL_RATE calls a second. At most MAX_BATCH cells, and never more than a share of what
+# is left, so the last cells still spread over the workers. Each cell keeps its time limit.
 BATCH_SECONDS = 0.2
+MAX_CALL_RATE = 500.0
 MAX_BATCH = 64
+
+
+class LauncherHooks(Protocol):
+    """What the manager asks of the launcher that started its workers (a batch system's)."""
+
+    def expecting(self) -> bool:
+        """True while workers are queued or starting: no live worker is no reason to give up."""
+        ...
+
+    def why_lost(self, worker: str) -> str | None:
+        """Why ``worker`` went (e.g. its job ran out of memory), or None when not known."""
+        ...
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """What the manager and every worker need to know about this run."""
+    """How the manager runs: the run's spec for the workers, and its own timings."""
 
-    data_dir: str
-    results_dir: str
-    timeout: float
-    params: dict[str, dict[str, Any]]
+    spec: RunSpec
     heartbeat: float = 5.0
-    lost_after: float = 30.0
     quarantine_after: int = 5
     quarantine_for: float = 60.0
 
     @property
     def guard(self) -> float:
         """How long the manager waits for an answer before it gives up on the worker."""
-        return self.timeout + max(10.0, 0.1 * self.timeout)
+        timeout = self.spec.timeout
+        return timeout + max(10.0, 0.1 * timeout)
 
 
 @dataclass
@@ -82,6 +101,7 @@ class RunOutcome:
     interrupted: bool = False
     workers_lost: bool = False
     lost: list[str] = field(default_factory=list)
+    problem: str | None = None  # why the run gave up (no worker can run a task, state...)
 
 
 class Manager:
@@ -90,47 +110,65 @@ class Manager:
     def __init__(
         self,
         schedule: TaskSchedule,
-        writer_db: Any,
-        ledger: Ledger,
+        writer: StateWriter,
         config: RunConfig,
         on_event: Callable[[Event], None] = lambda event: None,
         discover: Callable[[], list[WorkerEntry]] | None = None,
+        launcher: LauncherHooks | None = None,
     ) -> None:
         self.schedule = schedule
-        self.ledger = ledger
+        self._launcher = launcher
         self.config = config
+        self.spec = config.spec
+        self.guard = config.guard
+        self.heartbeat = config.heartbeat
         self.on_event = on_event
         self._discover = discover
         self._cond = threading.Condition()
-        self._waiting = 0
         self._stopping = False
-        self._giving_up = False
+        self._problem: str | None = None
+        self._finished_at: float | None = None
+        self._waiting = 0  # lanes waiting in claim for a cell
         self.done = threading.Event()  # the run is over: finished, interrupted or given up
         self._ran: set[tuple[str, int, int]] = set()
         self._completions = 0
+        self._calls = 0
         self._links: dict[str, WorkerLink] = {}
         self._threads: list[threading.Thread] = []
         self._ever_lost: list[str] = []
         self._mean_elapsed: dict[str, float] = {}
         self._breaker = HostBreaker(config.quarantine_after, config.quarantine_for)
-        self._writer = StateWriter(writer_db, self._committed)
+        self._writer = writer
+        writer.on_commit = self._committed
+        writer.on_failure = self._state_failed
 
-    def _save(self, cell: Task) -> None:
-        """Queue ``cell``'s new state for the database, with the cells its end has failed."""
-        self._writer.put(cell_row(cell, self.ledger))
+    # -- saving, then showing ---------------------------------------------------------------
+
+    def _save(self, cell: Task, attempt: AttemptRow | None = None) -> None:
+        """Queue ``cell``'s new state for the database (with the record of the attempt that
+        ended), and the cells its end has failed."""
+        self._writer.put_end(end_row(cell), attempt)
         failed = self.schedule.failed_by_dependency
         while failed:
-            self._writer.put(cell_row(failed.pop(), self.ledger))
+            self._writer.put_end(end_row(failed.pop()))
 
-    def _committed(self, rows: list[CellRow]) -> None:
-        # row: see state.cell_row (status first, then attempts, worker...; the key last)
-        changes = [CellChange(r[-3], r[-2], r[-1], r[0], r[2], r[9]) for r in rows]
+    def _committed(self, changes: list[CellChange]) -> None:
         self.on_event(CellsChanged(changes))
+
+    def _state_failed(self, problem: str) -> None:
+        """The state cannot be written: stop at once, so nothing runs that is not saved."""
+        LOG.error("%s: stopping the run", problem)
+        self._give_up(problem, cancel=True)
 
     @property
     def ran(self) -> set[tuple[str, int, int]]:
-        """The cells this manager has sent to a worker."""
+        """The cells this manager has had run (handed back unrun ones are not counted)."""
         return self._ran
+
+    @property
+    def calls(self) -> int:
+        """Batches sent so far (for the benchmarks)."""
+        return self._calls
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -142,67 +180,132 @@ class Manager:
         ``tick`` is called from this (the main) thread a few times a second.
         """
         configure_pyro()
-        monitor = Monitor(self, self.config.heartbeat, self.config.lost_after, self._discover)
+        LOG.info(
+            "run %s: %d cells to do, %d workers known",
+            self.spec.run_id,
+            self.schedule.counts[Status.OUTSTANDING],
+            len(workers),
+        )
+        monitor = Monitor(self, self.heartbeat, self.spec.lost_after, self._discover)
+        began, cpu = time.monotonic(), os.times()
         try:
             for entry in workers:
                 self.offer(entry)
             monitor.start()
-            no_live_since: float | None = None
+            since: float | None = None
             while not self.done.wait(0.1):
                 tick()
-                no_live_since = self._check_live(no_live_since)
+                since = self._check_workers(since)
         except KeyboardInterrupt:
             self.interrupt()
             raise
         finally:
             self.done.set()
+            LOG.info("dispatch over; winding down")
             monitor.join(5)
             self._wind_down()
-            self._writer.close()
         workers_lost = not self._stopping and not self.schedule.is_finished
-        LOG.info("run ended: %d cells sent, %d completions", len(self._ran), self._completions)
+        used = os.times()
+        LOG.info(
+            "run ended: %d cells sent in %d calls, %d completions; %.3f s, manager CPU %.3f s "
+            "(user %.3f, system %.3f)",
+            len(self._ran),
+            self._calls,
+            self._completions,
+            (self._finished_at or time.monotonic()) - began,
+            used.user + used.system - cpu.user - cpu.system,
+            used.user - cpu.user,
+            used.system - cpu.system,
+        )
         return RunOutcome(
-            len(self._ran), self._completions, self._stopping, workers_lost, list(self._ever_lost)
+            len(self._ran),
+            self._completions,
+            self._stopping and self._problem is None,
+            workers_lost,
+            list(self._ever_lost),
+            self._problem,
         )
 
-    def _check_live(self, no_live_since: float | None) -> float | None:
-        """Give up when no worker has been live for ``lost_after`` seconds."""
+    def _check_workers(self, since: float | None) -> float | None:
+        """Give up when, for ``lost_after`` seconds, no worker could run what is left."""
         with self._cond:
-            if any(not link.lost for link in self._links.values()):
+            missing = self._tasks_nobody_runs()
+            if not missing:
                 return None
+            if self._launcher is not None and self._launcher.expecting():
+                return None  # workers are queued or starting (a batch system): wait for them
             now = time.monotonic()
-            if no_live_since is None:
+            if since is None:
                 return now
-            if now - no_live_since > self.config.lost_after:
-                LOG.error("no live worker for %.0f s: giving up", self.config.lost_after)
-                self._giving_up = True
-                self._finish_run()
-            return no_live_since
+            if now - since <= self.spec.lost_after:
+                return since
+        self._give_up(self._nobody_message(missing))
+        return since
+
+    def _tasks_nobody_runs(self) -> list[str]:
+        left = self.schedule.outstanding_tasks()
+        usable = [link for link in self._links.values() if link.usable]
+        return [task for task in left if not any(task in link.tasks for link in usable)]
+
+    def _nobody_message(self, missing: list[str]) -> str:
+        with self._cond:
+            lacking = [
+                f"{link.name}: {'; '.join(link.lacks[t] for t in missing if t in link.lacks)}"
+                for link in self._links.values()
+                if any(t in link.lacks for t in missing)
+            ]
+            if not lacking and not any(link.usable for link in self._links.values()):
+                gone = ", ".join(self._ever_lost) or "none joined"
+                return f"no live worker for {self.spec.lost_after:g} s (lost: {gone})"
+        names = ", ".join(missing)
+        if len(lacking) > 3:  # one line, even with a thousand workers
+            lacking = [*lacking[:3], f"and {len(lacking) - 3} more"]
+        return f"no worker can run {names}" + (f" ({'; '.join(lacking)})" if lacking else "")
+
+    def _give_up(self, problem: str, cancel: bool = False) -> None:
+        with self._cond:
+            if self._problem is None:
+                self._problem = problem
+            self._stopping = True
+            busy = [link.entry for link in self._links.values() if link.inflight]
+            self._finish_run()
+        if cancel:
+            for entry in busy:
+                threading.Thread(
+                    target=cancel_aside, args=(entry, self.spec.run_id), daemon=True
+                ).start()
 
     def _finish_run(self) -> None:
+        if not self.done.is_set():
+            self._finished_at = time.monotonic()
         self.done.set()
         self._cond.notify_all()
 
     def interrupt(self) -> None:
-        """Stop dispatching and cancel the running tasks (they become outstanding again)."""
+        """Stop dispatching and cancel the running cells (they become outstanding again)."""
         with self._cond:
             self._stopping = True
-            busy = [link.entry for link in self._links.values() if link.cells]
+            busy = [link.entry for link in self._links.values() if link.inflight]
             self._finish_run()
         for entry in busy:
-            threading.Thread(target=cancel_aside, args=(entry,), daemon=True).start()
+            threading.Thread(
+                target=cancel_aside, args=(entry, self.spec.run_id), daemon=True
+            ).start()
 
     def _wind_down(self) -> None:
+        now = time.time()
         deadline = time.monotonic() + 10
         for thread in list(self._threads):
             thread.join(max(0.0, deadline - time.monotonic()))
         with self._cond:
             for link in self._links.values():
-                for cell in link.cells:
-                    if cell.status is Status.WORKING:  # its answer never came: not done
-                        self.schedule.requeue(cell)
-                        self._save(cell)
-                link.cells = []
+                for batch in link.inflight:
+                    for cell, token in zip(batch.cells, batch.tokens, strict=True):
+                        if self._is_current(link, cell, token):  # its answer never came
+                            self.schedule.requeue(cell)
+                            gone = "the run ended before its answer came"
+                            self._save(cell, attempt_row(cell, token, "", "interrupted", gone, now))
+                link.inflight = []
 
     # -- workers joining and leaving --------------------------------------------------------
 
@@ -212,67 +315,111 @@ class Manager:
             link = self._links.get(entry.name)
             if link is not None:
                 if link.lost and link.entry.uri != entry.uri:
-                    link.entry = entry  # restarted elsewhere: its dispatcher reconnects there
+                    link.entry = entry  # restarted elsewhere: its lanes join there
                 return
             if self.done.is_set():
                 return
             link = WorkerLink(entry)
             self._links[entry.name] = link
-            thread = threading.Thread(
-                target=Dispatcher(self, link).serve, name=f"dispatch-{entry.name}", daemon=True
-            )
-            self._threads.append(thread)
-        thread.start()
+            threads = [
+                threading.Thread(
+                    target=Lane(self, link, n).serve, name=f"lane{n}-{entry.name}", daemon=True
+                )
+                for n in range(LANES)
+            ]
+            self._threads.extend(threads)
+        for thread in threads:
+            thread.start()
 
-    def busy_links(self) -> list[WorkerLink]:
-        """The live workers running something now (for the monitor)."""
+    def links(self) -> list[WorkerLink]:
+        """Every worker this run knows (for the monitor)."""
         with self._cond:
-            return [link for link in self._links.values() if link.cells and not link.lost]
+            return list(self._links.values())
 
     def seen(self, link: WorkerLink) -> None:
         """Note a sign of life from ``link``'s worker."""
         link.last_seen = time.monotonic()
 
     def declare_lost(self, link: WorkerLink, reason: str) -> None:
-        """The monitor's verdict: requeue the worker's cells and cut its connection."""
+        """The monitor's verdict: requeue the worker's cells and cut its connections."""
         self.lose(link, reason)
-        proxy = link.proxy
-        connection = getattr(proxy, "_pyroConnection", None) if proxy else None
-        if connection is not None:
-            # unblocks the dispatcher's call, which would otherwise wait for the guard time
-            with contextlib.suppress(OSError, AttributeError):
-                connection.sock.shutdown(socket.SHUT_RDWR)
+        link.cut()
 
-    # -- one thread per worker --------------------------------------------------------------
-
-    def joined(self, link: WorkerLink, proxy: Proxy) -> None:
-        """``link``'s worker answered and took the run settings: it may take cells."""
+    def joined(self, link: WorkerLink, answer: JoinAnswer) -> bool:
+        """``link``'s worker took the run; True if it may take cells."""
+        if answer.error is not None:
+            self.set_aside(link, f"refused the run: {answer.error}")
+            return False
+        lacks = answer.missing(self.spec)
+        can_run = frozenset(self.spec.tasks) - frozenset(lacks)
         with self._cond:
-            link.proxy, link.lost, link.last_seen = proxy, False, time.monotonic()
+            first = link.lost
+            link.tasks, link.lacks, link.note = can_run, lacks, None
+            link.lost, link.last_seen = False, time.monotonic()
             self._cond.notify_all()
-        LOG.info("worker %s joined (%s)", link.name, link.entry.uri)
-        self.on_event(WorkerJoined(link.name, link.host))
+        if first:
+            LOG.info(
+                "worker %s joined (%s, clusterfarm %s)", link.name, link.entry.uri, answer.version
+            )
+            self.on_event(WorkerJoined(link.name, link.host))
+            if lacks:
+                note = f"cannot run {'; '.join(lacks.values())}"
+                LOG.warning("worker %s %s: it takes no such cells", link.name, note)
+                self.on_event(WorkerNote(link.name, note))
+        if not can_run:
+            self.set_aside(link, f"cannot run this run's tasks ({'; '.join(lacks.values())})")
+            return False
+        return True
 
-    def run_settings(self) -> dict[str, Any]:
-        config = self.config
-        return {
-            "data_dir": config.data_dir,
-            "results_dir": config.results_dir,
-            "timeout": config.timeout,
-            "abandon_after": config.lost_after,
-            "members": self.schedule.members,
-        }
+    def leased(self, link: WorkerLink, holder: str) -> None:
+        """``link``'s worker works for another run: wait for it, show whose it is."""
+        note = f"busy with {holder}"
+        with self._cond:
+            changed = link.note != note
+            link.note = note
+        if changed:
+            LOG.info("worker %s is %s; waiting for it", link.name, note)
+            self.on_event(WorkerNote(link.name, note))
 
-    def claim(self, link: WorkerLink) -> list[Task]:
-        """Take the next cells for ``link`` (a batch when tasks are short); [] when done."""
+    def set_aside(self, link: WorkerLink, reason: str) -> None:
+        """Use ``link``'s worker no more in this run; its cells go back, attempts not used."""
+        with self._cond:
+            if link.aside is not None:
+                return
+            link.aside = reason
+            self._hand_back(link)
+            self._cond.notify_all()
+        LOG.warning("worker %s set aside: %s", link.name, reason)
+        link.cut()
+        self.on_event(WorkerLeft(link.name, f"set aside: {reason}"))
+
+    def _hand_back(self, link: WorkerLink) -> None:
+        now = time.time()
+        for batch in link.inflight:
+            for cell, token in zip(batch.cells, batch.tokens, strict=True):
+                if self._is_current(link, cell, token):
+                    self.schedule.requeue(cell)
+                    why = f"worker {link.name} set aside: {link.aside}"
+                    self._save(cell, attempt_row(cell, token, "", "set_aside", why, now))
+        link.inflight = []
+
+    # -- cells ------------------------------------------------------------------------------
+
+    def claim(self, link: WorkerLink) -> Batch | None:
+        """Take the next cells for ``link`` (a batch when tasks are short); None when done."""
         schedule = self.schedule
         with self._cond:
-            while not self.done.is_set() and not link.lost:
+            while not self.done.is_set() and link.usable:
                 now = time.time()
                 if self._breaker.is_resting(link.host, now):
                     self._cond.wait(max(0.1, min(self._rest_left(link.host, now), 1.0)))
                     continue
-                cell = schedule.take_preferred(link.name, link.host)
+                # a second batch waits behind the first on its worker: only worth it while
+                # there is work for every worker, else an idle one should take the cells
+                ahead = bool(link.inflight) and (
+                    schedule.counts[Status.OUTSTANDING] <= len(self._links)
+                )
+                cell = None if ahead else schedule.take_preferred(link.name, link.host, link.tasks)
                 if cell is not None:
                     cells = [cell]
                     size = self._batch_size(cell.task)
@@ -280,18 +427,18 @@ class Manager:
                         cells.append(more)
                     for cell in cells:
                         schedule.start(cell, link.name, link.host, now)
-                        self._ran.add(cell.key)
-                        self._save(cell)
-                    link.cells, link.tokens = cells, [c.attempts for c in cells]
-                    link.last_seen = time.monotonic()
-                    return cells
-                if schedule.counts[Status.WORKING] == 0:
-                    self._finish_run()  # nothing outstanding and nothing that could come back
-                    return []
+                    self._writer.put_start(start_rows(cells))
+                    batch = Batch(cells[0].task, cells, [c.attempts for c in cells])
+                    link.inflight.append(batch)
+                    self._calls += 1
+                    return batch
+                if schedule.is_finished:
+                    self._finish_run()
+                    return None
                 self._waiting += 1
                 self._cond.wait()
                 self._waiting -= 1
-            return []
+            return None
 
     def _rest_left(self, host: str, now: float) -> float:
         return self._breaker.resting(now).get(host, now) - now
@@ -300,61 +447,89 @@ class Manager:
         mean = self._mean_elapsed.get(task)
         if mean is None:
             return 1  # no measurement yet: one at a time
-        share = self.schedule.counts[Status.OUTSTANDING] // (2 * max(1, len(self._links)))
-        return max(1, min(MAX_BATCH, share, int(BATCH_SECONDS / max(mean, 1e-6))))
+        workers = sum(1 for link in self._links.values() if link.usable)
+        by_length = BATCH_SECONDS / max(mean, 1e-6)
+        by_rate = workers / (max(mean, 1e-6) * MAX_CALL_RATE)
+        share = self.schedule.counts[Status.OUTSTANDING] // (2 * max(1, workers))
+        return max(1, min(MAX_BATCH, share, int(max(by_length, by_rate))))
 
-    def finish(self, link: WorkerLink, cells: list[Task], answers: list[dict[str, Any]]) -> None:
+    def _is_current(self, link: WorkerLink, cell: Task, token: int) -> bool:
+        return cell.status is Status.WORKING and cell.worker == link.name and cell.attempts == token
+
+    def finish(self, link: WorkerLink, batch: Batch, answers: list[Answer]) -> ErrorKind | None:
+        """Record ``batch``'s answers; return the hand-back kind, if the worker handed back."""
         now = time.time()
-        schedule = self.schedule
+        handed_back: ErrorKind | None = None
         with self._cond:
-            tokens = link.tokens
-            link.cells, link.tokens, link.last_seen = [], [], time.monotonic()
-            for cell, token, answer in zip(cells, tokens, answers, strict=True):
-                if not (
-                    cell.status is Status.WORKING
-                    and cell.worker == link.name
-                    and cell.attempts == token
-                ):
+            if batch in link.inflight:
+                link.inflight.remove(batch)
+            link.last_seen = time.monotonic()
+            for cell, token, answer in zip(batch.cells, batch.tokens, answers, strict=True):
+                if not self._is_current(link, cell, token):
                     # the worker was declared lost and its cell given to another: a late
                     # answer must not complete the cell twice or overwrite newer news
                     LOG.warning("late answer from %s for %s ignored", link.name, cell)
                     continue
-                self._apply(link, cell, answer, now)
-                self._save(cell)
-            if schedule.is_finished:
+                kind = self._apply(link, cell, answer, now)
+                if kind is not None and not kind.is_attempt:
+                    handed_back = kind
+                else:
+                    self._ran.add(cell.key)
+                self._save(cell, _record(cell, token, answer, now) if RECORD else None)
+            if handed_back is not None:
+                self._note_hand_back(link, batch.task, handed_back, answers)
+            if self.schedule.is_finished:
                 self._finish_run()
-            elif self._waiting:
+            elif self._waiting:  # cells may have come free (retries, released dependents)
                 self._cond.notify_all()
+        return handed_back
 
-    def _apply(self, link: WorkerLink, cell: Task, answer: dict[str, Any], now: float) -> None:
-        status, kind = answer.get("status"), answer.get("error_kind")
-        elapsed = float(answer.get("elapsed") or 0.0)
-        if status == "complete":
+    def _apply(self, link: WorkerLink, cell: Task, answer: Answer, now: float) -> ErrorKind | None:
+        if answer.complete:
             self.schedule.complete(
                 cell,
-                answer.get("output"),
-                answer.get("summary"),
-                elapsed,
+                answer.output,
+                answer.summary,
+                answer.elapsed,
                 now,
-                answer.get("inputs"),
-                answer.get("output_sum"),
+                answer.inputs,
+                answer.output_sum,
             )
             self._completions += 1
-            mean = self._mean_elapsed.get(cell.task, elapsed)
-            self._mean_elapsed[cell.task] = 0.8 * mean + 0.2 * elapsed
+            mean = self._mean_elapsed.get(cell.task, answer.elapsed)
+            self._mean_elapsed[cell.task] = 0.8 * mean + 0.2 * answer.elapsed
             self._breaker.record(link.host, True, None, now)
-        elif kind in _NOT_AN_ATTEMPT:
+            return None
+        kind = answer.kind or ErrorKind.TASK
+        if not kind.is_attempt:
             self.schedule.requeue(cell)
-        else:
-            final = Status.TIMEOUT if status == "timeout" else Status.FAILURE
-            error = str(answer.get("error") or "unknown error")
-            self.schedule.fail(cell, final, error, str(kind or "task"), now, elapsed)
-            self._host_failed(link.host, str(kind or "task"), now)
+            return kind
+        final = Status.TIMEOUT if kind is ErrorKind.TIMEOUT else Status.FAILURE
+        self.schedule.fail(cell, final, answer.error or "unknown error", kind, now, answer.elapsed)
+        self._host_failed(link.host, kind, now)
+        return kind
 
-    def _host_failed(self, host: str, kind: str, now: float) -> None:
+    def _note_hand_back(
+        self, link: WorkerLink, task: str, kind: ErrorKind, answers: list[Answer]
+    ) -> None:
+        error = next((a.error for a in answers if a.kind is kind), "") or kind.value
+        if kind is ErrorKind.UNSUPPORTED:  # it said at join it could: believe it now
+            link.tasks = link.tasks - {task}
+            link.lacks = {**link.lacks, task: error}
+            LOG.warning("worker %s: %s; it takes no more %s cells", link.name, error, task)
+            self.on_event(WorkerNote(link.name, error))
+        if kind in (ErrorKind.RESOURCE, ErrorKind.LEASED, ErrorKind.DRAINING):
+            if link.note != error:  # said once, not at every refusal
+                link.note = error
+                LOG.warning("worker %s takes no cells for now: %s", link.name, error)
+                self.on_event(WorkerNote(link.name, error))
+        if kind is ErrorKind.LEASED:
+            link.lost = True  # it joins again when the other run lets it go
+
+    def _host_failed(self, host: str, kind: ErrorKind, now: float) -> None:
         others = any(
-            not other.lost and other.host != host and not self._breaker.is_resting(other.host, now)
-            for other in self._links.values()
+            link.usable and link.host != host and not self._breaker.is_resting(link.host, now)
+            for link in self._links.values()
         )
         if self._breaker.record(host, False, kind, now, may_rest=others):
             LOG.warning("host %s quarantined for %g s", host, self.config.quarantine_for)
@@ -362,7 +537,7 @@ class Manager:
                 HostQuarantined(host, self.config.quarantine_for, self.config.quarantine_after)
             )
             for link in self._links.values():
-                if link.host == host and not link.lost:
+                if link.host == host and link.usable:
                     threading.Thread(
                         target=quarantine_aside,
                         args=(link.entry, self.config.quarantine_for),
@@ -371,26 +546,33 @@ class Manager:
 
     def lose(self, link: WorkerLink, reason: str) -> None:
         """Mark ``link`` lost and put its cells back (the running one counts as an attempt)."""
+        if self._launcher is not None and not link.lost:  # before the lock: it may take seconds
+            why = self._launcher.why_lost(link.name)
+            reason = f"{reason}; {why}" if why else reason
         with self._cond:
             if link.lost:
-                return  # the monitor and the dispatcher may both notice
+                return  # the monitor and a lane may both notice
             link.lost = True
-            cells, link.cells, link.tokens = link.cells, [], []
+            batches, link.inflight = link.inflight, []
             now = time.time()
-            for i, cell in enumerate(cells):
-                if cell.status is not Status.WORKING or cell.worker != link.name:
-                    continue
-                if self._stopping or i > 0:
-                    self.schedule.requeue(cell)  # never started, or we are stopping anyway
-                else:
-                    # losing the worker counts as an attempt: a task that kills every worker
-                    # it touches ends as F instead of looping
-                    self.schedule.fail(
-                        cell, Status.FAILURE, f"worker {link.name} lost: {reason}", "lost", now
-                    )
-                self._save(cell)
-            if cells:
-                self._host_failed(link.host, "lost", now)
+            first = True
+            error = f"worker {link.name} lost: {reason}"
+            for batch in batches:
+                for cell, token in zip(batch.cells, batch.tokens, strict=True):
+                    if not self._is_current(link, cell, token):
+                        continue
+                    if self._stopping or not first:
+                        self.schedule.requeue(cell)  # never started, or we are stopping anyway
+                    else:
+                        # losing the worker counts as an attempt: a task that kills every
+                        # worker it touches ends as F instead of looping
+                        self.schedule.fail(cell, Status.FAILURE, error, ErrorKind.LOST, now)
+                        self._ran.add(cell.key)
+                    first = False
+                    lost = attempt_row(cell, token, "failure", ErrorKind.LOST, error, now)
+                    self._save(cell, lost)
+            if batches:
+                self._host_failed(link.host, ErrorKind.LOST, now)
             if self.schedule.is_finished:
                 self._finish_run()
             self._cond.notify_all()
@@ -403,3 +585,13 @@ class Manager:
             if not self._stopping and link.name not in self._ever_lost:
                 self._ever_lost.append(link.name)
         self.on_event(WorkerLeft(link.name, reason))
+
+
+_WORDS = {"+": "complete", "F": "failure", "T": "timeout"}
+
+
+def _record(cell: Task, attempt: int, answer: Answer, now: float) -> AttemptRow:
+    """The attempts row of a try that a worker answered."""
+    kind = answer.kind.value if answer.kind else None
+    word = _WORDS[answer.status]
+    return attempt_row(cell, attempt, word, kind, answer.error, now, answer.elapsed, answer.usage)

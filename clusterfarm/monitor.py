@@ -1,9 +1,13 @@
-"""Liveness: ping busy workers on connections of their own, and notice new workers.
+"""Liveness: ping the workers that have gone quiet, and notice new workers.
 
 A dead host sends no RST, so a call to it just waits. Every ``heartbeat`` seconds the monitor
-pings each busy worker with a short timeout; a worker silent for ``lost_after`` seconds is
-declared lost. It also asks the nameserver for workers that appeared or were restarted since
-the run began, so a worker that comes back is used again.
+pings, in parallel and with a short timeout, each busy worker that has not answered anything
+for a heartbeat (the answers that flow anyway are the heartbeats of busy, short-task workers,
+so those cost nothing more); a worker silent for ``lost_after`` seconds is declared lost. One
+dead host with many workers costs one ping timeout per round, not one per worker. Apart from
+that, a second thread asks the nameserver for workers that appeared or were restarted since
+the run began, so a worker that comes back is used again; a slow nameserver never delays the
+pings.
 """
 
 from __future__ import annotations
@@ -12,57 +16,96 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 import Pyro5.errors
 from Pyro5.api import Proxy
 
+from clusterfarm.dispatcher import WorkerLink
 from clusterfarm.errors import ClusterFarmError
 from clusterfarm.nameserver import WorkerEntry
-
-if TYPE_CHECKING:
-    from clusterfarm.dispatcher import WorkerLink
-    from clusterfarm.manager import Manager
+from clusterfarm.protocol import RunSpec
+from clusterfarm.transport import authenticate
 
 LOG = logging.getLogger("clusterfarm.monitor")
+MAX_PINGS_AT_ONCE = 32
 
 
-class Monitor(threading.Thread):
-    """The manager's heartbeat thread; it owns its proxies, one per worker it pings."""
+class MonitorHost(Protocol):
+    """What the monitor needs from the manager (the manager implements it)."""
+
+    done: threading.Event
+    spec: RunSpec
+
+    def links(self) -> list[WorkerLink]: ...
+    def seen(self, link: WorkerLink) -> None: ...
+    def declare_lost(self, link: WorkerLink, reason: str) -> None: ...
+    def offer(self, entry: WorkerEntry) -> None: ...
+
+
+class Monitor:
+    """The manager's heartbeat and discovery threads; they own their proxies."""
 
     def __init__(
         self,
-        manager: Manager,
+        host: MonitorHost,
         heartbeat: float,
         lost_after: float,
         discover: Callable[[], list[WorkerEntry]] | None,
     ) -> None:
-        super().__init__(name="monitor", daemon=True)
-        self.manager = manager
+        self.host = host
         self.heartbeat = heartbeat
         self.lost_after = lost_after
         self.discover = discover
         self.ping_timeout = max(0.2, min(heartbeat, lost_after / 3))
         self._proxies: dict[str, Proxy] = {}
+        self._threads = [
+            threading.Thread(target=self._beat, name="monitor", daemon=True),
+            threading.Thread(target=self._watch_directory, name="discover", daemon=True),
+        ]
+        self._nameserver_trouble = False
 
-    def run(self) -> None:
-        done = self.manager.done
-        while not done.wait(self.heartbeat):
-            try:
-                self._check_busy()
-                self._look_for_workers()
-            except Exception:  # never let a monitor bug end liveness checks silently
-                LOG.exception("monitor round failed")
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def join(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    # -- heartbeats -------------------------------------------------------------------------
+
+    def _beat(self) -> None:
+        done = self.host.done
+        with ThreadPoolExecutor(MAX_PINGS_AT_ONCE, thread_name_prefix="ping") as pool:
+            while not done.wait(self.heartbeat):
+                try:
+                    quiet = self._quiet_links(time.monotonic())
+                    for link, alive in zip(quiet, pool.map(self._ping, quiet), strict=True):
+                        self._judge(link, alive)
+                except Exception:  # never let a monitor bug end liveness checks silently
+                    LOG.exception("monitor round failed")
         for proxy in self._proxies.values():
             proxy._pyroRelease()
 
-    def _check_busy(self) -> None:
-        for link in self.manager.busy_links():
-            if self._ping(link):
-                self.manager.seen(link)
-            elif time.monotonic() - link.last_seen > self.lost_after:
-                reason = f"no answer to heartbeats for {self.lost_after:g} s"
-                self.manager.declare_lost(link, reason)
+    def _quiet_links(self, now: float) -> list[WorkerLink]:
+        """Live workers that have not answered for a heartbeat, busy ones first (an idle one
+        is pinged too, so it knows this run still holds it: a pool started for one run
+        leaves after a silence)."""
+        quiet = [
+            link
+            for link in self.host.links()
+            if link.usable and now - link.last_seen >= self.heartbeat
+        ]
+        return sorted(quiet, key=lambda link: not link.inflight)
+
+    def _judge(self, link: WorkerLink, alive: bool) -> None:
+        if alive:
+            self.host.seen(link)
+        elif link.inflight and time.monotonic() - link.last_seen > self.lost_after:
+            self.host.declare_lost(link, f"no answer to heartbeats for {self.lost_after:g} s")
 
     def _ping(self, link: WorkerLink) -> bool:
         uri = link.entry.uri
@@ -70,20 +113,30 @@ class Monitor(threading.Thread):
         if proxy is None:
             proxy = self._proxies[uri] = Proxy(uri)
             proxy._pyroTimeout = self.ping_timeout
+            authenticate(proxy)
+        proxy._pyroClaimOwnership()  # pool threads take turns with it
         try:
-            proxy.ping()
+            proxy.ping(self.host.spec.run_id)
             return True
-        except Pyro5.errors.CommunicationError:
+        except Pyro5.errors.PyroError:
             proxy._pyroRelease()  # reconnect next time: the old connection may be dead
             return False
 
-    def _look_for_workers(self) -> None:
+    # -- discovery --------------------------------------------------------------------------
+
+    def _watch_directory(self) -> None:
         if self.discover is None:
             return
-        try:
-            entries = self.discover()
-        except (ClusterFarmError, Pyro5.errors.PyroError) as exc:
-            LOG.warning("cannot list workers: %s", exc)
-            return
-        for entry in entries:
-            self.manager.offer(entry)
+        while not self.host.done.wait(self.heartbeat):
+            try:
+                entries = self.discover()
+            except (ClusterFarmError, Pyro5.errors.PyroError) as exc:
+                if not self._nameserver_trouble:  # once, not every heartbeat
+                    LOG.warning("cannot list workers (%s); going on with those known", exc)
+                self._nameserver_trouble = True
+                continue
+            if self._nameserver_trouble:
+                LOG.info("the nameserver answers again")
+            self._nameserver_trouble = False
+            for entry in entries:
+                self.host.offer(entry)

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import Pyro5.errors
-import Pyro5.nameserver
 from Pyro5.api import Proxy
 
 from clusterfarm.errors import NameServerError
+from clusterfarm.guard import GuardedNameServerDaemon
 from clusterfarm.transport import (
     CALL_TIMEOUT,
     WORKER_PREFIX,
+    authenticate,
     check_listen_address,
     configure_pyro,
     tls_problem,
@@ -41,12 +42,13 @@ class NameServer:
         configure_pyro()
         check_listen_address(host)  # every client would refuse it
         try:
-            uri, self._daemon, _ = Pyro5.nameserver.start_ns(host, port, enableBroadcast=False)
+            self._daemon = GuardedNameServerDaemon(host, port)
         except OSError as exc:
             raise NameServerError(
                 f"cannot start a nameserver on {host}:{port} ({exc.strerror}); "
                 "is another one running there? choose another [nameserver] port"
             ) from exc
+        uri = self._daemon.uriFor(self._daemon.nameserver)
         self.uri = str(uri)
         self.host, self.port = uri.host, int(uri.port)
         self._thread = threading.Thread(
@@ -56,6 +58,7 @@ class NameServer:
 
     def stop(self) -> None:
         self._daemon.shutdown()
+        self._daemon.drop_connections()
         self._thread.join(5)
 
     def serve_forever(self) -> None:
@@ -67,7 +70,7 @@ class NameServer:
 def locate(host: str, port: int, timeout: float = CALL_TIMEOUT) -> Proxy:
     """Return a proxy of the nameserver at ``host:port``, or raise NameServerError."""
     configure_pyro()
-    proxy = Proxy(f"PYRO:Pyro.NameServer@{host}:{port}")
+    proxy = authenticate(Proxy(f"PYRO:Pyro.NameServer@{host}:{port}"))
     proxy._pyroTimeout = timeout
     try:
         proxy.ping()

@@ -1,6 +1,9 @@
 """Read a run back from its state database: progress strings, counts, failures.
 
-What ``clusterfarm status`` and ``run --json`` print, so both say the same thing.
+What ``clusterfarm status`` and ``run --json`` print, so both say the same thing. A run
+still marked running whose manager is gone (see :mod:`.liveness`) is reported as such: its
+``W`` cells show as ``-`` (the next run treats them as outstanding, SPEC §6) and its elapsed
+time stops at the manager's last heartbeat.
 """
 
 from __future__ import annotations
@@ -11,7 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from clusterfarm.errors import StateError
+from clusterfarm.liveness import gone_since
 from clusterfarm.schedule import YEAR, Status
+
+GONE = "manager gone"  # the state of a run whose manager died without saying so
+# invocation columns added since the first schema, and their values where they are missing
+_NEWER = {"year_tasks": "''", "host": "NULL", "cwd": "NULL", "heartbeat": "NULL"}
 
 
 @dataclass
@@ -27,9 +35,28 @@ class RunReport:
     elapsed: float
     state: str
     failures: list[dict[str, Any]]
+    cwd: str | None = None  # where the run was started: its relative paths start there
+    gone_since: float | None = None  # when a manager that is gone was last known alive
+    abandoned: int = 0  # cells it left W, shown as -
 
     def count(self, status: Status) -> int:
         return sum(line.count(status.value) for line in self.progress.values())
+
+    @property
+    def complete(self) -> int:
+        return self.count(Status.COMPLETE)
+
+    @property
+    def failure(self) -> int:
+        return self.count(Status.FAILURE)
+
+    @property
+    def timeout(self) -> int:
+        return self.count(Status.TIMEOUT)
+
+    @property
+    def outstanding(self) -> int:
+        return self.count(Status.OUTSTANDING) + self.count(Status.WORKING)
 
     @property
     def total(self) -> int:
@@ -49,6 +76,7 @@ class RunReport:
             "skipped": self.skipped,
             "elapsed": round(self.elapsed, 3),
             "state": self.state,
+            **({"gone_since": _iso(self.gone_since)} if self.gone_since is not None else {}),
             "progress": progress,
             "failures": self.failures,
         }
@@ -58,48 +86,99 @@ def read_report(db: sqlite3.Connection) -> RunReport:
     """Read the progress of the latest ``run`` invocation recorded in ``db``."""
     from clusterfarm.specs import parse_spec
 
+    # status reads without migrating: a run dir of an older version lacks the newer columns
+    have = {row[1] for row in db.execute("PRAGMA table_info(invocations)")}
+    newer = ", ".join(name if name in have else value for name, value in _NEWER.items())
     row = db.execute(
-        "SELECT started, finished, tasks, years, members, year_tasks, ran, skipped, state "
-        "FROM invocations ORDER BY id DESC LIMIT 1"
+        "SELECT started, finished, tasks, years, members, ran, skipped, state, pid, "
+        f"{newer} FROM invocations ORDER BY id DESC LIMIT 1"
     ).fetchone()
     if row is None:
         raise StateError("this run dir has a state database but no run was started in it yet")
-    started, finished, tasks_text, years_text, members_text, year_tasks, ran, skipped, state = row
+    started, finished, tasks_text, years_text, members_text, ran, skipped, state, pid = row[:9]
+    year_tasks, host, cwd, heartbeat = row[9:]
+    gone = gone_since(pid, host, heartbeat) if state == "running" else None
+    if gone is not None:
+        state, finished = GONE, gone
     tasks = tasks_text.split(",")
     per_year = set(year_tasks.split(","))
     years, members = parse_spec(years_text), parse_spec(members_text, "member")
-    grid = {
-        (task, year): ["-"] * (1 if task in per_year else len(members))
-        for task in tasks
-        for year in years
-    }
-    column = {member: i for i, member in enumerate(members)}
-    column[YEAR] = 0
-    failures = []
-    names = ",".join("?" * len(tasks))
-    for task, year, member, status, attempts, error, error_kind in db.execute(
-        f"SELECT task, year, member, status, attempts, error, error_kind FROM cells "
-        f"WHERE task IN ({names}) ORDER BY task, year, member",
-        tasks,
-    ):
-        line = grid.get((task, year))
-        if line is None or member not in column:
-            continue
-        line[column[member]] = status
-        if status in (Status.FAILURE.value, Status.TIMEOUT.value):
-            failures.append(
-                {
-                    "task": task,
-                    "year": year,
-                    "member": member,
-                    "status": status,
-                    "attempts": attempts,
-                    "error_kind": error_kind,
-                    "error": error,
-                }
-            )
+    progress = {}
+    for task in tasks:
+        columns = [YEAR] if task in per_year else members
+        progress.update(_progress(db, task, years, columns))
+    in_run_years, in_run_members = set(years), {*members, YEAR}
+    failures = [
+        {
+            "task": task,
+            "year": year,
+            "member": member,
+            "status": status,
+            "attempts": attempts,
+            "error_kind": error_kind,
+            "error": error,
+        }
+        for task, year, member, status, attempts, error, error_kind in db.execute(
+            f"SELECT task, year, member, status, attempts, error, error_kind FROM cells "
+            f"WHERE status IN ('F', 'T') AND task IN ({','.join('?' * len(tasks))})",
+            tasks,
+        )
+        if year in in_run_years and member in in_run_members
+    ]
     order = {task: i for i, task in enumerate(tasks)}
     failures.sort(key=lambda f: (order[f["task"]], f["year"], f["member"]))
     elapsed = (finished or time.time()) - started
-    progress = {key: "".join(line) for key, line in grid.items()}
-    return RunReport(tasks, years, members, progress, ran, skipped, elapsed, state, failures)
+    abandoned = 0
+    if gone is not None:
+        abandoned = sum(line.count(Status.WORKING.value) for line in progress.values())
+        progress = {key: line.replace("W", "-") for key, line in progress.items()}
+    return RunReport(
+        tasks,
+        years,
+        members,
+        progress,
+        ran,
+        skipped,
+        elapsed,
+        state,
+        failures,
+        cwd,
+        gone,
+        abandoned,
+    )
+
+
+def _iso(seconds: float) -> str:
+    """``seconds`` since the epoch as ISO 8601 UTC."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def _progress(
+    db: sqlite3.Connection, task: str, years: list[int], members: list[int]
+) -> dict[tuple[str, int], str]:
+    """The progress strings of ``task``: one SQL scan that strings each year's statuses.
+
+    The scan follows the table's key (task, year, member), so each year's statuses come in
+    member order; a year with a cell missing from the table is read cell by cell instead.
+    """
+    wanted = ",".join("?" * len(members))
+    rows = db.execute(
+        f"SELECT year, group_concat(status, '') FROM (SELECT year, member, status FROM cells "
+        f"WHERE task=? AND member IN ({wanted}) ORDER BY year, member) GROUP BY year",
+        [task, *members],
+    )
+    found = {year: line for year, line in rows}
+    progress = {}
+    for year in years:
+        line = found.get(year, "")
+        if len(line) != len(members):  # cells not in the table yet: outstanding
+            have = dict(
+                db.execute(
+                    f"SELECT member, status FROM cells WHERE task=? AND year=? "
+                    f"AND member IN ({wanted})",
+                    [task, year, *members],
+                ).fetchall()
+            )
+            line = "".join(have.get(member, Status.OUTSTANDING.value) for member in members)
+        progress[(task, year)] = line
+    return progress

@@ -10,13 +10,18 @@ import Pyro5.errors
 from Pyro5.api import Proxy
 
 from clusterfarm.nameserver import WorkerEntry, list_workers, locate
+from clusterfarm.transport import authenticate
 
 INFO_TIMEOUT = 3.0
 
 
 def describe_workers(ns_host: str, ns_port: int) -> list[dict[str, Any]]:
     """Ask every registered worker (in parallel) what it is doing."""
-    entries = list_workers(locate(ns_host, ns_port))
+    return describe_entries(list_workers(locate(ns_host, ns_port)))
+
+
+def describe_entries(entries: list[WorkerEntry]) -> list[dict[str, Any]]:
+    """Ask these workers (in parallel) what they are doing and which versions they run."""
     if not entries:
         return []
     with ThreadPoolExecutor(max_workers=min(32, len(entries))) as pool:
@@ -35,13 +40,14 @@ def _describe(entry: WorkerEntry) -> dict[str, Any]:
         "uptime": None,
     }
     try:
-        with Proxy(entry.uri) as proxy:
+        with authenticate(Proxy(entry.uri)) as proxy:
             proxy._pyroTimeout = INFO_TIMEOUT
             info = proxy.info()
     except Pyro5.errors.PyroError as exc:
         described["error"] = str(exc)
         return described
-    for key in ("pid", "state", "task", "done", "uptime", "version"):
+    keys = ("pid", "state", "task", "done", "uptime", "version", "leased_by", "draining")
+    for key in (*keys, "versions"):
         described[key] = info.get(key)
     return described
 
@@ -50,7 +56,7 @@ def workers_table(workers: list[dict[str, Any]]) -> str:
     """Render workers as an aligned text table."""
     if not workers:
         return "no workers registered"
-    rows = [("NAME", "HOST", "PID", "STATE", "TASK", "DONE", "UPTIME")]
+    rows = [("NAME", "HOST", "PID", "STATE", "TASK", "DONE", "UPTIME", "RUN")]
     for w in workers:
         task = w["task"]
         cell = f"{task['task']} {task['year']} m{task['member']}" if task else "-"
@@ -64,6 +70,7 @@ def workers_table(workers: list[dict[str, Any]]) -> str:
                 cell,
                 str(w["done"] or 0),
                 uptime,
+                w.get("leased_by") or "-",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import enum
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from clusterfarm.errors import UsageError
+from clusterfarm.protocol import ErrorKind
 
 
 class Status(enum.StrEnum):
@@ -31,9 +32,6 @@ class Status(enum.StrEnum):
     def is_final(self) -> bool:
         return self in (Status.COMPLETE, Status.FAILURE, Status.TIMEOUT)
 
-
-# error kinds that retrying cannot fix
-NOT_RETRIED = frozenset({"input", "dependency"})
 
 YEAR = -1  # the member of a per-year cell (a task that runs once per year)
 
@@ -108,6 +106,7 @@ class TaskSchedule:
         self._link_dependencies()
         self._queue: deque[Task] = deque(c for c in self._cells.values() if c not in self._waiting)
         self.counts: Counter[Status] = Counter({Status.OUTSTANDING: len(self._cells)})
+        self._outstanding: Counter[str] = Counter(c.task for c in self._cells.values())
         self.failed_by_dependency: list[Task] = []  # for the caller to persist, then clear
 
     def _link_dependencies(self) -> None:
@@ -165,7 +164,7 @@ class TaskSchedule:
                 continue
             who = f"{cell.task} {cell.year}" + ("" if cell.member == YEAR else f" m{cell.member}")
             dependent.error = f"needs {who}, which ended {cell.status.value}"
-            dependent.error_kind, dependent.finished = "dependency", now
+            dependent.error_kind, dependent.finished = ErrorKind.DEPENDENCY.value, now
             self._set_status(dependent, Status.FAILURE)
             self.failed_by_dependency.append(dependent)
             todo.extend(self._dependents.get(dependent, ()))
@@ -191,6 +190,10 @@ class TaskSchedule:
     def _set_status(self, cell: Task, status: Status) -> None:
         self.counts[cell.status] -= 1
         self.counts[status] += 1
+        if cell.status is Status.OUTSTANDING:
+            self._outstanding[cell.task] -= 1
+        if status is Status.OUTSTANDING:
+            self._outstanding[cell.task] += 1
         cell.status = status
 
     def get_next_outstanding(self, task: str | None = None) -> Task | None:
@@ -209,9 +212,15 @@ class TaskSchedule:
             return queue.popleft()
         return None
 
-    def take_preferred(self, worker: str, host: str | None, lookahead: int = 16) -> Task | None:
-        """Return the next outstanding cell, preferring one not yet tried on this host, then
-        one not yet tried by this worker.
+    def take_preferred(
+        self,
+        worker: str,
+        host: str | None,
+        tasks: Collection[str] | None = None,
+        lookahead: int = 16,
+    ) -> Task | None:
+        """Return the next outstanding cell (of ``tasks``, if given), preferring one not yet
+        tried on this host, then one not yet tried by this worker.
 
         Looks at most ``lookahead`` cells ahead, so a retry moves elsewhere when something else
         is outstanding, but still runs here when nothing else is.
@@ -223,13 +232,17 @@ class TaskSchedule:
             cell = queue.popleft()
             if cell.status is not Status.OUTSTANDING:
                 continue
-            rank = (host in cell.tried_hosts) + (worker in cell.tried_workers)
+            if tasks is not None and cell.task not in tasks:
+                rank = 3  # another worker's to run: kept in its place
+            else:
+                rank = (host in cell.tried_hosts) + (worker in cell.tried_workers)
             seen.append(cell)
             if best is None or rank < best[0]:
                 best = (rank, len(seen) - 1)
             if rank == 0:
                 break
-        if best is None:
+        if best is None or best[0] == 3:
+            queue.extendleft(reversed(seen))
             return None
         chosen = seen.pop(best[1])
         queue.extendleft(reversed(seen))  # the others back in their places, in order
@@ -272,7 +285,7 @@ class TaskSchedule:
         cell: Task,
         status: Status,
         error: str,
-        error_kind: str,
+        error_kind: ErrorKind | str,
         now: float,
         elapsed: float | None = None,
     ) -> bool:
@@ -280,8 +293,9 @@ class TaskSchedule:
 
         Returns True when the cell went back to outstanding, False when it is now final.
         """
-        cell.error, cell.error_kind, cell.finished, cell.elapsed = error, error_kind, now, elapsed
-        if error_kind not in NOT_RETRIED and cell.attempts <= self.retries:
+        kind = ErrorKind(error_kind)
+        cell.error, cell.error_kind, cell.finished, cell.elapsed = error, kind.value, now, elapsed
+        if kind.retried and cell.attempts <= self.retries:
             self.requeue(cell, count_attempt=True)
             return True
         self._set_status(cell, status)
@@ -304,6 +318,42 @@ class TaskSchedule:
     def is_finished(self) -> bool:
         """True when no cell is outstanding or being worked on."""
         return self.counts[Status.OUTSTANDING] == 0 and self.counts[Status.WORKING] == 0
+
+    def outstanding_tasks(self) -> list[str]:
+        """The tasks that still have outstanding cells (waiting ones included)."""
+        return [task for task in self.tasks if self._outstanding[task] > 0]
+
+    def reopen(self, cells: Iterable[Task]) -> list[Task]:
+        """Make complete ``cells`` outstanding again, with every complete cell that waits for
+        them (their results are stale). Return all the cells reopened.
+
+        For the start of a run only (nothing is being worked on yet): the queue is rebuilt.
+        """
+        reopened: list[Task] = []
+        todo = [c for c in cells if c.status is Status.COMPLETE]
+        while todo:
+            cell = todo.pop()
+            if cell.status is not Status.COMPLETE:
+                continue
+            self._set_status(cell, Status.OUTSTANDING)
+            cell.output = cell.output_sum = cell.inputs = cell.summary = None
+            reopened.append(cell)
+            todo.extend(self._dependents.get(cell, ()))
+        if reopened:
+            self._rebuild_queue()
+        return reopened
+
+    def _rebuild_queue(self) -> None:
+        self._waiting = {}
+        for cell, dependents in self._dependents.items():
+            if cell.status is not Status.COMPLETE:
+                for dependent in dependents:
+                    self._waiting[dependent] = self._waiting.get(dependent, 0) + 1
+        self._queue = deque(
+            c
+            for c in self._cells.values()
+            if c.status is Status.OUTSTANDING and c not in self._waiting
+        )
 
     def failures(self) -> list[Task]:
         """Cells that ended as failure or timeout, in schedule order."""

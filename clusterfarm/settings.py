@@ -8,6 +8,7 @@ result is checked against the frozen dataclasses below, so every error names the
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -20,12 +21,23 @@ from typing import Any
 
 from clusterfarm.errors import SettingsError, UsageError
 from clusterfarm.specs import parse_spec
+from clusterfarm.substitution import substitute
 
 ENV_VARIABLE = "CLUSTERFARM_SETTINGS"
 LOCAL_FILE = "clusterfarm.toml"
-_SUBSTITUTION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LAUNCHERS = ("auto", "local", "ssh", "slurm")
+# sbatch --time: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS
+_SLURM_TIME = re.compile(r"^(\d+-\d+(:\d+){0,2}|\d+(:\d+){0,2})$")
+_SLURM_MEM = re.compile(r"^\d+[KMGT]?$")
+
+# Limits that keep a typo from hurting (each error message states its limit)
+MAX_SECONDS = 10_000_000.0  # any duration: about 16 weeks; threads cannot wait much longer
+MIN_TIMEOUT = 0.1  # [run] timeout
+MIN_HEARTBEAT = 0.1  # [run] heartbeat: the monitor pings busy workers this often
+MAX_CELLS = 1_000_000  # cells (tasks x years x members) of one run: about 0.5 GB in the manager
+MAX_WORKERS_PER_HOST = 256  # run --local N, workers.per_host, hosts[].workers
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,7 @@ class RunSettings:
     lost_after: float
     quarantine_after: int
     quarantine_for: float
+    launcher: str = "auto"
 
     @property
     def tasks(self) -> list[str]:
@@ -66,6 +79,21 @@ class WorkerSettings:
     workdir: str
     orphan_after: float
     min_free_mb: float
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    workers: int
+    max_running: int
+    partition: str
+    account: str
+    qos: str
+    time: str
+    cpus_per_worker: int
+    mem: str
+    sbatch_args: tuple[str, ...]
+    setup: str
+    python: str
 
 
 @dataclass(frozen=True)
@@ -90,6 +118,8 @@ class SecuritySettings:
     ca: str
     cert: str
     key: str
+    auth: bool = True
+    secret_file: str = "~/.clusterfarm/secret"
 
 
 @dataclass(frozen=True)
@@ -111,12 +141,32 @@ class Settings:
     tasks: TaskSettings
     security: SecuritySettings
     logging: LoggingSettings
+    slurm: SlurmSettings
     source: str = "<default>"
+
+    @property
+    def launcher(self) -> str:
+        """The launcher ``[run] launcher`` means: ``auto`` is ``ssh`` with hosts, else ``local``."""
+        if self.run.launcher != "auto":
+            return self.run.launcher
+        return "ssh" if self.hosts else "local"
 
     def with_run(self, **changes: Any) -> Settings:
         """Return a copy with some ``[run]`` values replaced (command line overrides)."""
         run = dataclasses.replace(self.run, **changes)
         check_run(run, lambda key: f"--{key.replace('_', '-')}")
+        return dataclasses.replace(self, run=run)
+
+    def started_in(self, cwd: str) -> Settings:
+        """A copy whose relative ``data_dir`` and ``results_dir`` start at ``cwd``: read from
+        another directory, they point where they did for the run started in ``cwd``."""
+
+        def rebased(path: str) -> str:
+            return path if not path or Path(path).is_absolute() else str(Path(cwd) / path)
+
+        run = dataclasses.replace(
+            self.run, data_dir=rebased(self.run.data_dir), results_dir=rebased(self.run.results_dir)
+        )
         return dataclasses.replace(self, run=run)
 
     def select_hosts(self, names: str | None) -> tuple[Host, ...]:
@@ -140,6 +190,7 @@ _SECTIONS: dict[str, type] = {
     "workers": WorkerSettings,
     "security": SecuritySettings,
     "logging": LoggingSettings,
+    "slurm": SlurmSettings,
 }
 
 
@@ -207,6 +258,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise SettingsError(f"{path}: cannot read settings ({exc.strerror})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"{path}: not valid TOML ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise SettingsError(
+            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+            "save the settings file as UTF-8"
+        ) from None
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -221,19 +277,10 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 def _substitute(value: Any, source: str, where: str) -> Any:
     if isinstance(value, str):
-
-        def replace(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
-            if name in os.environ:
-                return os.environ[name]
-            if default is not None:
-                return default
-            raise SettingsError(
-                f"{source}: {where}: environment variable {name} is not set "
-                f"(set it, or write ${{{name}:-default}})"
-            )
-
-        return _SUBSTITUTION.sub(replace, value)
+        try:
+            return substitute(value, os.environ)
+        except SettingsError as exc:
+            raise SettingsError(f"{source}: {where}: {exc}") from None
     if isinstance(value, Mapping):
         return {k: _substitute(v, source, f"{where}.{k}" if where else k) for k, v in value.items()}
     if isinstance(value, list):
@@ -262,7 +309,13 @@ def _build(cls: type, table: Any, source: str, where: str) -> Any:
 
 def _typed(value: Any, kind: Any, source: str, where: str) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
+    if kind is float and isinstance(value, float) and not math.isfinite(value):
+        raise SettingsError(f"{source}: {where} must be a finite number, not {value!r}")
+    if kind == tuple[str, ...]:
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return tuple(value)
+        raise SettingsError(f"{source}: {where} must be a list of strings, not {value!r}")
     if kind in (str, int, float, bool):
         if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
             return value
@@ -292,8 +345,11 @@ def _hosts(entries: Any, per_host: int, source: str) -> tuple[Host, ...]:
         seen.add(host.name)
         if not 0 < host.port < 65536:
             raise SettingsError(f"{source}: hosts[{i}].port {host.port} is not a TCP port")
-        if host.workers < 0:
-            raise SettingsError(f"{source}: hosts[{i}].workers must not be negative")
+        if not 0 <= host.workers <= MAX_WORKERS_PER_HOST:
+            raise SettingsError(
+                f"{source}: hosts[{i}].workers must be from 1 to {MAX_WORKERS_PER_HOST} "
+                f"(0: workers.per_host; got {host.workers})"
+            )
         hosts.append(
             dataclasses.replace(
                 host, address=host.address or host.name, workers=host.workers or per_host
@@ -325,12 +381,19 @@ def _check_values(settings: Settings) -> None:
         if not ok:
             raise SettingsError(f"{source}: {key} {message}")
 
-    require(0 <= settings.nameserver.port < 65536, "nameserver.port", "is not a TCP port")
+    port = settings.nameserver.port
+    require(0 < port < 65536, "nameserver.port", f"{port} is not a TCP port (1 to 65535)")
     require(bool(settings.nameserver.host), "nameserver.host", "must not be empty")
     check_run(settings.run, lambda key: f"{source}: run.{key}")
-    require(settings.workers.per_host >= 1, "workers.per_host", "must be at least 1")
-    require(settings.workers.orphan_after >= 0, "workers.orphan_after", "must not be negative")
+    per_host = settings.workers.per_host
+    require(
+        1 <= per_host <= MAX_WORKERS_PER_HOST,
+        "workers.per_host",
+        f"must be from 1 to {MAX_WORKERS_PER_HOST} (got {per_host})",
+    )
+    check_seconds(settings.workers.orphan_after, f"{source}: workers.orphan_after", 0.0, True)
     require(settings.workers.min_free_mb >= 0, "workers.min_free_mb", "must not be negative")
+    _check_slurm(settings.slurm, require)
     level = settings.logging.level.upper()
     require(level in LOG_LEVELS, "logging.level", f"must be one of {', '.join(LOG_LEVELS)}")
     require(settings.logging.format in ("text", "json"), "logging.format", "must be text or json")
@@ -341,6 +404,25 @@ def _check_values(settings: Settings) -> None:
             require(bool(getattr(settings.security, key)), f"security.{key}", "is needed for tls")
 
 
+def _check_slurm(slurm: SlurmSettings, require: Callable[[bool, str, str], None]) -> None:
+    require(slurm.workers >= 1, "slurm.workers", "must be at least 1")
+    require(slurm.max_running >= 0, "slurm.max_running", "must not be negative (0: no limit)")
+    require(slurm.cpus_per_worker >= 1, "slurm.cpus_per_worker", "must be at least 1")
+    require(
+        bool(_SLURM_TIME.match(slurm.time)),
+        "slurm.time",
+        f"{slurm.time!r} is not a SLURM time limit (e.g. 30, 01:00:00 or 1-12:00:00)",
+    )
+    require(
+        not slurm.mem or bool(_SLURM_MEM.match(slurm.mem)),
+        "slurm.mem",
+        f"{slurm.mem!r} is not a SLURM memory size (e.g. 4G or 500M; empty: the default)",
+    )
+    require(bool(slurm.python.strip()), "slurm.python", "must not be empty")
+    for i, arg in enumerate(slurm.sbatch_args):
+        require(arg.startswith("-"), f"slurm.sbatch_args[{i}]", f"{arg!r} is not an option")
+
+
 def check_run(run: RunSettings, name_of: Callable[[str], str]) -> None:
     """Check ``[run]`` values; ``name_of`` says where a key came from (file key or option)."""
 
@@ -348,31 +430,65 @@ def check_run(run: RunSettings, name_of: Callable[[str], str]) -> None:
         if not ok:
             raise SettingsError(f"{name_of(key)} {message}")
 
-    require(run.timeout > 0, "timeout", f"must be positive (got {run.timeout:g})")
+    check_seconds(run.timeout, name_of("timeout"), MIN_TIMEOUT)
     require(run.retries >= 0, "retries", f"must not be negative (got {run.retries})")
-    require(run.heartbeat > 0, "heartbeat", f"must be positive (got {run.heartbeat:g})")
+    check_seconds(run.heartbeat, name_of("heartbeat"), MIN_HEARTBEAT)
+    check_seconds(run.lost_after, name_of("lost_after"), MIN_HEARTBEAT)
     require(
         run.lost_after > run.heartbeat,
         "lost_after",
         f"must be longer than heartbeat ({run.lost_after:g} <= {run.heartbeat:g})",
     )
     require(run.quarantine_after >= 1, "quarantine_after", "must be at least 1")
-    require(run.quarantine_for >= 0, "quarantine_for", "must not be negative")
+    check_seconds(run.quarantine_for, name_of("quarantine_for"), 0.0, True)
     require(bool(run.tasks), "task", "must name at least one task")
+    require(
+        run.launcher in LAUNCHERS,
+        "launcher",
+        f"must be one of {', '.join(LAUNCHERS)} (got {run.launcher!r})",
+    )
     require(bool(run.run_dir), "run_dir", "must not be empty")
+    counts = []
     for key in ("years", "members"):
         try:
-            parse_spec(getattr(run, key), key[:-1])
+            counts.append(len(parse_spec(getattr(run, key), key[:-1])))
         except UsageError as exc:
             raise SettingsError(f"{name_of(key)}: {exc}") from None
+    cells = counts[0] * counts[1] * len(run.tasks)
+    require(
+        cells <= MAX_CELLS,
+        "years",
+        f"and members make {cells:,} cells ({len(run.tasks)} task(s) x {counts[0]:,} years x "
+        f"{counts[1]:,} members); one run takes at most {MAX_CELLS:,}: split it into "
+        "several runs (each with its own run_dir)",
+    )
+
+
+def check_seconds(value: float, name: str, minimum: float, zero: bool = False) -> None:
+    """Check a duration: finite, from ``minimum`` to MAX_SECONDS (or 0, with ``zero``)."""
+    if not math.isfinite(value):
+        problem = "must be a finite number of seconds"
+    elif value < 0 or (value == 0 and not zero):
+        problem = "must not be negative" if zero else "must be positive"
+    elif value < minimum and not (zero and value == 0):
+        problem = f"must be at least {minimum:g} s" + (" (or 0)" if zero else "")
+    elif value > MAX_SECONDS:
+        problem = f"must be at most {MAX_SECONDS:,.0f} s (about 16 weeks)"
+    else:
+        return
+    raise SettingsError(f"{name} {problem} (got {value:g})")
 
 
 def _known(sections: Mapping[str, type]) -> str:
     return ", ".join([*sections, "hosts", "tasks"])
 
 
-def to_toml(settings: Settings) -> str:
-    """Render the effective settings as TOML (what ``clusterfarm settings`` prints)."""
+def to_toml(settings: Settings, task_params: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """Render the effective settings as TOML (what ``clusterfarm settings`` prints).
+
+    ``task_params``: the tasks' effective parameters (defaults included) to print instead of
+    the ``[tasks.<name>]`` tables as written.
+    """
     lines = [f"# effective settings (from {settings.source})"]
     for name in ("nameserver", "run", "workers"):
         lines += _toml_table(name, dataclasses.asdict(getattr(settings, name)))
@@ -381,15 +497,18 @@ def to_toml(settings: Settings) -> str:
             f"{k} = {_toml_value(v)}" for k, v in dataclasses.asdict(host).items()
         ]
     lines += _toml_table("tasks", {"modules": list(settings.tasks.modules)})
-    for task, params in settings.tasks.params.items():
+    for task, params in (settings.tasks.params if task_params is None else task_params).items():
         lines += _toml_table(f"tasks.{task}", dict(params))
-    for name in ("security", "logging"):
+    for name in ("security", "logging", "slurm"):
         lines += _toml_table(name, dataclasses.asdict(getattr(settings, name)))
     return "\n".join(lines) + "\n"
 
 
 def _toml_table(name: str, values: Mapping[str, Any]) -> list[str]:
-    return ["", f"[{name}]"] + [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+    return ["", f"[{name}]"] + [
+        f"# {key}: not set" if value is None else f"{key} = {_toml_value(value)}"
+        for key, value in values.items()
+    ]
 
 
 def _toml_value(value: Any) -> str:

@@ -11,19 +11,27 @@ import json
 import logging
 import os
 import queue
+import socket
 import sqlite3
 import threading
 import time
+import urllib.parse
+import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from clusterfarm.errors import StateError
-from clusterfarm.ledger import Ledger, Plan, Record, plan_resume
-from clusterfarm.schedule import Status, Task, TaskSchedule
+from clusterfarm import trace
+from clusterfarm.errors import StateError, StorageError, writing
+from clusterfarm.events import CellChange
+from clusterfarm.ledger import Ledger, Plan, Record, apply_record, plan_resume
+from clusterfarm.schedule import YEAR, Status, Task, TaskSchedule
 
 LOG = logging.getLogger("clusterfarm.state")
 STATE_FILE = "state.sqlite"
+# Changes that arrive this close together are committed together: fewer transactions, and a
+# short cell's start and end meet in one group and make one write instead of two.
+COMMIT_WINDOW = 0.05
 SCHEMA_VERSION = "2"
 
 _SCHEMA = """
@@ -44,23 +52,51 @@ CREATE TABLE IF NOT EXISTS invocations (
 );
 """
 
-# what schema 1 lacked: added in place, so older run dirs resume
+# what schema 1 lacked: added in place, so older run dirs resume. An invocation's host,
+# cwd and heartbeat tell ``status`` a live manager from a dead one, and where the run's
+# relative paths point
 _MIGRATIONS = {
     "cells": ("inputs TEXT", "output_sum TEXT"),
-    "invocations": ("year_tasks TEXT NOT NULL DEFAULT ''",),
+    "invocations": (
+        "year_tasks TEXT NOT NULL DEFAULT ''",
+        "host TEXT",
+        "cwd TEXT",
+        "heartbeat REAL",
+        "argv TEXT",  # the command line, and a snapshot of what it ran with (provenance)
+        "settings TEXT",
+    ),
 }
 
-# one row of the cells table as the writer stores it; built under the manager's lock
-CellRow = tuple[Any, ...]
-_UPDATE_CELL = """
-UPDATE cells SET status=?, attempts=?, worker=?, host=?, started=?, finished=?, elapsed=?,
-    output=?, summary=?, error=?, error_kind=?, version=?, params_hash=?, inputs=?, output_sum=?
+# The writer's two statements: a cell sent to a worker (one per cell of a batch, in one
+# executemany), and a cell's end (or hand-back). Version and params hash are not in either:
+# they are set for every cell that is not complete when the run loads (RunState.load).
+_START_CELL = """
+UPDATE cells SET status='W', attempts=?, worker=?, host=?, started=?
 WHERE task=? AND year=? AND member=?
 """
+_END_CELL = """
+UPDATE cells SET status=?, attempts=?, worker=?, host=?, started=?, finished=?, elapsed=?,
+    output=?, summary=?, error=?, error_kind=?, inputs=?, output_sum=?
+WHERE task=? AND year=? AND member=?
+"""
+# the end of a cell with nothing but figures to record (most cells of short tasks)
+_END_PLAIN = """
+UPDATE cells SET status=?, attempts=?, worker=?, host=?, started=?, finished=?, elapsed=?,
+    output=NULL, summary=NULL, error=NULL, error_kind=NULL, inputs=NULL, output_sum=NULL
+WHERE task=? AND year=? AND member=?
+"""
+StartRow = tuple[Any, ...]
+EndRow = tuple[Any, ...]
+_PLAIN = slice(7, 13)  # the fields of an end row that _END_PLAIN leaves out (all None)
 
 
-def cell_row(cell: Task, ledger: Ledger) -> CellRow:
-    """Snapshot ``cell`` as the values of ``_UPDATE_CELL``."""
+def start_rows(cells: Iterable[Task]) -> list[StartRow]:
+    """Snapshot cells just sent to a worker as the values of ``_START_CELL``."""
+    return [(c.attempts, c.worker, c.host, c.started, c.task, c.year, c.member) for c in cells]
+
+
+def end_row(cell: Task) -> EndRow:
+    """Snapshot ``cell`` as the values of ``_END_CELL`` (built under the manager's lock)."""
     summary = json.dumps(cell.summary) if cell.summary else None
     return (
         cell.status.value,
@@ -74,8 +110,6 @@ def cell_row(cell: Task, ledger: Ledger) -> CellRow:
         summary,
         cell.error,
         cell.error_kind,
-        ledger.versions.get(cell.task),
-        ledger.params_hashes.get(cell.task),
         cell.inputs,
         cell.output_sum,
         cell.task,
@@ -85,29 +119,104 @@ def cell_row(cell: Task, ledger: Ledger) -> CellRow:
 
 
 def connect(run_dir: Path, create: bool = True) -> sqlite3.Connection:
-    """Open the state database of ``run_dir`` (creating it when ``create``)."""
+    """Open the state database of ``run_dir`` for a run (creating it when ``create``)."""
+    path = state_path(run_dir, must_exist=not create)
+    if create:
+        with writing(str(path.parent), RUN_DIR_HINT, StateError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        _check_intact(db, path)
+        if create:
+            db.executescript(_SCHEMA)
+            _migrate(db)
+            trace.create_schema(db)  # the attempts table and the run id (clusterfarm.trace)
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        _check_schema(db, path)
+    except sqlite3.Error as exc:
+        raise state_error(exc, path) from exc
+    return db
+
+
+def connect_read_only(run_dir: Path) -> sqlite3.Connection:
+    """Open the state database of ``run_dir`` for reading, writing nothing in the run dir.
+
+    So ``status`` works on a read-only run dir and leaves a file that is no run state as it
+    found it. A ``-wal`` file means a run is going (or was killed): its newest rows are there,
+    read through SQLite's shared memory (``mode=ro``). Without one the main file holds
+    everything, and ``immutable=1`` reads it without creating the ``-wal``/``-shm`` files a
+    ``mode=ro`` open leaves behind; it is also the fallback where those cannot be made.
+    """
+    path = state_path(run_dir, must_exist=True)
+    uri = "file:" + urllib.parse.quote(str(path.absolute()))
+    wal = path.with_name(path.name + "-wal").exists()
+    modes = ("mode=ro", "immutable=1") if wal else ("immutable=1",)
+    for mode in modes:
+        try:
+            db = sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=30, check_same_thread=False)
+            _check_intact(db, path)
+            _check_schema(db, path)
+            return db
+        except sqlite3.Error as exc:
+            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+            if mode != modes[-1] and code in (_CANTOPEN, _READONLY):  # no -shm to be had
+                continue
+            raise state_error(exc, path) from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def state_path(run_dir: Path, must_exist: bool) -> Path:
+    """``{run_dir}/state.sqlite``; with ``must_exist``, a StateError when it is missing."""
     path = Path(run_dir) / STATE_FILE
-    if not create and not path.is_file():
+    if must_exist and not path.is_file():
         raise StateError(
             f"{run_dir}: no clusterfarm run here ({STATE_FILE} missing); "
             "give the run dir of a `clusterfarm run` with --run-dir"
         )
+    return path
+
+
+RUN_DIR_HINT = "the run dir must be writable: fix its permissions or give another --run-dir"
+# SQLite's primary result codes (the low byte of an extended code)
+_PERM, _READONLY, _IOERR, _CORRUPT, _CANTOPEN, _FULL, _NOTADB = 3, 8, 10, 11, 14, 13, 26
+
+
+def state_error(exc: sqlite3.Error, path: Path) -> StateError:
+    """The one-line error for an SQLite error on the state database ``path``."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code in (_FULL, _IOERR):
+        return StorageError(f"{path}: cannot write the run state ({exc}); free some space there")
+    if code in (_CORRUPT, _NOTADB):
+        return _damaged(path, str(exc))
+    if code in (_PERM, _READONLY, _CANTOPEN):
+        return StateError(f"{path}: cannot open the run state for writing ({exc}); {RUN_DIR_HINT}")
+    return StateError(f"{path}: cannot open the run state ({exc})")
+
+
+def _damaged(path: Path, detail: str) -> StateError:
+    return StateError(
+        f"{path}: the run state is damaged ({detail}); restore it from a backup, or move it "
+        "aside to start this run dir afresh (complete cells are then computed again)"
+    )
+
+
+def _check_intact(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse a damaged database (a page overwritten, a truncated file) before it is used."""
+    problems = [row[0] for row in db.execute("PRAGMA quick_check(1)")]
+    if problems != ["ok"]:
+        first = " ".join(problems[0].replace("*** in database main ***", "").split())
+        raise _damaged(path, first[:120])
+
+
+def _check_schema(db: sqlite3.Connection, path: Path) -> None:
     try:
-        if create:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        if create:
-            db.executescript(_SCHEMA)
-            _migrate(db)
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         schema = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-    except sqlite3.Error as exc:
-        raise StateError(f"{path}: cannot open the run state ({exc})") from exc
+    except sqlite3.OperationalError:  # no meta table: an empty file, or another database
+        schema = None
     if schema is None or schema[0] != SCHEMA_VERSION:
         raise StateError(f"{path}: not a clusterfarm state database of schema {SCHEMA_VERSION}")
-    return db
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -122,51 +231,122 @@ def _migrate(db: sqlite3.Connection) -> None:
 class RunState:
     """The state database of one run directory."""
 
-    def __init__(self, run_dir: Path, create: bool = True) -> None:
+    def __init__(self, run_dir: Path, create: bool = True, read_only: bool = False) -> None:
         self.run_dir = Path(run_dir)
-        self.db = connect(self.run_dir, create)
+        self.path = self.run_dir / STATE_FILE
+        self.db = connect_read_only(self.run_dir) if read_only else connect(self.run_dir, create)
+
+    def run_id(self) -> str:
+        """This run dir's run id, made on first use (workers are leased by it; result files
+        name it)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key='run_id'").fetchone()
+        if row is not None:
+            return str(row[0])
+        with self.db:
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('run_id', ?)", (uuid.uuid4().hex,))
+        return str(self.db.execute("SELECT value FROM meta WHERE key='run_id'").fetchone()[0])
+
+    def plan(self, schedule: TaskSchedule, ledger: Ledger) -> Plan:
+        """What the next run would keep and redo, as far as the records tell (read-only)."""
+        names = ",".join("?" * len(schedule.tasks))
+        rows = self.db.execute(
+            "SELECT task, year, member, version, params_hash, inputs, output, output_sum, "
+            f"summary, worker, host, elapsed, finished FROM cells "
+            f"WHERE status='+' AND task IN ({names})",
+            schedule.tasks,
+        )
+        records = {(r[0], r[1], r[2]): Record(*r[3:]) for r in rows}
+        return plan_resume(schedule, records, ledger)
 
     def close(self) -> None:
         self.db.close()
-
-    def records(self, tasks: list[str]) -> dict[tuple[str, int, int], Record]:
-        """The complete cells of ``tasks`` as earlier runs recorded them."""
-        names = ",".join("?" * len(tasks))
-        rows = self.db.execute(
-            f"SELECT task, year, member, version, params_hash, inputs, output, output_sum, "
-            f"summary, worker, host, elapsed, finished FROM cells "
-            f"WHERE status='+' AND task IN ({names})",
-            tasks,
-        )
-        return {(r[0], r[1], r[2]): Record(*r[3:]) for r in rows}
 
     def load(self, schedule: TaskSchedule, ledger: Ledger) -> Plan:
         """Bring ``schedule`` up to date with earlier runs; return what was kept and why the
         rest runs again.
 
-        Complete cells whose ledger still holds are kept; every other cell (stale results,
-        earlier F/T with a fresh set of attempts, a ``W`` left by a manager that died) becomes
-        outstanding, and that is saved at once so ``status`` agrees.
+        One scan of the cells table. Complete cells whose ledger still holds are kept (their
+        files are checked afterwards, where the data is: see :func:`ledger.verify`); every
+        other cell (stale results, earlier F/T with a fresh set of attempts, a ``W`` left by a
+        manager that died) becomes outstanding, and that is saved at once so ``status``
+        agrees. Only rows that change are written.
         """
+        names = ",".join("?" * len(schedule.tasks))
+        existing: dict[tuple[str, int, int], str] = {}
+        records: dict[tuple[str, int, int], Record] = {}
+        rows = self.db.execute(
+            "SELECT task, year, member, status, attempts, error, version, params_hash, inputs, "
+            f"output, output_sum, summary, worker, host, elapsed, finished "
+            f"FROM cells WHERE task IN ({names})",
+            schedule.tasks,
+        )
+        for (task, year, member, status, attempts, error, version, params_hash, inputs,
+             output, output_sum, summary, worker, host, elapsed, finished) in rows:  # fmt: skip
+            key = (task, year, member)
+            clean = status == "-" and not attempts and error is None
+            existing[key] = "clean" if clean else status
+            if status == "+":
+                records[key] = Record(
+                    version, params_hash, inputs, output, output_sum, summary, worker, host,
+                    elapsed, finished,
+                )  # fmt: skip
+        plan = plan_resume(schedule, records, ledger)
+        for cell, record in plan.kept:
+            apply_record(cell, record)
+            schedule.mark_complete_from_earlier(cell)
+        missing = [cell.key for cell in schedule if cell.key not in existing]
+        reset = [
+            cell.key
+            for cell in schedule
+            if cell.status is Status.OUTSTANDING and existing.get(cell.key, "clean") != "clean"
+        ]
         with self.db:
             self.db.executemany(
-                "INSERT OR IGNORE INTO cells (task, year, member) VALUES (?, ?, ?)",
-                (cell.key for cell in schedule),
+                "INSERT OR IGNORE INTO cells (task, year, member) VALUES (?, ?, ?)", missing
             )
-        plan = plan_resume(schedule, self.records(schedule.tasks), ledger)
-        for cell, record in plan.kept:
-            cell.output, cell.worker, cell.host = record.output, record.worker, record.host
-            cell.elapsed, cell.finished = record.elapsed, record.finished
-            cell.inputs, cell.output_sum = record.inputs, record.output_sum
-            cell.summary = json.loads(record.summary) if record.summary else None
-            schedule.mark_complete_from_earlier(cell)
+            self.db.executemany(
+                "UPDATE cells SET status='-', attempts=0, error=NULL, error_kind=NULL "
+                "WHERE task=? AND year=? AND member=?",
+                reset,
+            )
+            for task in schedule.tasks:  # what the cells not complete yet will be made with
+                version, params = ledger.versions.get(task), ledger.params_hashes.get(task)
+                self.db.execute(
+                    "UPDATE cells SET version=?, params_hash=? WHERE task=? AND status!='+' "
+                    "AND (version IS NOT ? OR params_hash IS NOT ?)",
+                    (version, params, task, version, params),
+                )
+        return plan
+
+    def nothing_to_do(self, run: Any) -> bool:
+        """True when every cell of ``run`` (a runner.Prepared) is complete with the current
+        version and parameters and has no files to check: then a rerun runs nothing.
+
+        One counting query per task, no object per cell.
+        """
+        for task in run.tasks:
+            per_year = run.shapes[task].per_year
+            members = [YEAR] if per_year else run.members
+            query = (
+                "SELECT count(*) FROM cells WHERE task=? AND status='+' AND version IS ? "
+                "AND params_hash IS ? AND output IS NULL AND inputs IS NULL "
+                f"AND year IN ({','.join('?' * len(run.years))}) "
+                f"AND member IN ({','.join('?' * len(members))})"
+            )
+            values = [task, run.ledger.versions.get(task), run.ledger.params_hashes.get(task)]
+            (count,) = self.db.execute(query, [*values, *run.years, *members]).fetchone()
+            if count != run.cells_of(task):
+                return False
+        return True
+
+    def reopen(self, cells: Iterable[Task]) -> None:
+        """Save cells made outstanding again after the start (their files did not hold)."""
         with self.db:
             self.db.executemany(
                 "UPDATE cells SET status='-', attempts=0, error=NULL, error_kind=NULL "
                 "WHERE task=? AND year=? AND member=?",
-                (cell.key for cell in schedule if cell.status is Status.OUTSTANDING),
+                [cell.key for cell in cells],
             )
-        return plan
 
     def begin_invocation(
         self,
@@ -176,15 +356,20 @@ class RunState:
         year_tasks: Iterable[str] = (),
         skipped: int = 0,
     ) -> int:
-        """Record the start of a ``run`` invocation (``skipped``: complete from before)."""
+        """Record the start of a ``run`` invocation (``skipped``: complete from before), by
+        this process on this host, started from the current directory."""
+        now = time.time()
         with self.db:
             cursor = self.db.execute(
                 "INSERT INTO invocations "
-                "(pid, started, tasks, years, members, year_tasks, skipped) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "(pid, host, cwd, started, heartbeat, tasks, years, members, year_tasks, skipped) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     os.getpid(),
-                    time.time(),
+                    socket.gethostname(),
+                    os.getcwd(),
+                    now,
+                    now,
                     ",".join(tasks),
                     years,
                     members,
@@ -193,6 +378,13 @@ class RunState:
                 ),
             )
         return int(cursor.lastrowid or 0)
+
+    def beat(self, invocation: int) -> None:
+        """Record that the manager of ``invocation`` is still alive (its heartbeat)."""
+        with self.db:
+            self.db.execute(
+                "UPDATE invocations SET heartbeat=? WHERE id=?", (time.time(), invocation)
+            )
 
     def end_invocation(
         self, invocation: int, ran: int, skipped: int, state: str, exit_code: int
@@ -207,58 +399,103 @@ class RunState:
 
 
 class StateWriter:
-    """One thread that persists cell rows in batches, then passes them to ``on_commit``.
+    """One thread that persists cell changes in batches, then passes them to ``on_commit``.
 
     Under load the batches grow by themselves: while one transaction commits, the next
-    changes queue up, so the commit rate adapts to the dispatch rate.
+    changes queue up, so the commit rate adapts to the dispatch rate. When a write fails
+    (disk full, run dir gone) ``on_failure`` hears it once, with the file and the cause, and
+    nothing more is written or shown: what is not saved must not look done.
     """
 
-    def __init__(self, db: sqlite3.Connection, on_commit: Callable[[list[CellRow]], None]) -> None:
+    def __init__(self, db: sqlite3.Connection, path: Path | str = STATE_FILE) -> None:
         self._db = db
-        self._on_commit = on_commit
-        self._queue: queue.SimpleQueue[CellRow | None] = queue.SimpleQueue()
+        self._path = str(path)
+        self.on_commit: Callable[[list[CellChange]], None] = lambda changes: None
+        self.on_failure: Callable[[str], None] = lambda problem: None
+        self._queue: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="state-writer", daemon=True)
-        self._error: BaseException | None = None
+        self.problem: str | None = None
+        self.window = COMMIT_WINDOW
         self._thread.start()
 
-    def put(self, row: CellRow) -> None:
-        self._queue.put(row)
+    def put_start(self, rows: list[StartRow]) -> None:
+        """Queue the rows of cells just sent to a worker (one item per batch)."""
+        self._queue.put((_START, rows))
+
+    def put_end(self, row: EndRow, attempt: trace.AttemptRow | None = None) -> None:
+        """Queue a cell's end (complete, failed, or handed back to outstanding), and the
+        record of the attempt that ended (committed together)."""
+        self._queue.put((_END, row))
+        if attempt is not None:
+            self._queue.put((_ATTEMPT, attempt))
 
     def close(self) -> None:
-        """Write everything queued, then stop the thread."""
+        """Write everything queued, then stop the thread; raise StateError if writes failed."""
         self._queue.put(None)
         self._thread.join()
-        if self._error is not None:
-            raise StateError(f"cannot write the run state: {self._error}") from self._error
+        if self.problem is not None:
+            raise StateError(self.problem)
+
+    def _collect(self) -> list[tuple[str, Any] | None]:
+        """The next group of changes: all that arrive within ``window`` of the first."""
+        items = [self._queue.get()]
+        deadline = time.monotonic() + self.window
+        while items[-1] is not None:
+            try:
+                items.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        return items
 
     def _loop(self) -> None:
         running = True
         while running:
-            batch = [self._queue.get()]
-            while True:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            if batch[-1] is None or None in batch:
+            items = self._collect()
+            if items[-1] is None:
                 running = False
-            rows = _latest_per_cell(row for row in batch if row is not None)
-            if not rows:
+            if self.problem is not None:
+                continue  # a write failed: keep draining, never block the manager
+            group = [item for item in items if item is not None]
+            starts, ends = _latest_per_cell(group)
+            attempts = [row for kind, row in group if kind is _ATTEMPT]
+            if not starts and not ends:
                 continue
+            plain = [row[:7] + row[13:] for row in ends if not any(row[_PLAIN])]
+            full = [row for row in ends if any(row[_PLAIN])]
             try:
                 with self._db:
-                    self._db.executemany(_UPDATE_CELL, rows)
+                    self._db.executemany(_START_CELL, starts)
+                    self._db.executemany(_END_PLAIN, plain)
+                    self._db.executemany(_END_CELL, full)
+                    self._db.executemany(trace.INSERT_ATTEMPT, attempts)
             except sqlite3.Error as exc:  # disk full, run dir removed...
-                self._error = exc
-                return
+                self.problem = f"{self._path}: cannot write the run state ({exc})"
+                self.on_failure(self.problem)
+                continue
             try:
-                self._on_commit(rows)
+                self.on_commit(_changes(starts, ends))
             except Exception:  # showing must never stop saving: log it and go on
                 LOG.exception("showing a state change failed")
 
 
-def _latest_per_cell(rows: Iterable[CellRow]) -> list[CellRow]:
-    latest: dict[tuple[Any, ...], CellRow] = {}
-    for row in rows:
-        latest[row[-3:]] = row
-    return list(latest.values())
+_START, _END, _ATTEMPT = "start", "end", "attempt"
+
+
+def _latest_per_cell(items: Iterable[tuple[str, Any]]) -> tuple[list[StartRow], list[EndRow]]:
+    """The last change of each cell, split into starts and ends (the key is last in both)."""
+    latest: dict[tuple[Any, ...], tuple[bool, tuple[Any, ...]]] = {}
+    for kind, payload in items:
+        if kind is _START:
+            for row in payload:
+                latest[row[-3:]] = (True, row)
+        elif kind is _END:
+            latest[payload[-3:]] = (False, payload)
+    starts = [row for is_start, row in latest.values() if is_start]
+    ends = [row for is_start, row in latest.values() if not is_start]
+    return starts, ends
+
+
+def _changes(starts: list[StartRow], ends: list[EndRow]) -> list[CellChange]:
+    changes = [CellChange(r[-3], r[-2], r[-1], "W", r[1], None) for r in starts]
+    changes += [CellChange(r[-3], r[-2], r[-1], r[0], r[2], r[9]) for r in ends]
+    return changes

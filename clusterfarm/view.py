@@ -7,11 +7,12 @@ manager emits after the state is committed, so nothing is shown before it is sav
 from __future__ import annotations
 
 import json
+import math
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import IO, Any, Protocol
 
@@ -22,6 +23,8 @@ from clusterfarm.events import (
     HostQuarantined,
     WorkerJoined,
     WorkerLeft,
+    WorkerNote,
+    WorkersPending,
 )
 from clusterfarm.ledger import describe
 from clusterfarm.report import RunReport
@@ -39,10 +42,13 @@ STATUS_STYLES = {
 def progress_lines(
     tasks: list[str], years: list[int], progress: Mapping[tuple[str, int], str]
 ) -> list[str]:
-    """The progress strings of SPEC §4, year by year (task-prefixed when there are several)."""
+    """The progress strings of SPEC §4, year by year (task-prefixed when there are several),
+    of the (task, year) rows in ``progress``."""
     lines = []
     for year in years:
         for task in tasks:
+            if (task, year) not in progress:
+                continue
             line = f"{year}: {progress[(task, year)]}"
             lines.append(f"{task} {line}" if len(tasks) > 1 else line)
     return lines
@@ -70,8 +76,17 @@ def report_text(report: RunReport) -> str:
 
 
 def report_footer(report: RunReport) -> list[str]:
-    """What follows the last block: cells ran and skipped, then one line per failed cell."""
+    """What follows the last block: whether its manager is gone, cells ran and skipped, then
+    one line per failed cell."""
     lines = [f"ran {report.ran}, skipped {report.skipped} (already complete)"]
+    if report.gone_since is not None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(report.gone_since))
+        left = report.abandoned
+        lines.insert(
+            0,
+            f"manager gone since {when}; run again to resume"
+            + (f" (the {left} cell(s) it was working on show as -)" if left else ""),
+        )
     for failure in report.failures:
         lines.append(
             f"{failure['status']} {failure['task']} {failure['year']} "
@@ -112,26 +127,47 @@ class WorkerRow:
     done: int = 0
     last_error: str | None = None
     gone: bool = False
+    note: str | None = None  # what keeps it from taking cells now
+    pending: str | None = None  # a queued batch job: why it waits
 
 
 class Board:
     """A thread-safe mirror of the cells' statuses, updated from committed events."""
 
     def __init__(self, schedule: TaskSchedule) -> None:
+        self.schedule = schedule
         self.tasks, self.years = schedule.tasks, schedule.years
         self._column = {member: i for i, member in enumerate(schedule.members)}
         self._column[YEAR] = 0  # the one cell of a per-year task
-        self._rows = {
-            (t, y): bytearray(schedule.progress_line(t, y), "ascii")
-            for t in self.tasks
-            for y in self.years
-        }
-        self.counts: Counter[str] = Counter({s.value: schedule.counts[s] for s in Status})
         self.total = len(schedule)
         self.version = 0
         self._lock = threading.Lock()
         self.notes: list[str] = []
         self.workers: dict[str, WorkerRow] = {}
+        self.refresh()
+
+    @classmethod
+    def of_report(cls, report: RunReport) -> Board:
+        """A board of a run read back from its state (nothing will change on it)."""
+        schedule = TaskSchedule(report.years[:1], report.members[:1], report.tasks)
+        board = cls(schedule)
+        board.tasks, board.years = report.tasks, report.years
+        board._rows = {key: bytearray(line, "ascii") for key, line in report.progress.items()}
+        board.counts = Counter({s.value: report.count(s) for s in Status})
+        board.total = report.total
+        return board
+
+    def refresh(self) -> None:
+        """Read every cell from the schedule again (before dispatch: cells were reopened)."""
+        schedule = self.schedule
+        with self._lock:
+            self._rows = {
+                (t, y): bytearray(schedule.progress_line(t, y), "ascii")
+                for t in self.tasks
+                for y in self.years
+            }
+            self.counts: Counter[str] = Counter({s.value: schedule.counts[s] for s in Status})
+            self.version += 1
 
     def apply(self, event: Event) -> None:
         with self._lock:
@@ -139,16 +175,29 @@ class Board:
                 for change in event.changes:
                     self._apply_cell(change)
             elif isinstance(event, WorkerJoined):
-                self.workers.setdefault(event.name, WorkerRow(event.host)).gone = False
+                row = self.workers.setdefault(event.name, WorkerRow(event.host))
+                row.host, row.gone, row.pending = event.host, False, None
+            elif isinstance(event, WorkersPending):
+                self._apply_pending(dict(event.workers))
             elif isinstance(event, WorkerLeft):
                 self.workers.setdefault(event.name, WorkerRow("?")).gone = True
                 self.notes.append(f"worker {event.name} left: {event.reason}")
+            elif isinstance(event, WorkerNote):
+                self.workers.setdefault(event.name, WorkerRow("?")).note = event.note
+                self.notes.append(f"worker {event.name}: {event.note}")
             elif isinstance(event, HostQuarantined):
                 self.notes.append(
                     f"host {event.host} quarantined for {event.seconds:g} s after "
                     f"{event.failures} failures in a row"
                 )
             self.version += 1
+
+    def _apply_pending(self, pending: dict[str, str]) -> None:
+        for name, row in list(self.workers.items()):
+            if row.pending is not None and name not in pending:
+                del self.workers[name]  # it started (and joins soon) or was cancelled
+        for name, reason in pending.items():
+            self.workers.setdefault(name, WorkerRow("-")).pending = reason
 
     def _apply_cell(self, change: CellChange) -> None:
         row = self._rows[(change.task, change.year)]
@@ -160,6 +209,7 @@ class Board:
         if worker is None:
             return
         if change.status == "W":
+            worker.note = None
             worker.cell = f"{change.task} {change.year}" + (
                 "" if change.member == YEAR else f" m{change.member:03d}"
             )
@@ -198,33 +248,56 @@ class QuietView:
 
 
 class PlainView:
-    """Prints a block whenever something changed, at most once a second, and at the end."""
+    """Prints a block whenever something changed, at most once every ``interval`` seconds:
+    the header and only the lines that changed since the last block; the whole board at
+    most once every ``whole_every`` seconds, and at the end.
 
-    def __init__(self, stream: IO[str] | None = None, interval: float = 1.0) -> None:
+    So the output grows with what happens, not with the size of the board times the
+    length of the run (a whole board of 200,000 cells every second is 570 MB an hour).
+    """
+
+    def __init__(
+        self,
+        stream: IO[str] | None = None,
+        interval: float = 1.0,
+        whole_every: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.stream = stream or sys.stdout
         self.interval = interval
+        self.whole_every = whole_every
+        self.clock = clock
 
     def start(self, board: Board) -> None:
         self.board = board
-        self._started = time.monotonic()
+        self._started = self.clock()
         self._shown_version = -1
-        self._last = 0.0
+        self._last = -math.inf
+        self._last_whole = -math.inf
+        self._shown: dict[tuple[str, int], str] = {}
         self._notes = 0
 
     def tick(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if self.board.version != self._shown_version and now - self._last >= self.interval:
-            self._print(now)
+            self._print(now, whole=now - self._last_whole >= self.whole_every)
 
     def close(self) -> None:
-        self._print(time.monotonic())
+        self._print(self.clock(), whole=True)
 
-    def _print(self, now: float) -> None:
+    def _print(self, now: float, whole: bool) -> None:
         self._shown_version, self._last = self.board.version, now
+        if whole:
+            self._last_whole = now
         progress, counts = self.board.snapshot()
+        changed = {key: line for key, line in progress.items() if self._shown.get(key) != line}
+        notes = self.board.notes[self._notes :]
+        if not (whole or changed or notes):
+            return  # changed and changed back: nothing to tell
+        self._shown = progress
         lines = [header(now - self._started, counts, self.board.total)]
-        lines += progress_lines(self.board.tasks, self.board.years, progress)
-        lines += self.board.notes[self._notes :]
+        lines += progress_lines(self.board.tasks, self.board.years, progress if whole else changed)
+        lines += notes
         self._notes = len(self.board.notes)
         self.stream.write("\n".join(lines) + "\n")
         self.stream.flush()
@@ -286,7 +359,7 @@ class RichView:
             workers.add_row(
                 name.removeprefix("clusterfarm.worker."),
                 row.host,
-                Text("gone", style="red") if row.gone else (row.cell or Text("idle", "dim")),
+                _running(row),
                 str(row.done),
                 Text(row.last_error or "", style="red"),
             )
@@ -310,3 +383,16 @@ def make_view(mode: str, is_terminal: bool) -> View:
     if mode == "plain":
         return PlainView()
     return QuietView()
+
+
+def _running(row: WorkerRow) -> Any:
+    """What the board's "running" column says of a worker (rich is imported lazily)."""
+    from rich.text import Text
+
+    if row.gone:
+        return Text("gone", style="red")
+    if row.pending is not None:
+        return Text(f"pending: {row.pending}", style="yellow")
+    if row.cell is None and row.note is not None:  # leased elsewhere, short of disk...
+        return Text(row.note, style="yellow")
+    return row.cell or Text("idle", "dim")

@@ -1,155 +1,366 @@
-"""The worker daemon: a Pyro5 object that runs one task at a time in a child process.
+"""The worker: a Pyro5 object that runs one run's cells at a time in a child process.
 
-``PyroWorker.do_work`` validates the call, hands the job to the :class:`Executor` (a warm child
-process it can kill) and answers a plain dict (SPEC §7). Its other calls (``ping``, ``info``,
-``cancel``) are served by other daemon threads while a task runs.
+A worker holds no run's configuration of its own. A manager ``join``\\ s it with the run's
+:class:`~clusterfarm.protocol.RunSpec`, which the worker keeps by run id; the join also
+*leases* the worker to that run: while the lease holds (renewed by every call of its run,
+lapsing after the run's ``lost_after`` of silence, or released at the run's end) another
+run's calls are refused as ``leased``, so two runs sharing a pool never cross. Then
+``do_batch(run_id, task, cells)`` runs cells and answers compact tuples. Up to two calls of
+the leased run may be in the worker at once: one runs, the next waits its turn, so the child
+never idles while the manager reads an answer and sends more.
+
+``do_work(year, member, task, params)`` (SPEC §7) stays as the public single-cell call for
+plain Pyro5 clients; it runs with the worker's own settings and answers a dict. Other calls
+(``ping``, ``info``, ``cancel``) are served by other daemon threads while a task runs.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import platform
 import shutil
-import signal
-import socket
-import sys
 import threading
 import time
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import Pyro5.errors
-from Pyro5.api import Daemon, behavior, expose
+from Pyro5.api import behavior, expose
 
-from clusterfarm import __version__
-from clusterfarm.errors import ClusterFarmError, NameServerError, WorkerError
+from clusterfarm import __version__, oom
 from clusterfarm.executor import Executor
-from clusterfarm.nameserver import locate
+from clusterfarm.protocol import (
+    Answer,
+    ErrorKind,
+    JoinAnswer,
+    ProtocolError,
+    RunSpec,
+    TaskRef,
+    batch_cells,
+    failed,
+    pack_answers,
+    parse_answer,
+)
 from clusterfarm.schedule import YEAR
-from clusterfarm.settings import Settings
-from clusterfarm.tasks.registry import get_task, load_task_modules
-from clusterfarm.transport import WORKER_PREFIX, check_listen_address, configure_pyro
+from clusterfarm.tasks.registry import get_task, params_hash, task_names
+from clusterfarm.walltime import Walltime
 
 LOG = logging.getLogger("clusterfarm.worker")
-# what the manager may set per run; scratch space stays the worker's own ([workers] workdir)
-RUN_KEYS = ("data_dir", "results_dir", "timeout", "abandon_after", "members")
+IN_FLIGHT = 2  # calls of the leased run the worker accepts at once (one runs, one waits)
+KEPT_RUNS = 8  # run specs remembered (a worker serves one run at a time; a few past ones)
+_CHECK_BATCH = 10_000  # cells one check_results call may ask about
+
+
+@dataclass
+class Lease:
+    """Which run holds this worker, and when it was last heard from."""
+
+    run_id: str
+    manager: str
+    lost_after: float
+    last_contact: float  # time.monotonic()
+
+    def holds(self, now: float) -> bool:
+        return now - self.last_contact < self.lost_after
+
+
+@dataclass(frozen=True)
+class Own:
+    """The worker's own settings: for plain ``do_work`` calls, and its scratch and disk."""
+
+    data_dir: str
+    results_dir: str
+    scratch_dir: str
+    timeout: float
+    min_free_mb: float
 
 
 @behavior(instance_mode="single")
 class PyroWorker:
-    """Runs tasks for the manager; one task at a time, never dying with it."""
+    """Runs cells for one run at a time; never dies with a task."""
 
-    def __init__(self, name: str, host: str, executor: Executor, run: dict[str, Any]) -> None:
+    def __init__(self, name: str, host: str, executor: Executor, own: Own) -> None:
         self.name = name
         self.host = host
         self._executor = executor
-        self._run_settings = dict(run)
-        self._busy = threading.Lock()
+        self._own = own
+        self._runs: OrderedDict[str, RunSpec] = OrderedDict()
+        self._contexts: dict[tuple[str, str], dict[str, Any]] = {}
+        self._lease: Lease | None = None
+        self._lock = threading.Lock()  # guards the lease, the run specs and the counters
+        self._slots = threading.BoundedSemaphore(IN_FLIGHT)
+        self._running = threading.Lock()  # held while a batch runs in the child
+        self._cancels = 0  # bumped by cancel(): a waiting call that sees a change gives up
         self._current: dict[str, Any] | None = None
         self._done = 0
         self._started = time.time()
-        self._last_contact = time.monotonic()  # the manager's last call or heartbeat
+        self.last_contact = time.monotonic()  # any manager's last call
         self._quarantined_until = 0.0
-        self._stopping = False
+        self.stopping = False
+        self.walltime: Walltime | None = None  # set when it runs in a batch job with a limit
         self._disk = DiskCheck()
+        self._oom = oom.OomCounter()
+
+    # -- the run's calls --------------------------------------------------------------------
 
     @expose
-    def configure(self, run: dict[str, Any]) -> dict[str, Any]:
-        """Set where this run's data and results are, and its time limit."""
-        unknown = set(run) - set(RUN_KEYS)
-        if unknown:
-            return {"ok": False, "error": f"unknown run settings {sorted(unknown)}"}
-        self._run_settings.update(run)
-        self._last_contact = time.monotonic()
-        return {"ok": True, "worker": self.name, "version": __version__}
-
-    @expose
-    def do_work(
-        self, year: int, member: int, task: str, params: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """Run ``task`` for ``year`` and ``member``; answer how it went (never raises)."""
-        answer = {
-            "year": year,
-            "member": member,
-            "task": task,
-            "worker": self.name,
-            "host": self.host,
-        }
-        return {**answer, **self._run(task, params, [[year, member]])[0]}
-
-    @expose
-    def do_batch(
-        self, task: str, params: dict[str, Any] | None, cells: list[list[int]]
-    ) -> list[dict[str, Any]]:
-        """Run ``task`` for several ``[year, member]`` cells, one after another.
-
-        The manager batches cells of short tasks to save a round trip per task; each cell
-        still has its own time limit. Answers one outcome per cell, in order.
-        """
-        if not isinstance(cells, list) or not cells:
-            return [_refused("cells must be a non-empty list of [year, member]", "input")]
-        return self._run(task, params, cells)
-
-    def _run(self, task: str, params: Any, cells: list[Any]) -> list[dict[str, Any]]:
-        problem = _check_call(task, params, cells)
-        if problem is not None:
-            return [_refused(problem, "input")] * len(cells)
-        if self._stopping:
-            return [_refused(f"{self.name} is stopping", "stopping")] * len(cells)
-        if not self._busy.acquire(blocking=False):
-            current = self._current or {}
-            message = (
-                f"{self.name} is busy with {current.get('task')} {current.get('year')} "
-                f"m{current.get('member')}"
-            )
-            return [_refused(message, "busy")] * len(cells)
+    def join(self, spec: Any) -> dict[str, Any]:
+        """Take the run ``spec`` (and the lease, when free); say what this worker can run."""
+        tasks = {name: get_task(name).version for name in task_names()}
+        answer = JoinAnswer(self.name, self.host, __version__, tasks)
         try:
-            self._last_contact = time.monotonic()
-            try:
-                spec = get_task(task)
-                resolved = spec.resolve_params(params)
-            except ClusterFarmError as exc:
-                return [_refused(str(exc), "input")] * len(cells)
-            if any((member == YEAR) != spec.per_year for _, member in cells):
-                shape = f"member {YEAR} (once per year)" if spec.per_year else "a member >= 0"
-                return [_refused(f"task {task} takes {shape}", "input")] * len(cells)
-            run = self._run_settings
-            short = self._disk.problem(run)
-            if short is not None:
-                return [_refused(short, "resource")] * len(cells)
-            jobs = [
-                {
+            run = RunSpec.from_wire(spec)
+        except ProtocolError as exc:
+            return JoinAnswer(**{**answer.__dict__, "error": str(exc)}).to_wire()
+        now = time.monotonic()
+        with self._lock:
+            self.last_contact = now
+            lease = self._lease
+            if lease is not None and lease.run_id != run.run_id and lease.holds(now):
+                return JoinAnswer(**{**answer.__dict__, "leased_by": _holder(lease)}).to_wire()
+            self._runs[run.run_id] = run
+            self._runs.move_to_end(run.run_id)
+            while len(self._runs) > KEPT_RUNS:
+                old, _ = self._runs.popitem(last=False)
+                self._contexts = {k: v for k, v in self._contexts.items() if k[0] != old}
+            self._lease = Lease(run.run_id, run.manager, run.lost_after, now)
+        LOG.info("%s joined run %s of %s", self.name, run.run_id, run.manager or "a manager")
+        return answer.to_wire()
+
+    @expose
+    def do_batch(self, run_id: Any, task: Any, cells: Any) -> Any:
+        """Run ``task`` for ``[[year, member, attempt], ...]`` of run ``run_id``, in order.
+
+        Answers one answer per cell, packed by column (see :mod:`clusterfarm.protocol`);
+        each cell has its own time limit. Never raises.
+        """
+        try:
+            checked = batch_cells(cells)
+        except ProtocolError as exc:
+            return pack_answers([failed(ErrorKind.PROTOCOL, str(exc)).to_wire()])
+        refusal, run = self._admit(run_id, task, checked)
+        if refusal is not None:
+            return pack_answers([refusal.to_wire()] * len(checked))
+        assert run is not None
+        return pack_answers(self._run(run, str(task), [(y, m) for y, m, _ in checked]))
+
+    def _admit(
+        self, run_id: Any, task: Any, cells: list[tuple[int, int, int]]
+    ) -> tuple[Answer | None, RunSpec | None]:
+        """The run's spec when this call may run now, else the refusal to answer."""
+        now = time.monotonic()
+        with self._lock:
+            run = self._runs.get(run_id) if isinstance(run_id, str) else None
+            if run is None:
+                return failed(
+                    ErrorKind.UNKNOWN_RUN, f"{self.name} does not know run {run_id!r}: join first"
+                ), None
+            lease = self._lease
+            if lease is not None and lease.run_id != run_id and lease.holds(now):
+                return failed(ErrorKind.LEASED, f"{self.name} works for {_holder(lease)}"), None
+            self._lease = Lease(run.run_id, run.manager, run.lost_after, now)
+            self.last_contact = now
+        going = self._going(task, len(cells))
+        if going is not None:
+            return going, None
+        ref = run.tasks.get(task) if isinstance(task, str) else None
+        problem = self._cannot_run(task, ref, cells)
+        if problem is not None:
+            return problem, None
+        short = self._disk.problem(self._own, run.results_dir)
+        if short is not None:
+            return failed(ErrorKind.RESOURCE, short), None
+        return None, run
+
+    def _going(self, task: Any, count: int) -> Answer | None:
+        """The refusal of a worker on its way out (stopping, or its batch job ending)."""
+        if self.stopping:
+            return failed(ErrorKind.STOPPING, f"{self.name} is stopping")
+        if self.walltime and (late := self.walltime.refusal(str(task), count)):
+            return failed(ErrorKind.DRAINING, f"{self.name} is leaving: {late}")
+        return None
+
+    def _cannot_run(
+        self, task: Any, ref: TaskRef | None, cells: list[tuple[int, int, int]]
+    ) -> Answer | None:
+        if ref is None:
+            return failed(ErrorKind.PROTOCOL, f"task {task!r} is not part of this run")
+        try:
+            spec = get_task(task)
+        except Exception:
+            return failed(ErrorKind.UNSUPPORTED, f"{self.name} has no task {task!r}")
+        if spec.version != ref.version:
+            return failed(
+                ErrorKind.UNSUPPORTED,
+                f"{self.name} has {task} version {spec.version}, the run needs {ref.version}",
+            )
+        if any((member == YEAR) != spec.per_year for _, member, _ in cells):
+            shape = f"member {YEAR} (once per year)" if spec.per_year else "a member >= 0"
+            return failed(ErrorKind.INPUT, f"task {task} takes {shape}")
+        return None
+
+    def _context(self, run: RunSpec, task: str) -> dict[str, Any]:
+        key = (run.run_id, task)
+        context = self._contexts.get(key)
+        if context is None:
+            context = self._contexts[key] = {
+                "task": task,
+                "params": dict(run.tasks[task].params),
+                "data_dir": run.data_dir,
+                "results_dir": run.results_dir,
+                "scratch_dir": self._own.scratch_dir,
+                "members": list(run.members),
+                "run_id": run.run_id,
+            }
+        return context
+
+    def _run(
+        self, run: RunSpec, task: str, cells: list[tuple[int, int]], wait: bool = True
+    ) -> list[Any]:
+        """Run ``cells`` in the task process; with ``wait``, after the batch running now."""
+        if (not wait and self._running.locked()) or not self._slots.acquire(blocking=False):
+            current = self._current or {}
+            busy = failed(
+                ErrorKind.BUSY,
+                f"{self.name} is busy with {current.get('task')} {current.get('year')} "
+                f"m{current.get('member')}",
+            )
+            return [busy.to_wire()] * len(cells)
+        try:
+            cancels = self._cancels
+            with self._running:
+                if self._cancels != cancels or self.stopping:  # cancelled while waiting
+                    kind = ErrorKind.STOPPING if self.stopping else ErrorKind.CANCELLED
+                    return [failed(kind, f"task {kind.value}").to_wire()] * len(cells)
+                self._executor.new_job()
+                year, member = cells[0]
+                self._current = {
                     "task": task,
                     "year": year,
                     "member": member,
-                    "params": resolved,
-                    "data_dir": run["data_dir"],
-                    "results_dir": run["results_dir"],
-                    "scratch_dir": run.get("scratch_dir"),
-                    "members": run.get("members") if spec.per_year else None,
+                    "cells": len(cells),
+                    "since": time.time(),
+                    "run_id": run.run_id,
                 }
-                for year, member in cells
-            ]
-            self._executor.new_job()
-            self._current = {
-                "task": task,
-                "year": cells[0][0],
-                "member": cells[0][1],
-                "cells": len(cells),
-                "since": time.time(),
-            }
-            outcomes = self._executor.run_batch(jobs, float(run["timeout"]))
-            self._done += len(cells)
-            return outcomes
+                try:
+                    answers = self._executor.run_batch(self._context(run, task), cells, run.timeout)
+                finally:
+                    self._current = None
+                answers = self._oom.explain(answers)
+                if self.walltime:
+                    self.walltime.record(task, [a[1] for a in answers if a[0] == "+"])
+                self._done += len(cells)
+                return answers
         finally:
-            self._current = None
-            self._busy.release()
+            self._slots.release()
 
     @expose
-    def ping(self) -> dict[str, Any]:
-        """Answer at once: the manager's liveness check."""
-        self._last_contact = time.monotonic()
+    def check_results(self, run_id: Any, items: Any) -> list[str | None]:
+        """Say for each earlier result whether it still holds where this worker sees it.
+
+        ``items``: ``[[task, year, member, inputs, output, output_sum], ...]`` as the run
+        recorded them. Answers, per item, None or why the cell must run again. The inputs
+        and outputs are measured here, where the data is, not on the manager's machine.
+        """
+        from clusterfarm.ledger import check_result
+
+        run = self._runs.get(run_id) if isinstance(run_id, str) else None
+        if run is None or not isinstance(items, list) or len(items) > _CHECK_BATCH:
+            count = len(items) if isinstance(items, list) else 1
+            return [f"cannot check: join first; at most {_CHECK_BATCH:,} a call"] * count
+        self.last_contact = time.monotonic()
+        reasons: list[str | None] = []
+        for item in items:
+            try:
+                task, year, member, inputs, output, output_sum = item
+                spec = get_task(task)
+                params = dict(run.tasks[task].params)
+                files = spec.input_files(year, member, params, Path(run.data_dir))
+            except Exception:
+                reasons.append(f"cannot check {item!r:.60}")
+                continue
+            reasons.append(check_result(files, inputs, output, output_sum))
+        return reasons
+
+    @expose
+    def release(self, run_id: Any) -> bool:
+        """End run ``run_id``'s lease (its manager is done with this worker)."""
+        with self._lock:
+            if self._lease is not None and self._lease.run_id == run_id:
+                self._lease = None
+                return True
+        return False
+
+    @expose
+    def ping(self, run_id: Any = None) -> dict[str, Any]:
+        """Answer at once: a manager's liveness check (renews its run's lease)."""
+        now = time.monotonic()
+        with self._lock:
+            self.last_contact = now  # a manager wants this worker
+            lease = self._lease
+            if lease is not None and lease.run_id == run_id:
+                lease.last_contact = now
         return {"name": self.name, "busy": self._current is not None}
+
+    @expose
+    def cancel(self, run_id: Any = None) -> bool:
+        """Stop the running batch (and any waiting one) of run ``run_id`` (any with None)."""
+        current = self._current
+        if current is None or (run_id is not None and current.get("run_id") != run_id):
+            return False
+        self._cancels += 1
+        self._executor.kill("cancelled")
+        return True
+
+    # -- the public single-cell call (SPEC §7) ----------------------------------------------
+
+    @expose
+    def do_work(self, year: Any, member: Any, task: Any, params: Any = None) -> dict[str, Any]:
+        """Run ``task`` for one cell with this worker's own settings; answer a dict."""
+        names = {"year": year, "member": member, "task": task, "worker": self.name}
+        names["host"] = self.host
+        answer = self._work(year, member, task, params)
+        return {**names, **answer.to_dict()}
+
+    def _work(self, year: Any, member: Any, task: Any, params: Any) -> Answer:
+        try:
+            ((year, member, _),) = batch_cells([[year, member]])
+            if not isinstance(task, str):
+                raise ProtocolError(f"task must be a task name, not {task!r:.40}")
+            if params is not None and not isinstance(params, dict):
+                raise ProtocolError(f"params must be a dict, not {type(params).__name__}")
+            spec = get_task(task)
+            resolved = spec.resolve_params(params)
+        except Exception as exc:  # a bad call or an unknown task: refused, never raised
+            return failed(ErrorKind.INPUT, str(exc))
+        own = self._own
+        run = RunSpec(
+            run_id=f"do_work-{params_hash(resolved)}-{task}",
+            data_dir=own.data_dir,
+            results_dir=own.results_dir,
+            timeout=own.timeout,
+            lost_after=own.timeout,
+            members=(member,),
+            tasks={task: TaskRef(spec.version, resolved)},
+        )
+        with self._lock:
+            lease = self._lease
+            if lease is not None and lease.holds(time.monotonic()):
+                return failed(ErrorKind.LEASED, f"{self.name} works for {_holder(lease)}")
+            self._runs[run.run_id] = run
+        problem = self._going(task, 1) or self._cannot_run(
+            task, run.tasks[task], [(year, member, 0)]
+        )
+        if problem is not None:
+            return problem
+        short = self._disk.problem(own, own.results_dir)
+        if short is not None:
+            return failed(ErrorKind.RESOURCE, short)
+        return parse_answer(self._run(run, task, [(year, member)], wait=False)[0])
+
+    # -- for operators ----------------------------------------------------------------------
 
     @expose
     def quarantine(self, seconds: float) -> None:
@@ -160,6 +371,9 @@ class PyroWorker:
     def info(self) -> dict[str, Any]:
         """Describe this worker (for ``clusterfarm workers``)."""
         current = self._current
+        lease = self._lease
+        now = time.monotonic()
+        leased = _holder(lease) if lease is not None and lease.holds(now) else None
         return {
             "name": self.name,
             "host": self.host,
@@ -170,290 +384,101 @@ class PyroWorker:
             "uptime": time.time() - self._started,
             "version": __version__,
             "task_pid": self._executor.pid,
+            "leased_by": leased,
+            "run_id": lease.run_id if leased and lease else None,
+            "draining": self.walltime is not None and self.walltime.leaving.is_set(),
+            "versions": versions(),
         }
 
     def _idle_state(self) -> str:
+        if self.walltime is not None and self.walltime.leaving.is_set():
+            return "draining"
         return "quarantined" if self._quarantined_until > time.time() else "idle"
 
-    def retire(self) -> None:
-        """Take no more tasks and hand the running one back (before the daemon stops)."""
-        self._stopping = True
-        self.abandon("worker stopping")
+    # -- for the daemon around it -----------------------------------------------------------
 
-    def abandon(self, why: str) -> None:
-        """Stop the running task; ``do_work`` answers ``abandoned`` and the manager requeues."""
+    @property
+    def busy(self) -> bool:
+        return self._current is not None
+
+    def retire(self) -> None:
+        """Take no more cells and hand the running ones back (before the daemon stops)."""
+        self.stopping = True
+        self.abandon("worker stopping", "shutdown")
+
+    def abandon(self, why: str, reason: str = "abandoned") -> None:
+        """Stop the running batch; its cells are answered as handed back, not attempted."""
         if self._current is not None:
             LOG.warning("%s: abandoning %s (%s)", self.name, self._current, why)
-            self._executor.kill("abandoned")
+            self._cancels += 1
+            self._executor.kill(reason)
 
     def wait_idle(self, timeout: float) -> None:
         """Wait until the running call has answered (bounded)."""
-        if self._busy.acquire(timeout=timeout):
-            self._busy.release()
+        if self._running.acquire(timeout=timeout):
+            self._running.release()
 
-    def watch_contact(self, stopped: threading.Event) -> None:
-        """Abandon a task when the manager has been silent for ``abandon_after`` seconds.
-
-        The manager declares this worker lost after the same time without an answer and runs
-        the cell elsewhere: stopping here keeps the two from both finishing it.
-        """
-        while not stopped.wait(1.0):
-            limit = self._run_settings.get("abandon_after")
-            if limit and self._current and time.monotonic() - self._last_contact > limit:
-                self.abandon(f"no word from the manager for {limit:g} s")
-
-    @expose
-    def cancel(self) -> bool:
-        """Stop the running task, if any; its ``do_work`` answers ``cancelled``."""
-        if self._current is None:
-            return False
-        self._executor.kill("cancelled")
-        return True
+    def silent_for(self, now: float) -> float | None:
+        """How long the leased run's manager has been silent while a task runs, else None."""
+        lease = self._lease
+        if self._current is None or lease is None:
+            return None
+        silence = now - lease.last_contact  # its own manager's silence, not another's
+        return silence if silence > lease.lost_after else None
 
 
-def _check_call(task: Any, params: Any, cells: list[Any]) -> str | None:
-    for cell in cells:
-        if not isinstance(cell, list | tuple) or len(cell) != 2:
-            return f"a cell must be [year, member], not {cell!r}"
-        # member -1 (YEAR) is the one cell of a per-year task
-        for label, value, lowest in zip(("year", "member"), cell, (0, YEAR), strict=True):
-            if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
-                return f"{label} must be a non-negative integer, not {value!r}"
-    if not isinstance(task, str):
-        return f"task must be a task name, not {task!r}"
-    if params is not None and not isinstance(params, dict):
-        return f"params must be a dict, not {type(params).__name__}"
-    return None
+def _holder(lease: Lease) -> str:
+    return f"run {lease.run_id}" + (f" ({lease.manager})" if lease.manager else "")
 
 
-def _refused(error: str, kind: str) -> dict[str, Any]:
-    return {
-        "status": "failure",
-        "error": error,
-        "error_kind": kind,
-        "output": None,
-        "summary": None,
-        "elapsed": 0.0,
-    }
+def versions() -> dict[str, str]:
+    """clusterfarm's, Python's and the key libraries' versions on this host (provenance)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-
-def serve(
-    settings: Settings,
-    bind_host: str,
-    name: str | None,
-    ns_host: str,
-    ns_port: int,
-    die_with_stdin: bool = False,
-    ready: threading.Event | None = None,
-    orphan_after: float = 0.0,
-) -> None:
-    """Run a worker daemon until SIGTERM (or end of stdin with ``die_with_stdin``).
-
-    With ``orphan_after`` > 0 it also stops once the nameserver has been unreachable that long.
-    """
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    stop_asked = threading.Event()
-    if in_main_thread:
-        # a SIGTERM while starting up is kept and honoured once the worker can unregister;
-        # the default action would kill it with its name left in the nameserver
-        signal.signal(signal.SIGTERM, lambda *_: stop_asked.set())
-        if die_with_stdin:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the manager decides when we stop
-    configure_pyro()
-    check_listen_address(bind_host)  # the manager would refuse to talk to it
-    load_task_modules(settings.tasks.modules)
-    ns = locate(ns_host, ns_port)
-    executor = Executor(settings.tasks.modules)
-    run = {
-        "data_dir": str(Path(settings.run.data_dir).absolute()),
-        "results_dir": str(Path(settings.run.results_path).absolute()),
-        "scratch_dir": str(Path(settings.workers.workdir).expanduser() / "scratch"),
-        "timeout": settings.run.timeout,
-        "min_free_mb": settings.workers.min_free_mb,
-    }
-    try:
-        daemon = Daemon(host=bind_host, port=0)
-    except OSError as exc:
-        executor.close()
-        raise WorkerError(
-            f"cannot listen on {bind_host} ({exc.strerror}); give --host an address of this machine"
-        ) from exc
-    host_label = (name or "").rsplit(".", 1)[0] or socket.gethostname().split(".")[0]
-    full_name = _register(ns, daemon, executor, host_label, name, run)
-    LOG.info("worker %s listening at %s (pid %d)", full_name, bind_host, os.getpid())
-
-    worker: PyroWorker = daemon.objectsById[full_name]
-    stopped = threading.Event()
-    threading.Thread(target=worker.watch_contact, args=(stopped,), daemon=True).start()
-
-    def shut_down() -> None:
-        # hand the running cell back cleanly (the manager requeues it), then go
-        worker.retire()
-        worker.wait_idle(5)
-        stopped.set()
-        daemon.shutdown()
-
-    def stop(*_: Any) -> None:
-        threading.Thread(target=shut_down, daemon=True).start()
-
-    if in_main_thread:
-        signal.signal(signal.SIGTERM, stop)
-    if stop_asked.is_set():
-        stop()
-    if die_with_stdin:
-        threading.Thread(target=_wait_for_eof, args=(stop,), daemon=True).start()
-    leaving = threading.Event()  # set once the daemon stops serving: never register again
-    if orphan_after > 0:
-        uri = daemon.uriFor(full_name)
-        watch = (ns_host, ns_port, full_name, uri, orphan_after, stop, leaving)
-        threading.Thread(target=_watch_nameserver, args=watch, daemon=True).start()
-    if ready is not None:
-        ready.set()
-    try:
-        daemon.requestLoop()
-    finally:
-        leaving.set()
-        executor.close()
-        _unregister(ns_host, ns_port, full_name)
-        daemon.close()
-        LOG.info("worker %s stopped", full_name)
-
-
-def _register(
-    ns: Any,
-    daemon: Daemon,
-    executor: Executor,
-    host_label: str,
-    name: str | None,
-    run: dict[str, Any],
-) -> str:
-    """Register under ``name`` or the first free ``<host>.<n>``; return the full name."""
-    candidates = [name] if name else [f"{host_label}.{n}" for n in range(1000)]
-    for candidate in candidates:
-        full_name = candidate if candidate.startswith(WORKER_PREFIX) else WORKER_PREFIX + candidate
-        worker = PyroWorker(full_name, host_label, executor, run)
-        uri = daemon.register(worker, objectId=full_name)
+    found = {"clusterfarm": __version__, "python": platform.python_version()}
+    for package in ("Pyro5", "serpent", "numpy", "netCDF4", "cftime"):
         try:
-            ns.register(full_name, uri, safe=True, metadata=_metadata(host_label))
-            return full_name
-        except Pyro5.errors.NamingError:
-            daemon.unregister(full_name)
-            if name and _is_dead(ns.lookup(full_name)):
-                ns.remove(full_name)  # a stale entry of a worker that died
-                return _register(ns, daemon, executor, host_label, name, run)
-    raise WorkerError(
-        f"worker name {name or host_label + '.<n>'} is taken by a live worker; give another --name"
-    )
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found
 
 
 class DiskCheck:
-    """Whether this worker has the disk space to take tasks, checked at most once a second.
+    """Whether this worker has the disk space to take cells, checked at most once a second.
 
-    Free space does not change much between two tasks, and asking the file systems costs
-    about 0.1 ms after an idle moment, which a stream of short tasks would pay every time.
+    Free space does not change much between two cells, and asking the file systems costs
+    about 0.1 ms after an idle moment, which a stream of short cells would pay every time.
     """
 
     INTERVAL = 1.0
 
     def __init__(self) -> None:
-        self._checked = -self.INTERVAL
-        self._problem: str | None = None
+        self._checked: dict[str, float] = {}
+        self._problem: dict[str, str | None] = {}
 
-    def problem(self, run: dict[str, Any]) -> str | None:
+    def problem(self, own: Own, results_dir: str) -> str | None:
         now = time.monotonic()
-        if now - self._checked >= self.INTERVAL:
-            self._checked, self._problem = now, _short_of_disk(run)
-        return self._problem
+        if now - self._checked.get(results_dir, -self.INTERVAL) >= self.INTERVAL:
+            # the answer first, then its time: another lane may ask in between
+            self._problem[results_dir] = short_of_disk(own, results_dir)
+            self._checked[results_dir] = now
+        return self._problem.get(results_dir)
 
 
-def _short_of_disk(run: dict[str, Any]) -> str | None:
-    """Why this worker should not take a task for lack of disk space, or None."""
-    needed = float(run.get("min_free_mb") or 0)
+def short_of_disk(own: Own, results_dir: str) -> str | None:
+    """Why this worker should not take a cell for lack of disk space, or None."""
+    needed = float(own.min_free_mb or 0)
     if not needed:
         return None
-    for key in ("scratch_dir", "results_dir"):
-        if not run.get(key):
-            continue
-        place = Path(run[key])
+    for folder in (own.scratch_dir, results_dir):
+        place = Path(folder)
         while not place.exists() and place != place.parent:
             place = place.parent
         free = shutil.disk_usage(place).free / 1e6
         if free < needed:
             return (
-                f"{run[key]}: only {free:.0f} MB free, below [workers] min_free_mb = "
+                f"{folder}: only {free:.0f} MB free, below [workers] min_free_mb = "
                 f"{needed:g}; free some space on this host"
             )
     return None
-
-
-def _metadata(host_label: str) -> set[str]:
-    return {"clusterfarm.worker", f"host={host_label}", f"pid={os.getpid()}"}
-
-
-def _watch_nameserver(
-    ns_host: str,
-    ns_port: int,
-    full_name: str,
-    uri: Any,
-    orphan_after: float,
-    stop: Any,
-    leaving: threading.Event,
-) -> None:
-    """Stop the worker once the nameserver has been gone ``orphan_after`` s (no orphans).
-
-    A nameserver that answers but has forgotten this worker (it was restarted) gets it
-    registered again. Runs in its own thread every few seconds: no cost per task.
-    """
-    interval = min(5.0, max(0.2, orphan_after / 5))
-    last_seen = time.monotonic()
-    while not leaving.wait(interval):
-        try:
-            ns = locate(ns_host, ns_port, timeout=min(3.0, interval))
-            with ns:
-                try:
-                    registered = str(ns.lookup(full_name))
-                except Pyro5.errors.NamingError:
-                    if leaving.is_set():
-                        return  # it unregistered itself on the way out
-                    host_label = full_name.removeprefix(WORKER_PREFIX).rsplit(".", 1)[0]
-                    ns.register(full_name, uri, safe=True, metadata=_metadata(host_label))
-                    LOG.warning("the nameserver had forgotten %s: registered again", full_name)
-                    registered = str(uri)
-        except (NameServerError, Pyro5.errors.PyroError) as exc:
-            if time.monotonic() - last_seen < orphan_after:
-                continue
-            LOG.warning("no nameserver for %.0f s (%s): stopping, an orphan", orphan_after, exc)
-            return stop()
-        if registered != str(uri):
-            LOG.warning("another worker took the name %s (%s): stopping", full_name, registered)
-            return stop()
-        last_seen = time.monotonic()
-
-
-def _is_dead(uri: Any) -> bool:
-    from Pyro5.api import Proxy
-
-    try:
-        with Proxy(uri) as proxy:
-            proxy._pyroTimeout = 2
-            proxy._pyroBind()
-        return False
-    except Pyro5.errors.CommunicationError:
-        return True
-
-
-def _unregister(ns_host: str, ns_port: int, full_name: str) -> None:
-    try:
-        locate(ns_host, ns_port, timeout=2).remove(full_name)
-    except (NameServerError, Pyro5.errors.PyroError):
-        pass  # the nameserver is gone already: nothing to clean
-
-
-def _wait_for_eof(stop: Any) -> None:
-    # local workers get a pipe from the manager as stdin: EOF means the manager is gone
-    try:
-        while os.read(sys.stdin.fileno(), 1024):
-            pass
-    except (OSError, ValueError):
-        pass
-    stop()

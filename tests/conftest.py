@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,9 +19,25 @@ from typing import Any
 import pytest
 
 from clusterfarm.nameserver import NameServer, list_workers, locate
+from clusterfarm.secret import new_secret, write_secret
+from clusterfarm.transport import set_secret
 
 TESTS = Path(__file__).resolve().parent
 PLUGINS = TESTS / "plugins"
+
+# The cluster secret of this test session (SPEC §12): in a throw-away file that the default
+# settings find through $CLUSTERFARM_SECRET_FILE, so no test touches ~/.clusterfarm. This
+# process presents it too (and its in-process nameservers demand it).
+SECRET = new_secret()
+SECRET_FILE = Path(tempfile.mkdtemp(prefix="cf-secret-")) / "secret"
+write_secret(SECRET_FILE, SECRET)
+os.environ["CLUSTERFARM_SECRET_FILE"] = str(SECRET_FILE)
+set_secret(SECRET)
+
+
+def handshake() -> dict[str, str]:
+    """What a plain Pyro5 client sets as ``proxy._pyroHandshake`` (SPEC §12)."""
+    return {"secret": SECRET}
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -74,9 +91,14 @@ def start_worker(
 ) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Start real worker daemons (subprocesses) registered with ``nameserver``."""
     processes: list[subprocess.Popen[bytes]] = []
-    settings = write_settings(tmp_path / "worker.toml", PLUGIN_SETTINGS)
 
-    def start(name: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        name: str,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        settings_text: str = PLUGIN_SETTINGS,
+    ) -> subprocess.Popen[bytes]:
+        settings = write_settings(tmp_path / f"worker-{name}.toml", settings_text)
         log = open(tmp_path / f"{name}.log", "ab")
         process = subprocess.Popen(
             [
@@ -200,3 +222,70 @@ def netns_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         for server in servers:
             server.stop()
         lab.close()
+
+
+# -- SLURM: a real single-node cluster (root); helpers in tests/slurm.py ---------------------
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[object]:
+    """A real SLURM cluster on this machine for the whole session; always stopped after."""
+    from tests.slurm import slurm_missing, start_cluster
+
+    if reason := slurm_missing():
+        pytest.skip(reason)
+    cluster = start_cluster()
+    print(f"SLURM ({cluster.proctrack}) ready in {cluster.started_in:.1f} s")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+# The SLURM walltime scenario takes a minute of real time (SLURM's shortest limit) while it
+# mostly waits, so it starts with the session's first test and runs beside the others; its
+# test (in test_launcher_slurm.py) collects it.
+WALLTIME_TEST = "test_a_worker_near_its_time_limit_drains_and_is_replaced"
+
+
+@pytest.fixture(scope="session")
+def walltime_run(
+    slurm_cluster: object, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[object, subprocess.Popen[str]]]:
+    """A run of five 20-second cells on two workers with a 1-minute limit, in the background."""
+    from tests.slurm import Lab
+
+    lab = Lab(tmp_path_factory.mktemp("walltime"))
+    lab.write(slurm='time = "1"\nworkers = 2\n', tasks="[tasks.sleep]\nseconds = 20\n")
+    process = lab.run_in_background("--task", "sleep", "--years", "2000", "--members", "0-4")
+    try:
+        yield lab, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        lab.cleanup()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_walltime_run_early(request: pytest.FixtureRequest) -> None:
+    from tests.slurm import slurm_missing
+
+    # without SLURM the test itself skips, saying why; skipping here would skip every test
+    if not slurm_missing() and any(item.name == WALLTIME_TEST for item in request.session.items):
+        try:
+            request.getfixturevalue("walltime_run")
+        except Exception:  # a cluster that does not start fails the SLURM tests, not all
+            pass
+
+
+@pytest.fixture
+def mounts() -> Iterator[object]:
+    """Full tmpfs disks and read-only folders for one test, all undone at teardown."""
+    from tests.mounts import Mounts
+
+    made = Mounts()
+    try:
+        yield made
+    finally:
+        made.close()

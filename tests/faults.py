@@ -69,6 +69,23 @@ def complete_cells(run_dir: Path) -> int:
         db.close()
 
 
+def busy_on(run_dir: Path, worker: str) -> bool:
+    """True when the run's state shows ``worker`` working on a cell."""
+    try:
+        db = sqlite3.connect(f"file:{run_dir / 'state.sqlite'}?mode=ro", uri=True)
+    except sqlite3.OperationalError:
+        return False
+    try:
+        row = db.execute(
+            "SELECT 1 FROM cells WHERE status='W' AND worker=?", (f"clusterfarm.worker.{worker}",)
+        ).fetchone()
+        return row is not None
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        db.close()
+
+
 def rss_kb(pid: int) -> int:
     """Resident memory of ``pid`` in kB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

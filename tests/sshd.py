@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clusterfarm.daemons import is_our_worker, recorded
+from clusterfarm.launchers.ssh.daemons import is_our_worker, recorded
 from tests.conftest import stop_process
 
 SSHD = Path("/usr/sbin/sshd")

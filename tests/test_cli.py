@@ -25,6 +25,20 @@ def test_settings_prints_effective_toml(tmp_path, monkeypatch):
     assert printed["run"]["years"] == "1990-1991" and printed["run"]["timeout"] == 900.0
 
 
+def test_settings_prints_the_effective_parameters_of_the_tasks(tmp_path):
+    path = write_settings(
+        tmp_path / "s.toml",
+        '[run]\ntask = "vort_track,year_summary"\n[tasks.vort_track]\nthreshold = 2e-5\n'
+        "[tasks.sleep]\nseconds = 1\n",
+    )
+    result = CliRunner().invoke(cli, ["settings", "--settings", str(path)])
+    assert result.exit_code == 0, result.output
+    tasks = tomllib.loads(result.output)["tasks"]
+    assert tasks["vort_track"]["threshold"] == 2e-5 and tasks["vort_track"]["min_steps"] == 6
+    assert tasks["year_summary"]["box_deg"] == 5.0  # a run task without a table: its defaults
+    assert tasks["sleep"] == {"seconds": 1.0}
+
+
 @pytest.mark.parametrize(
     ("args", "settings", "code", "complaint"),
     [
@@ -32,8 +46,8 @@ def test_settings_prints_effective_toml(tmp_path, monkeypatch):
         (["run", "--years", "20x0"], None, 2, "'20x0' is not a number"),
         (["run", "--members", ""], None, 2, "empty member spec"),
         (["run", "--task", "nope"], None, 2, "unknown task 'nope'"),
-        (["run", "--timeout", "-5"], None, 2, "--timeout must be positive"),
-        (["run", "--local", "0", "--task", "noop"], None, 2, "--local 0"),
+        (["run", "--timeout", "-5"], None, 2, "'--timeout': must be positive"),
+        (["run", "--local", "0", "--task", "noop"], None, 2, "'--local': 0 is out of range"),
         (["run"], "[run]\ntimeot = 3\n", 2, "unknown key run.timeot"),
         (["run"], '[run]\nretries = "many"\n', 2, "run.retries must be an integer"),
         (["run"], "[tasks.sleep]\nsecs = 1\n", 2, "[tasks.sleep] secs: unknown parameter"),

@@ -102,7 +102,7 @@ def test_corrupt_year_fails_its_cells_and_summary_and_a_fixed_rerun_does_exactly
 def test_changed_parameter_reruns_everything_it_affects_and_says_why(project):
     assert run_both(project)[0] == 0
     (project / "clusterfarm.toml").write_text("[tasks.vort_track]\nthreshold = 1.2e-5\n")
-    status = run_cli("status", cwd=project)
+    status = run_cli("status", "--plan", cwd=project)
     assert "15 complete cell(s) will run again on the next run:" in status.out
     assert "vort_track 2000 m000: parameters changed" in status.out
     assert "year_summary 2000: needs vort_track 2000 m000, which will run again" in status.out
@@ -117,8 +117,8 @@ def test_changed_input_file_reruns_that_year(project):
     v_file = project / "data/2002/v850_2002.nc"
     stat = v_file.stat()
     os.utime(v_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    stale = json.loads(run_cli("status", "--json", cwd=project).out)["stale"]
-    assert {(s["task"], s["year"]) for s in stale} == {("vort_track", 2002), ("year_summary", 2002)}
+    # inputs are checked where the data is, when the run starts: status cannot tell
+    assert json.loads(run_cli("status", "--plan", "--json", cwd=project).out)["stale"] == []
     code, report = run_both(project)
     assert code == 0 and report["ran"] == 5
 

@@ -42,6 +42,30 @@ def started_lab(lab: SSHLab, server: SSHServer, workers: int = 2) -> Path:
     return settings
 
 
+def test_start_workers_copies_the_secret_and_its_workers_refuse_clients_without_it(
+    ssh_lab: SSHLab, sshd_server: SSHServer, nameserver: NameServer
+) -> None:
+    import stat
+
+    import Pyro5.api
+    import Pyro5.errors
+
+    from tests.conftest import SECRET
+
+    settings = started_lab(ssh_lab, sshd_server, workers=1)
+    copied = ssh_lab.workdir / "secret"
+    assert copied.read_text().strip() == SECRET
+    assert stat.S_IMODE(copied.stat().st_mode) == 0o600
+    uri = str(locate(nameserver.host, nameserver.port).lookup("clusterfarm.worker.loc.0"))
+    with Pyro5.api.Proxy(uri) as proxy, pytest.raises(Pyro5.errors.CommunicationError) as no:
+        proxy._pyroBind()
+    assert "authentication required" in str(no.value)
+    with Pyro5.api.Proxy(uri) as proxy:
+        proxy._pyroHandshake = {"secret": SECRET}
+        assert proxy.ping()["name"] == "clusterfarm.worker.loc.0"
+    assert ssh_lab.cli(settings, "stop-workers").code == 0
+
+
 @pytest.mark.slow
 def test_started_workers_run_a_job_and_stop_workers_leaves_nothing(
     ssh_lab: SSHLab, sshd_server: SSHServer, nameserver: NameServer

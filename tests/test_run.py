@@ -259,7 +259,7 @@ def test_task_scratch_dir_is_under_the_worker_workdir_and_removed(project):
 def test_status_still_shows_progress_when_it_cannot_plan_the_next_run(project):
     run_json(project, "--task", "noop", "--years", "2000", "--members", "0-2")
     write_settings(project / "clusterfarm.toml", '[tasks]\nmodules = ["no_such_plugin"]\n')
-    shown = run_cli("status", cwd=project)
+    shown = run_cli("status", "--plan", cwd=project)
     assert shown.code == 0, shown.err
     assert "2000: +++" in shown.out
     assert "(cannot tell which cells the next run redoes: tasks.modules: cannot import" in shown.out

@@ -1,6 +1,7 @@
 """Settings: lookup order, substitution, validation, printing."""
 
 import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -79,6 +80,14 @@ def test_unset_variable_without_default_names_the_key(tmp_path, monkeypatch):
         ('[logging]\nformat = "xml"\n', "must be text or json"),
         ("[run\n", "not valid TOML"),
         ("[security]\ntls = true\n", r"security\.ca is needed for tls"),
+        ('[run]\nlauncher = "pbs"\n', r"run\.launcher must be one of auto, local, ssh, slurm"),
+        ("[slurm]\nworkers = 0\n", r"slurm\.workers must be at least 1"),
+        ("[slurm]\nmax_running = -1\n", r"slurm\.max_running must not be negative"),
+        ('[slurm]\ntime = "1 hour"\n', r"slurm\.time '1 hour' is not a SLURM time limit"),
+        ('[slurm]\nmem = "4 GB"\n', r"slurm\.mem '4 GB' is not a SLURM memory size"),
+        ('[slurm]\nsbatch_args = "--exclusive"\n', r"slurm\.sbatch_args must be a list"),
+        ('[slurm]\nsbatch_args = ["exclusive"]\n', r"slurm\.sbatch_args\[0\] 'exclusive'"),
+        ('[slurm]\nqueue = "x"\n', r"unknown key slurm\.queue"),
     ],
 )
 def test_invalid_settings_name_the_file_and_key(tmp_path, text, complaint):
@@ -86,6 +95,21 @@ def test_invalid_settings_name_the_file_and_key(tmp_path, text, complaint):
     with pytest.raises(SettingsError, match=complaint) as caught:
         load_settings(path)
     assert str(caught.value).startswith(path) or "TOML" in str(caught.value)
+
+
+def test_launcher_auto_means_ssh_with_hosts_and_local_without(tmp_path):
+    assert load_settings().launcher == "local"
+    hosts = load_settings(write(tmp_path / "h.toml", '[[hosts]]\nname = "berlin"\n'))
+    assert hosts.launcher == "ssh"
+    slurm = load_settings(write(tmp_path / "s.toml", '[run]\nlauncher = "slurm"\n'))
+    assert slurm.launcher == "slurm" and slurm.slurm.workers == 2
+
+
+def test_example_slurm_settings_are_valid(monkeypatch):
+    example = Path(__file__).resolve().parent.parent / "settings" / "example-slurm.toml"
+    settings = load_settings(str(example))
+    assert settings.launcher == "slurm"
+    assert settings.slurm.sbatch_args == ("--constraint=haswell",)
 
 
 def test_missing_settings_file_is_an_error(tmp_path):
@@ -127,3 +151,11 @@ def test_command_line_overrides_are_checked_like_the_file():
         settings.with_run(timeout=-3.0)
     with pytest.raises(SettingsError, match="--years: .*reversed"):
         settings.with_run(years="2005-2001")
+
+
+def test_relative_run_paths_can_be_taken_from_where_a_run_started(tmp_path):
+    path = write(tmp_path / "s.toml", '[run]\ndata_dir = "data"\nresults_dir = "/abs/results"\n')
+    started = load_settings(path).started_in("/home/ada/project")
+    assert started.run.data_dir == "/home/ada/project/data"
+    assert started.run.results_dir == "/abs/results"  # absolute: as it was
+    assert load_settings().started_in("/p").run.results_dir == ""  # empty: {run_dir}/results

@@ -8,10 +8,16 @@ import pty
 import select
 import sys
 
-from clusterfarm.events import CellChange, CellsChanged, WorkerJoined, WorkerLeft
+from clusterfarm.events import (
+    CellChange,
+    CellsChanged,
+    WorkerJoined,
+    WorkerLeft,
+    WorkersPending,
+)
 from clusterfarm.schedule import TaskSchedule
 from clusterfarm.view import Board, PlainView
-from tests.conftest import cli_env
+from tests.conftest import cli_env, run_cli
 
 
 def board_for(members=range(3)):
@@ -37,6 +43,19 @@ def test_board_follows_cell_changes_and_workers():
     assert board.worker_rows()[0][1].gone and board.notes == [
         "worker clusterfarm.worker.a.0 left: lost"
     ]
+
+
+def test_board_shows_queued_worker_jobs_with_their_reason_until_they_join():
+    board = board_for()
+    first, second = "clusterfarm.worker.slurm-7_0", "clusterfarm.worker.slurm-7_1"
+    board.apply(WorkersPending(((first, "Resources"),)))
+    board.apply(WorkersPending(((first, "Priority"), (second, "Priority"))))
+    rows = [(name, row.pending) for name, row in board.worker_rows()]
+    assert rows == [(first, "Priority"), (second, "Priority")]
+    board.apply(WorkerJoined(first, "node17"))
+    board.apply(WorkersPending(()))  # the second was cancelled: its row goes
+    ((name, row),) = board.worker_rows()
+    assert name == first and row.pending is None and row.host == "node17"
 
 
 def test_plain_view_prints_a_block_only_when_something_changed():
@@ -88,3 +107,81 @@ def test_run_on_a_terminal_shows_the_live_coloured_board(tmp_path):
     assert "12/12 complete, 0 working, 0 failed, 0 timeout" in output
     assert "local.0" in output and "local.1" in output  # the worker table
     assert "ETA" in output
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def blocks_of(text):
+    """The blocks of plain output: each a header line and the lines after it."""
+    blocks = []
+    for line in text.splitlines():
+        if line.startswith("["):
+            blocks.append([line])
+        else:
+            blocks[-1].append(line)
+    return blocks
+
+
+def test_plain_output_of_a_long_run_is_bounded_and_ends_with_the_whole_board():
+    years, members = list(range(1000)), list(range(200))  # 200,000 cells, as in the issue
+    board, out, clock = Board(TaskSchedule(years, members, ["noop"])), io.StringIO(), Clock()
+    view = PlainView(out, clock=clock)
+    view.start(board)
+    cells = [(year, member) for year in years for member in members]
+    step = len(cells) // 370  # all done in 37 s, ten changes a second
+    for i in range(0, len(cells), step):
+        changes = [CellChange("noop", y, m, "+", None, None) for y, m in cells[i : i + step]]
+        board.apply(CellsChanged(changes))
+        clock.now += 0.1
+        view.tick()
+    view.close()
+    whole_board = sum(len(f"{year}: {'+' * 200}\n") for year in years)
+    # the first and the last board, and each line about once per second it changed in;
+    # printing the whole board every second was 37 of them
+    assert len(out.getvalue()) < 4 * whole_board
+    last = blocks_of(out.getvalue())[-1]
+    assert last[0].endswith("200000/200000 complete, 0 working, 0 failed, 0 timeout")
+    assert last[1:] == [f"{year}: {'+' * 200}" for year in years]
+
+
+def test_plain_view_prints_the_whole_board_at_most_once_a_minute():
+    board, out, clock = board_for(range(56)), io.StringIO(), Clock()
+    view = PlainView(out, clock=clock)
+    view.start(board)
+    for second in range(3600):  # an hour with a change every second
+        status = "W" if second // 2 % 2 else "+"
+        board.apply(CellsChanged([CellChange("sleep", 2000 + second % 2, 0, status, None, None)]))
+        clock.now += 1.0
+        view.tick()
+    view.close()
+    blocks = blocks_of(out.getvalue())
+    assert len(blocks) == 3601
+    whole = [block for block in blocks if len(block) == 3]  # header and both years
+    assert 60 <= len(whole) <= 62  # once a minute, and at the end
+    assert all(len(block) == 2 for block in blocks if block not in whole)  # the changed line
+
+
+def test_plain_run_prints_changed_lines_between_whole_boards(tmp_path):
+    (tmp_path / "clusterfarm.toml").write_text("[tasks.sleep]\nseconds = 0.02\n")
+    result = run_cli(
+        "run", "--local", "2", "--task", "sleep", "--years", "2000-2049", "--members", "0-3",
+        "--progress", "plain", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    blocks = blocks_of(result.out.split("\nran ")[0])
+    assert len(blocks) >= 3, result.out
+    assert len(blocks[0]) == 51 and len(blocks[-1]) == 51  # whole: the header and 50 years
+    assert blocks[-1][1:] == [f"{year}: ++++" for year in range(2000, 2050)]
+    shown = {line.split(":")[0]: line for line in blocks[0][1:]}
+    for block in blocks[1:-1]:
+        for line in block[1:]:
+            assert shown[line.split(":")[0]] != line, f"{line} printed again unchanged"
+            shown[line.split(":")[0]] = line

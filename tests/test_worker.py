@@ -7,17 +7,47 @@ import time
 import Pyro5.api
 import pytest
 
-from tests.conftest import alive
+from clusterfarm.nameserver import locate
+from clusterfarm.protocol import parse_answers
+from clusterfarm.transport import authenticate
+from tests.conftest import alive, handshake
+
+RUN = "test-run"
+
+
+def join(proxy, timeout=30.0, run_id=RUN, tmp="/tmp"):
+    """Join the worker to a run, as the manager does: a plain dict on the wire."""
+    tasks = {name: ["1", {}] for name in ("noop", "hang", "fail_always")}
+    tasks["sleep"] = ["1", {"seconds": 0.01}]
+    spec = {
+        "run_id": run_id,
+        "data_dir": tmp,
+        "results_dir": tmp,
+        "timeout": timeout,
+        "lost_after": 60,
+        "members": [0, 1, 2, 5],
+        "tasks": tasks,
+        "manager": "the test",
+    }
+    return proxy.join(spec)
+
+
+def batch(proxy, task, cells, run_id=RUN, expected=None):
+    """Call do_batch and check its packed answers as the manager does."""
+    count = expected if expected is not None else len(cells) if isinstance(cells, list) else 1
+    return parse_answers(proxy.do_batch(run_id, task, cells), count)
 
 
 @pytest.fixture
 def worker_proxy(nameserver, start_worker):
     """A plain Pyro5 proxy of a real worker, found through the nameserver."""
     start_worker("test.0")
-    # written as a user would, without clusterfarm code
-    ns = Pyro5.api.locate_ns(host=nameserver.host, port=nameserver.port)
+    # written as a user would, without clusterfarm code (SPEC §12: the secret, then calls)
+    ns = Pyro5.api.Proxy(f"PYRO:Pyro.NameServer@{nameserver.host}:{nameserver.port}")
+    ns._pyroHandshake = handshake()
     uri = ns.lookup("clusterfarm.worker.test.0")
     with Pyro5.api.Proxy(uri) as proxy:
+        proxy._pyroHandshake = handshake()
         proxy._pyroTimeout = 30
         yield proxy
 
@@ -74,13 +104,13 @@ def test_crashing_task_process_is_replaced(worker_proxy):
 
 
 def test_timeout_kills_the_task_not_the_daemon(worker_proxy):
-    worker_proxy.configure({"timeout": 0.5})
+    join(worker_proxy, timeout=0.5)
     started = time.monotonic()
-    answer = worker_proxy.do_work(2000, 0, "hang")
-    assert answer["status"] == "timeout" and answer["error_kind"] == "timeout"
+    (answer,) = batch(worker_proxy, "hang", [[2000, 0, 1]])
+    assert answer.status == "T" and answer.kind == "timeout"
     assert time.monotonic() - started < 5
-    worker_proxy.configure({"timeout": 30})
-    assert worker_proxy.do_work(2000, 1, "noop")["status"] == "complete"
+    join(worker_proxy, timeout=30)
+    assert batch(worker_proxy, "noop", [[2000, 1, 1]])[0].complete
 
 
 def test_cancel_stops_the_running_task(worker_proxy, nameserver):
@@ -111,14 +141,14 @@ def test_cancel_stops_the_running_task(worker_proxy, nameserver):
 
 def _call(uri, task):
     with Pyro5.api.Proxy(uri) as proxy:
+        proxy._pyroHandshake = handshake()
         return proxy.do_work(2000, 0, task)
 
 
 def test_task_process_dies_with_a_killed_daemon(start_worker, nameserver):
     process = start_worker("test.1")
-    with Pyro5.api.Proxy(
-        f"PYRONAME:clusterfarm.worker.test.1@{nameserver.host}:{nameserver.port}"
-    ) as proxy:
+    uri = locate(nameserver.host, nameserver.port).lookup("clusterfarm.worker.test.1")
+    with authenticate(Pyro5.api.Proxy(uri)) as proxy:
         deadline = time.monotonic() + 10
         while proxy.info()["task_pid"] is None:
             assert time.monotonic() < deadline
@@ -136,7 +166,7 @@ def test_sigterm_unregisters_the_worker(start_worker, nameserver):
     process = start_worker("test.2")
     process.send_signal(signal.SIGTERM)
     assert process.wait(10) == 0
-    ns = Pyro5.api.locate_ns(host=nameserver.host, port=nameserver.port)
+    ns = locate(nameserver.host, nameserver.port)
     assert "clusterfarm.worker.test.2" not in ns.list(prefix="clusterfarm.worker.")
 
 
@@ -145,20 +175,60 @@ def test_daemon_listens_on_the_address_given(worker_proxy):
 
 
 def test_batch_answers_one_outcome_per_cell_in_order(worker_proxy):
-    answers = worker_proxy.do_batch("sleep", {"seconds": 0.01}, [[2000, 0], [2000, 1], [2001, 5]])
-    assert [a["status"] for a in answers] == ["complete"] * 3
-    assert all(a["summary"] == {"slept": 0.01} for a in answers)
+    join(worker_proxy)
+    answers = batch(worker_proxy, "sleep", [[2000, 0, 1], [2000, 1, 1], [2001, 5, 1]])
+    assert [a.status for a in answers] == ["+"] * 3
+    assert all(a.summary == {"slept": 0.01} for a in answers)
+    assert all(a.usage is not None and a.usage[2] > 1e6 for a in answers)  # peak RSS
     assert worker_proxy.info()["done"] == 3
 
 
 def test_batch_time_limit_holds_per_cell_and_later_cells_are_not_started(worker_proxy):
-    worker_proxy.configure({"timeout": 0.5})
-    answers = worker_proxy.do_batch("hang", None, [[2000, 0], [2000, 1], [2000, 2]])
-    assert [a["error_kind"] for a in answers] == ["timeout", "not_started", "not_started"]
-    assert worker_proxy.do_batch("noop", None, [[2000, 0]])[0]["status"] == "complete"
+    join(worker_proxy, timeout=0.5)
+    answers = batch(worker_proxy, "hang", [[2000, 0, 1], [2000, 1, 1], [2000, 2, 1]])
+    assert [a.kind for a in answers] == ["timeout", "not_started", "not_started"]
+    assert batch(worker_proxy, "noop", "2000 0 1")[0].complete  # cells packed as a string
 
 
-@pytest.mark.parametrize("cells", [[], [[2000]], [[2000, -1]], "2000,0"])
+@pytest.mark.parametrize("cells", [[], [[2000]], [[2000, -2]], "2000,0", [[2000, 0, "x"]], 7])
 def test_malformed_batches_are_refused(worker_proxy, cells):
-    answers = worker_proxy.do_batch("noop", None, cells)
-    assert answers and all(a["status"] == "failure" for a in answers)
+    join(worker_proxy)
+    (answer,) = batch(worker_proxy, "noop", cells, expected=1)
+    assert answer.status == "F" and answer.kind == "protocol"
+
+
+def test_a_batch_of_an_unknown_run_asks_to_join_first(worker_proxy):
+    (answer,) = batch(worker_proxy, "noop", [[2000, 0, 1]], run_id="never-joined")
+    assert answer.status == "F" and answer.kind == "unknown_run"
+
+
+def test_a_worker_leased_to_one_run_refuses_another(worker_proxy):
+    assert join(worker_proxy, run_id="run-a")["leased_by"] is None
+    refused = join(worker_proxy, run_id="run-b")
+    assert refused["leased_by"].startswith("run run-a")
+    assert worker_proxy.do_work(2000, 0, "noop")["error_kind"] == "leased"
+    assert worker_proxy.info()["run_id"] == "run-a"
+    assert worker_proxy.release("run-a") is True
+    assert join(worker_proxy, run_id="run-b")["leased_by"] is None
+    assert batch(worker_proxy, "noop", [[2000, 0, 1]], run_id="run-b")[0].complete
+
+
+def test_join_says_which_tasks_and_versions_the_worker_has(worker_proxy):
+    answer = join(worker_proxy)
+    assert answer["tasks"]["noop"] == "1" and answer["tasks"]["fail_always"] == "1"
+    assert answer["version"] and answer["worker"] == "clusterfarm.worker.test.0"
+
+
+def test_a_worker_started_for_a_run_leaves_once_no_manager_calls(start_worker, nameserver):
+    process = start_worker("test.3", "--exit-when-idle", "1")
+    uri = locate(nameserver.host, nameserver.port).lookup("clusterfarm.worker.test.3")
+    with authenticate(Pyro5.api.Proxy(uri)) as worker:
+        for _ in range(6):  # a manager's heartbeats keep it
+            worker.ping()
+            time.sleep(0.3)
+        assert process.poll() is None
+    began = time.monotonic()
+    assert process.wait(10) == 0
+    assert time.monotonic() - began < 3
+    ns = locate(nameserver.host, nameserver.port)
+    assert "clusterfarm.worker.test.3" not in ns.list(prefix="clusterfarm.worker.")

@@ -21,10 +21,65 @@ from clusterfarm.errors import (
     EXIT_OK,
     EXIT_USAGE,
     ClusterFarmError,
+    SettingsError,
 )
-from clusterfarm.settings import Settings, load_settings
+from clusterfarm.settings import Settings, check_seconds, load_settings
+from clusterfarm.specs import MAX_MEMBER, MAX_YEAR
 
 _options: dict[str, Any] = {"settings": None, "verbose": False, "debug": False}
+
+
+class Whole(click.ParamType):
+    """A whole number in ASCII digits (no sign, ``_`` or other scripts' digits), low to high."""
+
+    name = "integer"
+
+    def __init__(self, low: int = 0, high: int = 10**15) -> None:
+        self.low, self.high = low, high
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):  # a default
+            return value
+        text = str(value).strip()
+        if not text.isascii() or not text.isdigit():
+            self.fail(f"{value!r} is not a whole number (ASCII digits 0-9)", param, ctx)
+        digits = text.lstrip("0") or "0"
+        if len(digits) > len(str(self.high)) or not self.low <= int(digits) <= self.high:
+            self.fail(f"{text} is out of range; give {self.low} to {self.high}", param, ctx)
+        return int(digits)
+
+
+class Seconds(click.ParamType):
+    """A duration in seconds (ASCII), finite, from ``minimum`` (or 0 with ``zero``) up to
+    the settings' MAX_SECONDS."""
+
+    name = "seconds"
+
+    def __init__(self, minimum: float = 0.0, zero: bool = False) -> None:
+        self.minimum, self.zero = minimum, zero
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, int | float):  # a default
+            return float(value)
+        text = str(value).strip()
+        try:
+            if not text.isascii() or "_" in text:
+                raise ValueError(text)
+            seconds = float(text)
+            check_seconds(seconds, "", self.minimum, self.zero)
+        except ValueError:
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        except SettingsError as exc:
+            self.fail(str(exc).strip(), param, ctx)
+        return seconds
+
+
+# the types of --year and --member: the ranges year and member specs allow
+YEAR = Whole(0, MAX_YEAR)
+MEMBER = Whole(0, MAX_MEMBER)
+PORT = Whole(1, 65535)
 
 
 def _remember(name: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
@@ -66,12 +121,30 @@ def common(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def settings() -> Settings:
-    """Load the settings and configure Pyro5 (TLS included) once, before any connection."""
-    from clusterfarm.transport import configure_pyro
+def load(check_tasks: bool = True) -> Settings:
+    """Load the settings (SPEC §2 lookup) and check every ``[tasks.<name>]`` table."""
+    from clusterfarm.runner import resolve_task_params
 
     config = load_settings(_options["settings"])
+    if check_tasks:
+        resolve_task_params(config, [])
+    return config
+
+
+def settings(secret: str = "none") -> Settings:
+    """Load the settings and configure Pyro5 (TLS included) once, before any connection.
+
+    ``secret``: ``"read"`` the cluster's secret (connections to a cluster's nameserver and
+    workers present it), ``"create"`` it when missing too, or ``"none"``.
+    """
+    from clusterfarm.transport import configure_pyro
+
+    config = load()
     configure_pyro(config.security)
+    if secret != "none":
+        from clusterfarm.secret import use_cluster_secret
+
+        use_cluster_secret(config.security, create=secret == "create")
     return config
 
 
@@ -85,11 +158,20 @@ def cli() -> None:
 @cli.command("settings")
 @common
 def settings_command() -> None:
-    """Print the effective settings (after ${VAR} substitution) as TOML."""
+    """Print the effective settings (after ${VAR} substitution) as TOML.
+
+    The parameters of the run's tasks, and of every task with a ``[tasks.<name>]`` table,
+    are printed in full: defaults and the values set.
+    """
+    from clusterfarm.runner import resolve_task_params
     from clusterfarm.settings import to_toml
+    from clusterfarm.tasks.registry import with_prerequisites
 
     # not settings(): printing them must work while the certificate files are still missing
-    click.echo(to_toml(load_settings(_options["settings"])), nl=False)
+    config = load()
+    names = [*with_prerequisites(config.run.tasks), *config.tasks.params]
+    params = resolve_task_params(config, list(dict.fromkeys(names)))
+    click.echo(to_toml(config, params), nl=False)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,4 +198,4 @@ def _one_line(exc: BaseException) -> tuple[str, int]:
 
 
 # the commands register themselves with ``cli`` when their modules are imported
-from clusterfarm.cli import analysis, hosts, runs  # noqa: E402, F401
+from clusterfarm.cli import analysis, hosts, observe, runs  # noqa: E402, F401

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from clusterfarm.cli import cli, common, settings
-from clusterfarm.errors import UsageError
+from clusterfarm.cli import MEMBER, YEAR, Whole, cli, common, settings
+from clusterfarm.errors import UsageError, writing
+from clusterfarm.specs import MAX_MEMBER
 
 
 @cli.command("sample-data")
@@ -18,7 +19,7 @@ from clusterfarm.errors import UsageError
     "--members",
     default=4,
     show_default=True,
-    type=click.IntRange(min=1),
+    type=Whole(1, MAX_MEMBER + 1),
     help="Ensemble members per year.",
 )
 @click.option(
@@ -28,7 +29,13 @@ from clusterfarm.errors import UsageError
     show_default=True,
     help="small: a few dozen steps (tests, demo); full: 1460 steps like a real year.",
 )
-@click.option("--seed", default=0, show_default=True, help="Seed of the random parts.")
+@click.option(
+    "--seed",
+    type=Whole(0, 2**32 - 1),
+    default=0,
+    show_default=True,
+    help="Seed of the random parts.",
+)
 @click.option("--packed", is_flag=True, help="Write int16 with scale_factor/add_offset and zlib.")
 @click.option(
     "--difficulty",
@@ -47,15 +54,16 @@ def sample_data(
     from clusterfarm.specs import parse_spec
 
     year_list = parse_spec(years, "year")
-    written = write_sample_data(
-        out,
-        year_list,
-        members,
-        size,  # type: ignore[arg-type]
-        seed,
-        packed,
-        difficulty,  # type: ignore[arg-type]
-    )
+    with writing(f"--out {out}", "give a folder you can write to"):
+        written = write_sample_data(
+            out,
+            year_list,
+            members,
+            size,  # type: ignore[arg-type]
+            seed,
+            packed,
+            difficulty,  # type: ignore[arg-type]
+        )
     click.echo(
         f"wrote {len(written)} files for {len(year_list)} year(s) x {members} members "
         f"({size}, {difficulty}{', packed' if packed else ''}) to {out}; "
@@ -95,8 +103,8 @@ def score(run_dir: str | None, truth: str, as_json: bool) -> None:
 
 @cli.command()
 @click.option("--run-dir", help="Run directory whose vort_track results to draw.")
-@click.option("--year", type=int, required=True, help="Year to draw.")
-@click.option("--member", type=int, help="One member (default: all members of the year).")
+@click.option("--year", type=YEAR, required=True, help="Year to draw.")
+@click.option("--member", type=MEMBER, help="One member (default: all members of the year).")
 @click.option("--out", required=True, metavar="FILE.png", help="PNG file to write.")
 @click.option(
     "--density",
@@ -106,6 +114,13 @@ def score(run_dir: str | None, truth: str, as_json: bool) -> None:
 @common
 def plot(run_dir: str | None, year: int, member: int | None, out: str, density: bool) -> None:
     """Draw the tracks of a year on a lat/lon map (PNG), or their density."""
+    if Path(out).suffix.lower() != ".png":
+        raise UsageError(f"--out {out}: plot writes PNG images; give a file name ending in .png")
+    with writing(f"--out {out}", "give a file in a folder you can write to"):
+        _plot(run_dir, year, member, out, density)
+
+
+def _plot(run_dir: str | None, year: int, member: int | None, out: str, density: bool) -> None:
     from clusterfarm.analysis import find_results, plot_density, plot_tracks
 
     results_dir = _results_dir(run_dir)

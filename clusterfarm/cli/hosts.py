@@ -5,19 +5,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 
-from clusterfarm.cli import _options, cli, common, settings
+from clusterfarm.cli import PORT, Seconds, Whole, _options, cli, common, load, settings
 from clusterfarm.errors import EXIT_FAILED, EXIT_OK, UsageError
-from clusterfarm.settings import Host, Settings, load_settings
+from clusterfarm.settings import Host, Settings
 
 
 @cli.command()
 @click.option("--host", help="Address to listen on (default: [nameserver] host).")
-@click.option("--port", type=int, help="Port to listen on (default: [nameserver] port).")
+@click.option(
+    "--port",
+    type=Whole(0, 65535),
+    help="Port to listen on; 0: a free one, printed at start (default: [nameserver] port).",
+)
 @common
 def nameserver(host: str | None, port: int | None) -> None:
     """Run a Pyro5 nameserver in the foreground until Ctrl-C or SIGTERM."""
@@ -25,7 +30,7 @@ def nameserver(host: str | None, port: int | None) -> None:
 
     from clusterfarm.nameserver import NameServer
 
-    config = settings().nameserver
+    config = settings(secret="create").nameserver
     server = NameServer(host or config.host, config.port if port is None else port)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     click.echo(f"nameserver listening at {server.uri}")
@@ -61,10 +66,23 @@ def nameserver(host: str | None, port: int | None) -> None:
     help="Exit when stdin closes (local mode: die with the manager).",
 )
 @click.option(
+    "--secret-file",
+    metavar="PATH",
+    help="The cluster's secret (default: [security] secret_file).",
+)
+@click.option("--secret-stdin", is_flag=True, hidden=True, help="Read the secret from stdin.")
+@click.option(
     "--orphan-after",
-    type=click.FloatRange(min=0),
+    type=Seconds(zero=True),
     metavar="SECONDS",
     help="Exit after this long without a nameserver; 0: never (default: [workers] orphan_after).",
+)
+@click.option(
+    "--exit-when-idle",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    metavar="SECONDS",
+    help="Exit once no manager has called for this long; 0: never (a pool started for one run).",
 )
 @common
 def worker(
@@ -73,24 +91,50 @@ def worker(
     ns_address: str | None,
     log_file: str | None,
     die_with_stdin: bool,
+    secret_file: str | None,
+    secret_stdin: bool,
     orphan_after: float | None,
+    exit_when_idle: float,
 ) -> None:
     """Run one worker daemon in the foreground, registered with the nameserver."""
-    from clusterfarm import worker as worker_module
+    from clusterfarm import worker_daemon
     from clusterfarm.logs import setup_logging
+    from clusterfarm.secret import use_cluster_secret, use_secret_from_stdin
     from clusterfarm.transport import address_towards
 
     config = settings()
+    if secret_stdin:  # local mode: the run's own secret, from the manager
+        use_secret_from_stdin()
+    else:
+        if secret_file:
+            config = replace(config, security=replace(config.security, secret_file=secret_file))
+        use_cluster_secret(config.security)
     setup_logging(config, Path(log_file) if log_file else None, verbose=_options["verbose"])
     ns_host, ns_port = config.nameserver.host, config.nameserver.port
     if ns_address:
         ns_host, _, port_text = ns_address.rpartition(":")
-        if not ns_host or not port_text.isdigit():
-            raise UsageError(f"--nameserver {ns_address!r}: give HOST:PORT, e.g. 10.0.0.1:9090")
-        ns_port = int(port_text)
+        try:
+            ns_port = PORT.convert(port_text, None, None)
+        except click.BadParameter:
+            ns_host = ""
+        if not ns_host:
+            raise UsageError(
+                f"--nameserver {ns_address!r}: give HOST:PORT with a port from 1 to 65535, "
+                "e.g. 10.0.0.1:9090"
+            )
     bind = host or address_towards(ns_host, ns_port)
     orphan = config.workers.orphan_after if orphan_after is None else orphan_after
-    worker_module.serve(config, bind, name, ns_host, ns_port, die_with_stdin, orphan_after=orphan)
+    worker_daemon.serve(
+        config,
+        bind,
+        name,
+        ns_host,
+        ns_port,
+        die_with_stdin,
+        orphan_after=orphan,
+        log_file=Path(log_file) if log_file else None,
+        exit_when_idle=exit_when_idle,
+    )
 
 
 @cli.command()
@@ -100,8 +144,12 @@ def workers(as_json: bool) -> None:
     """List the workers registered with the nameserver and what they are doing."""
     from clusterfarm.roster import describe_workers, workers_table
 
-    config = settings().nameserver
-    described = describe_workers(config.host, config.port)
+    config = settings(secret="read")
+    described = describe_workers(config.nameserver.host, config.nameserver.port)
+    if config.launcher == "slurm":
+        from clusterfarm.launchers.slurm.launcher import SlurmLauncher, with_jobs
+
+        described = with_jobs(described, SlurmLauncher(config).jobs())
     click.echo(json.dumps(described) if as_json else workers_table(described))
 
 
@@ -111,7 +159,7 @@ def _seconds(
     """A ``--flag SECONDS`` option: a positive number (or 0 too, with ``zero``)."""
     return click.option(
         flag,
-        type=click.FloatRange(min=0, min_open=not zero),
+        type=Seconds(zero=zero),
         default=default,
         show_default=True,
         metavar="SECONDS",
@@ -149,7 +197,7 @@ def _ssh_hosts(config: Settings, host_names: str | None) -> tuple[Host, ...]:
 def _report_hosts(launcher: Any, action: str, call: Callable[[], object]) -> int:
     """Run a launcher action; print one row per host (with its error), then a summary line."""
     from clusterfarm.errors import LaunchError
-    from clusterfarm.launcher import exit_code, outcomes_table
+    from clusterfarm.launchers.base import exit_code, outcomes_table
     from clusterfarm.logs import setup_logging
 
     setup_logging(launcher.settings, verbose=_options["verbose"])
@@ -168,6 +216,41 @@ def _report_hosts(launcher: Any, action: str, call: Callable[[], object]) -> int
     return EXIT_OK
 
 
+def _no_hosts_with_slurm(host_names: str | None) -> None:
+    if host_names:
+        raise UsageError(
+            f"--hosts {host_names}: [run] launcher is slurm, which has no hosts; "
+            "drop --hosts, or set [run] launcher"
+        )
+
+
+def _slurm_action(action: str, call: Callable[[Any], object], grace: float | None = None) -> int:
+    """start-workers / stop-workers with the SLURM launcher: a row per worker job, then a
+    summary line (or one ``Error:`` line)."""
+    from clusterfarm.errors import EXIT_INFRA, LaunchError
+    from clusterfarm.launchers.slurm.launcher import STOP_GRACE, SlurmLauncher, rows_table
+    from clusterfarm.logs import setup_logging
+
+    config = settings()
+    setup_logging(config, verbose=_options["verbose"])
+    launcher = SlurmLauncher(config, grace=STOP_GRACE if grace is None else grace)
+    try:
+        call(launcher)
+    except LaunchError as exc:
+        if launcher.rows:
+            click.echo(rows_table(launcher.rows))
+        click.echo(f"Error: {action}-workers: {exc}", err=True)
+        return EXIT_INFRA
+    click.echo(rows_table(launcher.rows))
+    if action == "stop":
+        click.echo(f"no worker job of {launcher.job_name} left in the queue")
+    else:
+        pending = sum(row.state == "pending" for row in launcher.rows)
+        if pending:
+            click.echo(f"{pending} worker job(s) still pending: they register when they start")
+    return EXIT_OK
+
+
 @cli.command("start-workers")
 @_ssh_options
 @_accept_new_host_keys
@@ -176,12 +259,18 @@ def _report_hosts(launcher: Any, action: str, call: Callable[[], object]) -> int
 def start_workers(
     host_names: str | None, connect_timeout: float, accept_new_host_keys: bool, timeout: float
 ) -> int:
-    """SSH to every host in parallel, start its worker daemons, wait until they are registered."""
-    from clusterfarm.remote import SSHLauncher
+    """Start the worker daemons (SSH to every host, or one SLURM job array); wait until they
+    are registered."""
+    from clusterfarm.launchers.ssh.launcher import SSHLauncher
+    from clusterfarm.secret import read_secret
 
-    config = settings()
+    config = settings(secret="create")
+    if config.launcher == "slurm":  # the jobs read the secret from the shared home
+        _no_hosts_with_slurm(host_names)
+        return _slurm_action("start", lambda launcher: launcher.start(timeout))
     hosts = _ssh_hosts(config, host_names)
-    launcher = SSHLauncher(config, hosts, accept_new_host_keys, connect_timeout)
+    secret = read_secret(config.security)
+    launcher = SSHLauncher(config, hosts, accept_new_host_keys, connect_timeout, secret=secret)
     return _report_hosts(launcher, "start", lambda: launcher.start(timeout))
 
 
@@ -190,10 +279,14 @@ def start_workers(
 @_seconds("--grace", 10.0, "How long workers get to end after SIGTERM before SIGKILL.", True)
 @common
 def stop_workers(host_names: str | None, connect_timeout: float, grace: float) -> int:
-    """SSH to every host, stop the worker daemons started there, forget their names."""
-    from clusterfarm.remote import SSHLauncher
+    """Stop the worker daemons (SSH to every host, or cancel the SLURM jobs), forget their
+    names."""
+    from clusterfarm.launchers.ssh.launcher import SSHLauncher
 
-    config = settings()
+    config = settings(secret="read")
+    if config.launcher == "slurm":
+        _no_hosts_with_slurm(host_names)
+        return _slurm_action("stop", lambda launcher: launcher.stop(), grace)
     hosts = _ssh_hosts(config, host_names)
     launcher = SSHLauncher(config, hosts, connect_timeout=connect_timeout, grace=grace)
     return _report_hosts(launcher, "stop", launcher.stop)
@@ -204,12 +297,21 @@ def stop_workers(host_names: str | None, connect_timeout: float, grace: float) -
 @_accept_new_host_keys
 @common
 def doctor(host_names: str | None, connect_timeout: float, accept_new_host_keys: bool) -> int:
-    """Check every host before a run; one row per check, with a hint for each failure."""
-    from clusterfarm.doctor import checks_table, diagnose
+    """Check every host (or, with SLURM, a compute node) before a run; one row per check, with
+    a hint for each failure."""
+    from clusterfarm.launchers.preflight import checks_table
 
-    config = settings()
-    hosts = _ssh_hosts(config, host_names)
-    checks = diagnose(config, hosts, accept_new_host_keys, connect_timeout)
+    config = settings(secret="read")
+    if config.launcher == "slurm":
+        from clusterfarm.launchers.slurm.doctor import diagnose_node
+
+        _no_hosts_with_slurm(host_names)
+        checks = diagnose_node(config)
+    else:
+        from clusterfarm.launchers.ssh.doctor import diagnose
+
+        hosts = _ssh_hosts(config, host_names)
+        checks = diagnose(config, hosts, accept_new_host_keys, connect_timeout)
     click.echo(checks_table(checks))
     return EXIT_FAILED if any(check.ok is not True for check in checks) else EXIT_OK
 
@@ -230,7 +332,7 @@ def certs(out: str, host_names: str | None, force: bool) -> None:
     from clusterfarm.certs import alt_names_of, make_certs
 
     # not settings(): the certificates it would check are the ones being made
-    config = load_settings(_options["settings"])
+    config = load()
     for line in make_certs(Path(out), alt_names_of(config, host_names), force):
         click.echo(line)
 
@@ -242,14 +344,14 @@ def certs(out: str, host_names: str | None, force: bool) -> None:
     "lines",
     default=40,
     show_default=True,
-    type=click.IntRange(min=1),
+    type=Whole(1),
     help="How many lines from the end.",
 )
 @click.option("--run-dir", help="Run dir of a local-mode run (for local.<n> workers).")
 @common
 def logs(worker: str, lines: int, run_dir: str | None) -> None:
     """Show the end of WORKER's log (e.g. berlin.0), over SSH for a remote host."""
-    from clusterfarm.worker_logs import worker_log_tail
+    from clusterfarm.launchers.logs import worker_log_tail
 
     config = settings()
     if run_dir is not None:

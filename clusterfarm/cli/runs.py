@@ -9,8 +9,9 @@ from typing import Any
 
 import click
 
-from clusterfarm.cli import _options, cli, common, settings
+from clusterfarm.cli import MEMBER, YEAR, Seconds, Whole, _options, cli, common, load, settings
 from clusterfarm.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ClusterFarmError
+from clusterfarm.settings import MAX_WORKERS_PER_HOST, MIN_TIMEOUT
 
 
 @cli.command()
@@ -20,12 +21,16 @@ from clusterfarm.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ClusterFa
 @click.option("--run-dir", help="Run directory: state, logs, results (default: [run]).")
 @click.option(
     "--local",
-    type=int,
+    type=Whole(1, MAX_WORKERS_PER_HOST),
     metavar="N",
     help="Local mode with N workers, whatever the hosts in the settings.",
 )
-@click.option("--timeout", type=float, help="Seconds a task may run before it is marked T.")
-@click.option("--retries", type=int, help="Further attempts after F, T or a lost worker.")
+@click.option(
+    "--timeout",
+    type=Seconds(MIN_TIMEOUT),
+    help="Seconds a task may run before it is marked T.",
+)
+@click.option("--retries", type=Whole(), help="Further attempts after F, T or a lost worker.")
 @click.option(
     "--progress",
     type=click.Choice(["auto", "rich", "plain", "none"]),
@@ -79,63 +84,80 @@ def run(
 @cli.command()
 @click.option("--run-dir", help="Run directory (default: [run] run_dir).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--plan",
+    is_flag=True,
+    help="Also say which complete cells the next run would compute again, and why.",
+)
 @common
-def status(run_dir: str | None, as_json: bool) -> int:
+def status(run_dir: str | None, as_json: bool, plan: bool) -> int:
     """Show the progress of a run, live or finished, from its state database.
 
-    Also says which complete cells the next ``run`` (with these settings) would compute again,
-    and why: a new task version, changed parameters or inputs, a missing or changed output.
+    With ``--plan`` it also says which complete cells the next ``run`` (with these settings)
+    would compute again, and why: a new task version, changed parameters, another results
+    dir. Inputs and outputs are checked where the data is, when the run starts: from here
+    status cannot check them. Relative paths in the settings are taken from where the run
+    was started. A run whose manager died shows "manager gone since ..."; the cells it was
+    working on show as ``-``. Reads only: the state database is opened read-only, so a
+    read-only run dir works.
     """
 
     from clusterfarm.report import read_report
     from clusterfarm.runner import stale_cells
-    from clusterfarm.state import connect
+    from clusterfarm.state import connect_read_only
     from clusterfarm.view import report_json, report_text, stale_lines
 
-    config = settings()
+    # no connections, so no TLS set-up; and a broken task table must not hide the progress
+    # (the plan of the next run below says what is wrong with it)
+    config = load(check_tasks=False)
     path = Path(run_dir or config.run.run_dir)
-    db = connect(path, create=False)
+    db = connect_read_only(path)
     try:
         report = read_report(db)
     finally:
         db.close()
-    stale: list[Any] | None = []
+    stale: list[Any] | None = None
     unknown = ""
-    if report.state != "running":
+    if plan and report.state != "running":
         try:
-            stale = stale_cells(config, path, report)
+            started = config.started_in(report.cwd) if report.cwd else config
+            stale = stale_cells(started, path, report)
         except ClusterFarmError as exc:  # the progress is still worth showing
             stale, unknown = None, f"(cannot tell which cells the next run redoes: {exc})"
     if as_json:
         click.echo(report_json(report, stale))
     else:
-        click.echo("\n".join([report_text(report), *stale_lines(stale or []), unknown]).rstrip())
+        lines = [report_text(report), *stale_lines(stale or []), unknown]
+        if stale is not None:
+            lines.append("(inputs and outputs are checked where the data is, when the run starts)")
+        click.echo("\n".join(lines).rstrip())
     return EXIT_FAILED if report.failures else EXIT_OK
 
 
 @cli.command("run-task")
-@click.option("--year", type=int, required=True, help="Year to run.")
-@click.option("--member", type=int, required=True, help="Ensemble member to run.")
+@click.option("--year", type=YEAR, required=True, help="Year to run.")
+@click.option("--member", type=MEMBER, required=True, help="Ensemble member to run.")
 @click.option("--task", help="Task name (default: the first of [run] task).")
 @common
 def run_task(year: int, member: int, task: str | None) -> int:
     """Run one task in this process, without the cluster (for debugging a task)."""
 
-    from clusterfarm.executor import run_job
+    from clusterfarm.cells import run_cells
+    from clusterfarm.protocol import parse_answer
     from clusterfarm.runner import resolve_task_params
+    from clusterfarm.usage import named
 
     config = settings()
     name = task or config.run.tasks[0]
     params = resolve_task_params(config, [name])[name]
-    outcome = run_job(
-        {
-            "task": name,
-            "year": year,
-            "member": member,
-            "params": params,
-            "data_dir": str(Path(config.run.data_dir).absolute()),
-            "results_dir": str(Path(config.run.results_path).absolute()),
-        }
-    )
-    click.echo(json.dumps({"task": name, "year": year, "member": member, **outcome}))
-    return EXIT_OK if outcome["status"] == "complete" else EXIT_FAILED
+    context = {
+        "task": name,
+        "params": params,
+        "data_dir": str(Path(config.run.data_dir).absolute()),
+        "results_dir": str(Path(config.run.results_path).absolute()),
+    }
+    answer = parse_answer(next(run_cells(context, [(year, member)])))
+    outcome = {"task": name, "year": year, "member": member, **answer.to_dict()}
+    outcome["usage"] = named(answer.usage)
+    click.echo(json.dumps(outcome))
+    return EXIT_OK if answer.complete else EXIT_FAILED

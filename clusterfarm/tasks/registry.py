@@ -112,6 +112,7 @@ class TaskContext:
     log: logging.Logger
     scratch_root: Path | None = None
     members: list[int] | None = None  # the run's members (what a per-year task summarises)
+    run_id: str | None = None  # the run this cell belongs to (result files name it)
     _workdir: Path | None = field(default=None, init=False, repr=False)
 
     @property
@@ -131,13 +132,18 @@ class TaskContext:
     def atomic_output(self) -> Iterator[Path]:
         """Yield a temporary path that becomes ``output_path`` only if the block succeeds."""
         self.output_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.output_path.with_name(f".{self.output_path.name}.{os.getpid()}.tmp")
+        tmp = temporary_output(self.output_path, os.getpid())
         try:
             yield tmp
             os.replace(tmp, self.output_path)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+
+
+def temporary_output(final: Path, pid: int) -> Path:
+    """Where process ``pid`` writes ``final`` before renaming it (a killed one leaves it)."""
+    return final.with_name(f".{final.name}.{pid}.tmp")
 
 
 _REGISTRY: dict[str, TaskSpec] = {}

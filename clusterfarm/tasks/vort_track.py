@@ -191,6 +191,7 @@ def vort_track(year: int, member: int, ctx: TaskContext) -> dict[str, Any]:
         "task_version": VERSION,
         "clusterfarm_version": clusterfarm_version(),
         **{f"param_{key}": value for key, value in sorted(params.items())},
+        **({"run_id": ctx.run_id} if ctx.run_id else {}),
     }
     with ctx.atomic_output() as tmp:
         analysis.write_tracks(tmp, tracks, time_units=time_units, calendar=calendar, attrs=attrs)

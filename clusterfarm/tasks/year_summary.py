@@ -47,6 +47,7 @@ def year_summary(year: int, member: int, ctx: TaskContext) -> dict[str, Any]:
         "clusterfarm_version": __version__,
         "source": "vort_track",
         "param_box_deg": ctx.params["box_deg"],
+        **({"run_id": ctx.run_id} if ctx.run_id else {}),
     }
     with ctx.atomic_output() as tmp:
         analysis.write_summary(tmp, summary, attrs)

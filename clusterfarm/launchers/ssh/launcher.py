@@ -1,10 +1,11 @@
 """Start and stop the worker daemons of the settings' hosts over SSH, every host at once.
 
 :class:`SSHLauncher` reaches every host in parallel (a thread each, so one dead host costs its
-own timeout, not everyone's), runs ``python -m clusterfarm.daemons`` there after
+own timeout, not everyone's), runs ``python -m clusterfarm.launchers.ssh.daemons`` there after
 ``workers.setup`` (see ``daemons.py``) and keeps one :class:`HostOutcome` per host; a failing
-host never stops the others. The SSH itself is in ``ssh.py``, the only module that imports
-paramiko (so local mode never loads it).
+host never stops the others. The SSH itself is in ``session.py``, the only module that imports
+paramiko (so local mode never loads it). A worker ``<host>.<n>`` logs to
+``{workdir}/logs/<host>.<n>.log`` on its host, read back over SSH by :meth:`log_tail`.
 """
 
 from __future__ import annotations
@@ -20,32 +21,29 @@ from typing import Any
 import Pyro5.errors
 
 from clusterfarm import __version__
-from clusterfarm.errors import LaunchError, NameServerError
-from clusterfarm.launcher import START_TIMEOUT, HostOutcome, on_hosts
+from clusterfarm.errors import LaunchError, NameServerError, UsageError, WorkerError
+from clusterfarm.launchers.base import (
+    SETUP_FAILED,
+    START_TIMEOUT,
+    HostOutcome,
+    on_hosts,
+    setup_then,
+)
+from clusterfarm.launchers.ssh.session import CONNECT_TIMEOUT, CommandResult, Remote, connect
 from clusterfarm.nameserver import WorkerEntry, list_workers, locate
 from clusterfarm.settings import Host, Settings, WorkerSettings
-from clusterfarm.ssh import CONNECT_TIMEOUT, CommandResult, Remote, connect
 from clusterfarm.transport import WORKER_PREFIX
 
-LOG = logging.getLogger("clusterfarm.remote")
+LOG = logging.getLogger("clusterfarm.launchers.ssh")
+HELPER = "clusterfarm.launchers.ssh.daemons"
 STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
 COMMAND_TIMEOUT = 120.0  # one remote command, workers.setup included
-SETUP_FAILED = 97  # exit status of the remote shell when workers.setup failed
 
 
 def remote_command(workers: WorkerSettings, python_args: Sequence[str]) -> str:
     """The shell text that runs ``workers.python ARGS`` on a host, after ``workers.setup``."""
     line = f"exec {workers.python} {shlex.join(python_args)}"
-    if not workers.setup.strip():
-        return line
-    # braces, not a subshell: an activated environment must still be there for python
-    return (
-        f"{{ {workers.setup}\n}} </dev/null >&2\n"
-        "cf_status=$?\n"
-        'if [ "$cf_status" -ne 0 ]; then\n'
-        f'  echo "workers.setup exited with $cf_status" >&2; exit {SETUP_FAILED}\n'
-        f"fi\n{line}"
-    )
+    return setup_then(workers.setup, "workers.setup", line)
 
 
 def remote_failure(host: str, workers: WorkerSettings, result: CommandResult) -> str:
@@ -85,8 +83,10 @@ class SSHLauncher:
         accept_new_host_keys: bool = False,
         connect_timeout: float = CONNECT_TIMEOUT,
         grace: float = STOP_GRACE,
+        secret: str | None = None,
     ) -> None:
         self.settings = settings
+        self.secret = secret  # the cluster's, copied to each host on start
         self.hosts = tuple(settings.hosts if hosts is None else hosts)
         self.accept_new_host_keys = accept_new_host_keys
         self.connect_timeout = connect_timeout
@@ -117,12 +117,16 @@ class SSHLauncher:
             )
 
     def _helper(self, remote: Remote, host: Host, *args: str) -> dict[str, Any]:
-        """Run ``python -m clusterfarm.daemons ARGS`` on ``host``; return its JSON answer."""
+        """Run the daemons helper with ``ARGS`` on ``host``; return its JSON answer."""
         workers = self.settings.workers
-        helper = ["-m", "clusterfarm.daemons", *args, f"--workdir={workers.workdir}"]
+        helper = ["-m", HELPER, *args, f"--workdir={workers.workdir}"]
+        secret = self.secret if args[0] == "start" else None
+        if secret is not None:
+            helper.append("--secret-stdin")
         result = remote.run(
             remote_command(workers, [*helper, f"--host={host.name}"]),
             COMMAND_TIMEOUT + (self.grace if args[0] == "stop" else 0.0),  # stop waits grace
+            stdin=None if secret is None else secret + "\n",
         )
         if result.code != 0:
             raise LaunchError(remote_failure(host.name, workers, result))
@@ -130,7 +134,7 @@ class SSHLauncher:
             answer: dict[str, Any] = json.loads(result.out.strip().splitlines()[-1])
         except (ValueError, IndexError):
             raise LaunchError(
-                f"{host.name}: unexpected answer from clusterfarm.daemons "
+                f"{host.name}: unexpected answer from {HELPER} "
                 f"({result.out.strip()[-120:]!r}); is clusterfarm there the same version?"
             ) from None
         return answer
@@ -208,3 +212,38 @@ class SSHLauncher:
                     ns.remove(worker.name)
         except (NameServerError, Pyro5.errors.PyroError) as exc:
             LOG.debug("names not removed from the nameserver (%s): it is gone", exc)
+
+    def maintain(self, cells_left: int) -> None:
+        """Nothing to do: SSH workers are started and stopped by the user."""
+
+    def why_lost(self, worker: str) -> str | None:
+        """Not known here: a lost host may not even answer SSH."""
+        return None
+
+    def log_tail(self, worker: str, lines: int) -> str:
+        """The end of ``worker``'s log (``berlin.0`` or its full name), read over SSH."""
+        name = worker.removeprefix(WORKER_PREFIX)
+        host_name, _, index = name.rpartition(".")
+        if not host_name or not index.isdigit():
+            raise UsageError(f"{worker!r} is not a worker name; give <host>.<n>, e.g. berlin.0")
+        hosts = {host.name: host for host in self.settings.hosts}
+        if host_name not in hosts:
+            raise UsageError(
+                f"{worker}: no host {host_name!r} in the settings ({self.settings.source}); "
+                f"hosts there: {', '.join(hosts) or 'none'}"
+            )
+        with connect(hosts[host_name], self.accept_new_host_keys, self.connect_timeout) as remote:
+            result = remote.run(f"tail -n {int(lines)} {self._log_path(name)}", COMMAND_TIMEOUT)
+        if result.code != 0:
+            raise WorkerError(
+                f"{host_name}: cannot read the log of {name} "
+                f"({result.err.strip() or f'exit {result.code}'})"
+            )
+        return result.out.rstrip("\n")
+
+    def _log_path(self, name: str) -> str:
+        workdir = self.settings.workers.workdir
+        # quoted for the remote shell, with a leading ~ left for it to expand
+        home, tilde, rest = workdir.partition("~/")
+        folder = f'"$HOME"/{shlex.quote(rest)}' if tilde and not home else shlex.quote(workdir)
+        return f"{folder}/logs/{shlex.quote(name)}.log"

@@ -27,7 +27,7 @@ import paramiko
 from clusterfarm.errors import LaunchError
 from clusterfarm.settings import Host
 
-LOG = logging.getLogger("clusterfarm.ssh")
+LOG = logging.getLogger("clusterfarm.launchers.ssh")
 # paramiko logs each failed connection from its own thread; our one-line errors say it better
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 logging.getLogger("paramiko").propagate = False
@@ -127,8 +127,12 @@ class Remote:
         for client in [self.client, *reversed(self.hops)]:
             client.close()
 
-    def run(self, command: str, timeout: float) -> CommandResult:
-        """Run a shell command on the host; give up (and say so) after ``timeout`` seconds."""
+    def run(self, command: str, timeout: float, stdin: str | None = None) -> CommandResult:
+        """Run a shell command on the host; give up (and say so) after ``timeout`` seconds.
+
+        ``stdin`` is written to the command's standard input (a secret travels so, never on
+        a command line that ``ps`` shows).
+        """
         name = self.endpoint.name
         transport = self.client.get_transport()
         if transport is None or not transport.is_active():
@@ -141,6 +145,9 @@ class Remote:
             watchdog.start()
             try:
                 channel.exec_command(command)
+                if stdin is not None:
+                    channel.sendall(stdin.encode())
+                    channel.shutdown_write()
             finally:
                 watchdog.cancel()
         except (paramiko.SSHException, OSError) as exc:

@@ -1,9 +1,9 @@
 """Start, inspect and stop this host's detached worker daemons (run on the host, over SSH).
 
-``clusterfarm start-workers`` runs ``python -m clusterfarm.daemons start ...`` on every host,
-``stop-workers`` runs ``... stop ...``; each answers one JSON line. A daemon runs in its own
-session (``setsid``), ignores SIGHUP (``nohup``), logs to ``{workdir}/logs/<name>.log`` and has
-its pid in ``{workdir}/pids/<name>.pid``. A pid counts as our worker only while
+``clusterfarm start-workers`` runs ``python -m clusterfarm.launchers.ssh.daemons start ...`` on
+every host, ``stop-workers`` runs ``... stop ...``; each answers one JSON line. A daemon runs in
+its own session (``setsid``), ignores SIGHUP (``nohup``), logs to ``{workdir}/logs/<name>.log``
+and has its pid in ``{workdir}/pids/<name>.pid``. A pid counts as our worker only while
 ``/proc/<pid>/cmdline`` says it is the ``clusterfarm worker --name <name>``, so a recycled pid
 is never signalled. Names carry the host (``berlin.0``), so one workdir on a shared home
 serves every host.
@@ -81,9 +81,24 @@ def _locked(workdir: Path, host: str) -> Iterator[None]:
 
 
 def start(
-    workdir: Path, host: str, address: str, count: int, nameserver: str, orphan_after: float
+    workdir: Path,
+    host: str,
+    address: str,
+    count: int,
+    nameserver: str,
+    orphan_after: float,
+    secret: str | None = None,
 ) -> dict[str, Any]:
-    """Start the workers ``host.0`` … ``host.<count-1>`` that are not running already."""
+    """Start the workers ``host.0`` … ``host.<count-1>`` that are not running already.
+
+    With ``secret`` (the cluster's, sent on stdin) it is stored as ``{workdir}/secret``, mode
+    600, and every worker started here presents and demands it.
+    """
+    secret_file = workdir / "secret"
+    if secret is not None:
+        from clusterfarm.secret import write_secret
+
+        write_secret(secret_file, secret)
     started: dict[str, int] = {}
     running: dict[str, int] = {}
     with _locked(workdir, host):
@@ -98,6 +113,8 @@ def start(
             command += ["--name", name, "--nameserver", nameserver]
             command += ["--orphan-after", f"{orphan_after:g}"]
             command += ["--log-file", str(log_file(workdir, name))]
+            if secret is not None:
+                command += ["--secret-file", str(secret_file)]
             with open(out_file(workdir, name), "ab") as log:
                 log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {name}\n".encode())
                 log.flush()
@@ -175,7 +192,7 @@ def _wait_gone(workers: dict[str, int], timeout: float) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line of the remote helper and print its JSON answer."""
-    parser = argparse.ArgumentParser(prog="python -m clusterfarm.daemons")
+    parser = argparse.ArgumentParser(prog="python -m clusterfarm.launchers.ssh.daemons")
     parser.add_argument("action", choices=("start", "status", "stop"))
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--host", required=True, help="the host's name in the settings")
@@ -184,12 +201,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nameserver", default="127.0.0.1:9090")
     parser.add_argument("--orphan-after", type=float, default=600.0)
     parser.add_argument("--grace", type=float, default=10.0)
+    parser.add_argument("--secret-stdin", action="store_true", help="the secret on stdin")
     args = parser.parse_args(argv)
     workdir = Path(os.path.expanduser(args.workdir)).absolute()
     answer: dict[str, Any]
     if args.action == "start":
+        secret = sys.stdin.readline().strip() if args.secret_stdin else None
         answer = start(
-            workdir, args.host, args.address, args.count, args.nameserver, args.orphan_after
+            workdir,
+            args.host,
+            args.address,
+            args.count,
+            args.nameserver,
+            args.orphan_after,
+            secret or None,
         )
     elif args.action == "stop":
         answer = stop(workdir, args.host, args.grace)

@@ -1,0 +1,310 @@
+"""Scale benchmark: the manager's cost with many workers, and status/rerun on a large state.
+
+1. **Many workers.** Worker daemons are hosted many to a process (``HOSTS`` processes, each
+   serving its share of PyroWorker objects on one Pyro5 daemon), but each worker still runs
+   its cells in a task process of its own, as in production. For 16, 64 and 256 workers a
+   ``clusterfarm run`` farms ``sleep`` cells of 0.2 s (``CELLS_PER_WORKER`` each) and the
+   table gives: efficiency (ideal makespan / the run's dispatch time), cells per call, the
+   manager's CPU per cell and per call (from the manager's log: its process CPU over the
+   dispatch), and calls per second.
+2. **A large state.** A real 100,000-cell ``noop`` run is made once; then, in this process,
+   medians of ``ROUNDS``: a bare ``sqlite3`` read of the same rows, what ``clusterfarm
+   status`` does, and a rerun that finds everything complete.
+
+    .venv/bin/python bench/scale.py [--workers 16,64,256] [--skip-state]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+HOSTS = 4  # processes hosting the worker daemons
+SLEEP_S = 0.2
+CELLS_PER_WORKER = 15
+ROUNDS = 3
+STATE_YEARS, STATE_MEMBERS = 100, 1000  # 100,000 cells
+
+
+# -- hosting many workers in one process --------------------------------------------------------
+
+
+def host(prefix: str, count: int, ns_port: int) -> None:
+    """Serve ``count`` workers named ``<prefix>.<n>`` from this process until stdin closes."""
+    import os
+    import threading
+
+    from clusterfarm.executor import Executor
+    from clusterfarm.guard import GuardedDaemon
+    from clusterfarm.nameserver import locate
+    from clusterfarm.tasks.registry import load_task_modules
+    from clusterfarm.transport import WORKER_PREFIX, configure_pyro, raise_open_files_limit
+    from clusterfarm.worker import Own, PyroWorker
+    from clusterfarm.worker_daemon import metadata
+
+    configure_pyro()
+    raise_open_files_limit()
+    load_task_modules()
+    daemon = GuardedDaemon(host="127.0.0.1", port=0)
+    ns = locate("127.0.0.1", ns_port)
+    tmp = tempfile.gettempdir()
+    own = Own(tmp, tmp, tmp, 60.0, 0.0)
+    executors = []
+    for n in range(count):
+        name = f"{WORKER_PREFIX}{prefix}.{n}"
+        executor = Executor()
+        executors.append(executor)
+        uri = daemon.register(PyroWorker(name, prefix, executor, own), objectId=name)
+        ns.register(name, uri, metadata=metadata(prefix))
+    for executor in executors:
+        executor.wait_ready(120)
+    print("ready", flush=True)
+    threading.Thread(target=daemon.requestLoop, daemon=True).start()
+    sys.stdin.read()  # until the benchmark closes our stdin
+    for executor in executors:
+        executor.close()
+    os._exit(0)
+
+
+class Pool:
+    """Worker-hosting processes registered with one nameserver; grows on demand."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.port = free_port()
+        self.nameserver = subprocess.Popen(
+            [sys.executable, "-m", "clusterfarm", "nameserver", "--port", str(self.port)],
+            cwd=work,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(1.0)
+        self.hosts: list[subprocess.Popen[str]] = []
+        self.size = 0
+
+    def grow_to(self, workers: int) -> None:
+        share = -(-(workers - self.size) // HOSTS)  # the new workers over HOSTS processes
+        while self.size < workers:
+            step = min(workers - self.size, share)
+            process = subprocess.Popen(
+                [sys.executable, __file__, "host", f"h{len(self.hosts)}", str(step),
+                 str(self.port)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+            assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+            self.hosts.append(process)
+            self.size += step
+
+    def close(self) -> None:
+        for process in self.hosts:
+            assert process.stdin is not None
+            process.stdin.close()
+        for process in [*self.hosts, self.nameserver]:
+            if process is self.nameserver:
+                process.terminate()
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def run_manager(work: Path, port: int, workers: int) -> dict[str, float]:
+    """One ``clusterfarm run`` over ``workers`` × CELLS_PER_WORKER sleep cells."""
+    settings = work / f"scale-{workers}.toml"
+    settings.write_text(
+        f'[nameserver]\nport = {port}\n[[hosts]]\nname = "bench"\naddress = "127.0.0.1"\n'
+        f"[run]\nheartbeat = 2\nlost_after = 30\n[tasks.sleep]\nseconds = {SLEEP_S}\n"
+    )
+    run_dir = work / f"run-{workers}"
+    command = [sys.executable, "-m", "clusterfarm", "--settings", str(settings), "run"]
+    command += ["--json", "--run-dir", str(run_dir), "--task", "sleep", "--years", "2000"]
+    command += ["--members", f"0-{workers * CELLS_PER_WORKER - 1}"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=work, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"run failed ({done.returncode}): {done.stderr.strip()}")
+    log = (run_dir / "logs" / "manager.log").read_text()
+    found = re.search(
+        r"(\d+) cells sent in (\d+) calls, \d+ completions; ([\d.]+) s, manager CPU ([\d.]+) s",
+        log,
+    )
+    assert found, log[-2000:]
+    cells, calls, seconds, cpu = (float(v) for v in found.groups())
+    ideal = CELLS_PER_WORKER * SLEEP_S
+    return {
+        "efficiency": ideal / seconds,
+        "cells_per_call": cells / calls,
+        "cpu_per_cell_us": cpu / cells * 1e6,
+        "cpu_per_call_us": cpu / calls * 1e6,
+        "calls_per_s": calls / seconds,
+        "cpu_share": cpu / seconds,
+    }
+
+
+def many_workers(sizes: list[int]) -> None:
+    with tempfile.TemporaryDirectory(prefix="cf-scale-") as tmp:
+        work = Path(tmp)
+        pool = Pool(work)
+        rows = []
+        try:
+            for size in sizes:
+                began = time.perf_counter()
+                pool.grow_to(size)
+                print(f"{size} workers up in {time.perf_counter() - began:.0f} s", file=sys.stderr)
+                rounds = [run_manager(work, pool.port, size) for _ in range(ROUNDS)]
+                rows.append((size, {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}))
+        finally:
+            pool.close()
+    print(f"many workers: sleep {SLEEP_S} s cells, {CELLS_PER_WORKER} per worker, "
+          f"medians of {ROUNDS} runs")  # fmt: skip
+    header = ["workers", "efficiency", "cells/call", "CPU/cell", "CPU/call", "calls/s", "CPU use"]
+    table = [header] + [
+        [
+            str(size),
+            f"{r['efficiency']:.3f}",
+            f"{r['cells_per_call']:.2f}",
+            f"{r['cpu_per_cell_us']:.0f} µs",
+            f"{r['cpu_per_call_us']:.0f} µs",
+            f"{r['calls_per_s']:.0f}",
+            f"{r['cpu_share'] * 100:.0f}% of a core",
+        ]
+        for size, r in rows
+    ]
+    print_table(table)
+
+
+# -- status and rerun on a large state ----------------------------------------------------------
+
+
+def large_state() -> None:
+    with tempfile.TemporaryDirectory(prefix="cf-state-") as tmp:
+        work = Path(tmp)
+        args = ["--task", "noop", "--years", f"2000-{2000 + STATE_YEARS - 1}"]
+        args += ["--members", f"0-{STATE_MEMBERS - 1}", "--run-dir", str(work / "run")]
+        began = time.perf_counter()
+        made = subprocess.run(
+            [sys.executable, "-m", "clusterfarm", "run", "--local", "2", "--json", *args],
+            capture_output=True,
+            text=True,
+            cwd=work,
+            check=False,
+        )
+        assert made.returncode == 0, made.stderr
+        cells = STATE_YEARS * STATE_MEMBERS
+        print(
+            f"made a {cells:,}-cell state in {time.perf_counter() - began:.1f} s", file=sys.stderr
+        )
+        figures = {name: [] for name in ("bare", "status", "rerun")}  # type: dict[str, list[float]]
+        for _ in range(ROUNDS):
+            figures["bare"].append(timed(lambda: bare_read(work / "run")))
+            figures["status"].append(timed(lambda: status(work / "run")))
+            figures["rerun"].append(timed(lambda: rerun(work, args)))
+        cli = [sys.executable, "-m", "clusterfarm"]
+        commands = {
+            "status": [*cli, "status", "--run-dir", str(work / "run")],
+            "rerun": [*cli, "run", "--local", "2", "--json", *args],
+            "bare": [sys.executable, "-c", BARE_SCRIPT, str(work / "run" / "state.sqlite")],
+        }
+        whole = {name: median_time(command, work) for name, command in commands.items()}
+    bare = statistics.median(figures["bare"])
+    print(f"\na {cells:,}-cell state: medians of {ROUNDS}, in-process (and as whole commands)")
+    table = [["", "seconds", "× bare read", "whole command"]]
+    for name, label in (("bare", "bare sqlite3 read of the rows"), ("status", "status"),
+                        ("rerun", "rerun, nothing to do")):  # fmt: skip
+        seconds = statistics.median(figures[name])
+        table.append([label, f"{seconds:.3f}", f"{seconds / bare:.2f}", f"{whole[name]:.2f} s"])
+    print_table(table)
+
+
+BARE_SCRIPT = (
+    "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); "
+    "db.execute('SELECT task, year, member, status FROM cells').fetchall()"
+)
+
+
+def bare_read(run_dir: Path) -> None:
+    db = sqlite3.connect(run_dir / "state.sqlite")
+    db.execute("SELECT task, year, member, status FROM cells").fetchall()
+    db.close()
+
+
+def status(run_dir: Path) -> Any:
+    from clusterfarm.report import read_report
+    from clusterfarm.state import connect
+
+    db = connect(run_dir, create=False)
+    try:
+        return read_report(db)
+    finally:
+        db.close()
+
+
+def rerun(work: Path, args: list[str]) -> None:
+    from clusterfarm import runner
+    from clusterfarm.settings import load_settings
+    from clusterfarm.view import QuietView
+
+    years, members = args[args.index("--years") + 1], args[args.index("--members") + 1]
+    settings = load_settings(None).with_run(
+        task="noop", years=years, members=members, run_dir=args[args.index("--run-dir") + 1]
+    )
+    report, code = runner.execute(runner.RunRequest(settings, local=2), QuietView())
+    assert code == 0 and report.ran == 0, (code, report.ran)
+
+
+def median_time(command: list[str], cwd: Path) -> float:
+    """Median wall time of ``command`` as a whole process."""
+
+    def once() -> None:
+        subprocess.run(command, cwd=cwd, check=True, capture_output=True)
+
+    return statistics.median(timed(once) for _ in range(ROUNDS))
+
+
+def timed(fn: Any) -> float:
+    began = time.perf_counter()
+    fn()
+    return time.perf_counter() - began
+
+
+def print_table(table: list[list[str]]) -> None:
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "host":
+        return host(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", default="16,64,256")
+    parser.add_argument("--skip-state", action="store_true")
+    parser.add_argument("--skip-workers", action="store_true")
+    options = parser.parse_args()
+    if not options.skip_workers:
+        many_workers([int(n) for n in options.workers.split(",")])
+    if not options.skip_state:
+        large_state()
+
+
+if __name__ == "__main__":
+    main()

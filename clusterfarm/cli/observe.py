@@ -1,0 +1,59 @@
+"""Commands that look back at a run: ``trace`` (every attempt) and ``report`` (one HTML file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from clusterfarm.cli import cli, common, settings
+from clusterfarm.errors import EXIT_OK
+from clusterfarm.trace import FORMATS
+
+
+def _run_dir(run_dir: str | None) -> Path:
+    return Path(run_dir or settings().run.run_dir)
+
+
+@cli.command()
+@click.option("--run-dir", help="Run directory (default: [run] run_dir).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="tsv",
+    show_default=True,
+    help="tsv and csv have a header line; json is a list of objects.",
+)
+@common
+def trace(run_dir: str | None, fmt: str) -> int:
+    """Print one row per attempt of every cell: where, when, outcome, CPU, memory, I/O."""
+    from clusterfarm.state import connect
+    from clusterfarm.trace import format_trace, trace_rows
+
+    db = connect(_run_dir(run_dir), create=False)
+    try:
+        rows = trace_rows(db)
+    finally:
+        db.close()
+    click.echo(format_trace(rows, fmt), nl=False)
+    return EXIT_OK
+
+
+@cli.command()
+@click.option("--run-dir", help="Run directory (default: [run] run_dir).")
+@click.option("--out", required=True, metavar="FILE.html", help="Where to write the report.")
+@common
+def report(run_dir: str | None, out: str) -> int:
+    """Write a self-contained HTML report of a run: grid, timeline, figures, provenance."""
+    from clusterfarm.html_report import write_report
+    from clusterfarm.state import connect
+
+    path = _run_dir(run_dir)
+    db = connect(path, create=False)
+    try:
+        size = write_report(db, path, Path(out))
+    finally:
+        db.close()
+    click.echo(f"wrote {out} ({size / 1e6:.2f} MB)")
+    return EXIT_OK

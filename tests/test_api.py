@@ -1,0 +1,119 @@
+"""The Python API: ``Farm`` runs through the CLI's code path, from pytest and from a script."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import netCDF4
+import numpy as np
+import pandas
+import pytest
+
+from clusterfarm import ClusterFarmError, Farm, open_tracks
+from clusterfarm.analysis import read_tracks, write_sample_data
+from clusterfarm.analysis.gather import gather_tracks
+from clusterfarm.errors import SettingsError, StateError, UsageError
+from tests.conftest import PLUGIN_SETTINGS, cli_env, write_settings
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory):
+    """Sample data for 2000-2001 x 4 members and a Farm that ran vort_track over it."""
+    work = tmp_path_factory.mktemp("api")
+    write_sample_data(work / "data", years=[2000, 2001], members=4, size="small")
+    farm = Farm(run_dir=work / "run", data_dir=str(work / "data"))
+    report = farm.run("vort_track", years="2000-2001", members="0-3", local=2, progress="none")
+    return farm, report
+
+
+def test_farm_run_completes_the_8_cells_with_the_figures_of_run_json(tracked):
+    farm, report = tracked
+    assert report.complete == 8 and report.failure == 0 and report.failures == []
+    assert report.to_json()["progress"] == {"vort_track": {"2000": "++++", "2001": "++++"}}
+    assert farm.status().complete == 8
+
+
+def test_open_tracks_returns_the_tracks_of_the_netcdf_files(tracked):
+    farm, _ = tracked
+    files = sorted((farm.run_dir / "results/vort_track").glob("*/*.nc"))
+    assert len(files) == 8
+    ds = open_tracks(farm.run_dir)
+    starts = np.r_[0, np.cumsum(ds.row_size.values)]
+    k = 0
+    for path in files:
+        year, member = int(path.parent.name), int(path.stem[-3:])
+        for track in read_tracks(path).tracks:
+            assert (ds.year.values[k], ds.member.values[k]) == (year, member)
+            obs = slice(starts[k], starts[k + 1])
+            np.testing.assert_allclose(ds.lat.values[obs], track.lat)
+            np.testing.assert_allclose(ds.lon.values[obs], track.lon)
+            np.testing.assert_allclose(ds.vorticity.values[obs], track.vorticity)
+            k += 1
+    assert k == ds.sizes["track"] > 0
+    some = open_tracks(farm.run_dir, years=2000, members=[1, 2])
+    assert set(some.year.values) == {2000} and set(some.member.values) == {1, 2}
+    assert some.time.dtype.kind == "M" and str(some.time.values[0]).startswith("2000")
+
+
+def test_result_files_carry_the_run_id_of_the_run(tracked):
+    farm, _ = tracked
+    ds = open_tracks(farm.run_dir)
+    for path in (farm.run_dir / "results/vort_track").glob("*/*.nc"):
+        with netCDF4.Dataset(path) as nc:
+            assert nc.run_id == ds.attrs["run_id"] and len(nc.run_id) == 32
+
+
+def test_trace_is_a_dataframe_with_one_row_per_attempt(tracked):
+    farm, _ = tracked
+    frame = farm.trace()
+    assert isinstance(frame, pandas.DataFrame) and len(frame) == 8
+    assert set(frame.status) == {"complete"}
+    assert str(frame.started.dtype).startswith("datetime64") and frame.cpu.gt(0).all()
+    provenance = json.loads((farm.run_dir / "provenance.json").read_text())
+    assert provenance["invocations"][-1]["argv"][0] == "clusterfarm.api"
+    assert any(f["path"].endswith("u850_2000.nc") for f in provenance["inputs"]["files"])
+
+
+def test_without_xarray_open_tracks_gives_one_structured_array_per_track(tracked):
+    farm, _ = tracked
+    path = farm.run_dir / "results/vort_track/2001/vort_track_2001_m002.nc"
+    arrays = gather_tracks([(2001, 2, path)])
+    assert len(arrays) == len(read_tracks(path).tracks)
+    assert set(arrays[0].dtype.names) >= {"year", "member", "track_id", "time", "lat", "lon"}
+
+
+def test_errors_are_the_clusterfarm_error_classes(tmp_path):
+    with pytest.raises(UsageError, match="unknown \\[run\\] key"):
+        Farm(colour="blue")
+    with pytest.raises(StateError, match="no clusterfarm run here"):
+        Farm(run_dir=tmp_path / "nothing").status()
+    with pytest.raises(SettingsError):
+        Farm(tmp_path / "missing.toml")
+    farm = Farm(run_dir=tmp_path / "run")
+    with pytest.raises(ClusterFarmError, match="unknown task"):
+        farm.run("no_such_task", years=2000, members=0, local=1, progress="none")
+    with pytest.raises(UsageError, match="progress"):
+        farm.run("noop", years=2000, members=0, local=1, progress="fancy")
+
+
+def test_a_script_runs_a_farm_in_a_subprocess(tmp_path):
+    settings = write_settings(tmp_path / "farm.toml", PLUGIN_SETTINGS)
+    script = textwrap.dedent(
+        f"""
+        import json
+        from clusterfarm import Farm
+        farm = Farm({str(settings)!r}, run_dir={str(tmp_path / "run")!r}, retries=0)
+        report = farm.run("fail_member", years="2000-2001", members=range(3), local=2)
+        rows = farm.trace()
+        print(json.dumps({{"complete": report.complete, "failure": report.failure,
+                          "attempts": len(rows), "failed": int((rows.status == "failure").sum())}}))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=cli_env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("[")  # the plain progress blocks (stdout is not a terminal)
+    assert json.loads(lines[-1]) == {"complete": 4, "failure": 2, "attempts": 6, "failed": 2}
