@@ -125,3 +125,27 @@ def test_maxima_carry_their_time_step() -> None:
 def test_field_must_match_the_grid() -> None:
     with pytest.raises(ValueError, match="does not end in"):
         find_maxima(np.zeros((3, 10, 10)), LATS, LONS)
+
+
+def test_two_separate_vortices_closer_than_suppress_km_are_both_kept() -> None:
+    # 7° apart (778 km) with 250 km radii: the field between them falls almost to zero
+    field = blob(30, 120, radius_km=250.0) + blob(37, 120, amplitude=0.6 * PEAK, radius_km=250.0)
+    assert len(find_maxima(field, LATS, LONS)) == 2
+    # the plain distance rule drops the weaker one
+    assert len(find_maxima(field, LATS, LONS, min_dip=1.0)) == 1
+
+
+def test_refined_positions_never_leave_the_box() -> None:
+    # the grid maximum is 40°N, 100°E, on the box's corner; the fit would move it to 40.9°N
+    field = blob(40.9, 99.9, radius_km=300.0)
+    found = find_maxima(field, LATS, LONS, box=[0.0, 40.0, 90.0, 100.0])
+    assert len(found) == 1
+    assert 0.0 <= found.lat[0] <= 40.0
+    assert 90.0 <= found.lon[0] <= 100.0
+    unboxed = find_maxima(field, LATS, LONS)
+    assert abs(unboxed.lat[0] - 40.9) < 0.2
+
+
+def test_first_step_offsets_the_steps_of_a_chunk() -> None:
+    found = find_maxima(np.stack([blob(40, 100), blob(42, 104)]), LATS, LONS, first_step=10)
+    assert found.step.tolist() == [10, 11]

@@ -41,3 +41,34 @@ def test_importing_the_analysis_does_not_import_matplotlib() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "False"
+
+
+def test_shipped_coastlines_hold_known_coasts_and_never_jump_across_the_map() -> None:
+    from clusterfarm.analysis.coastlines import coastline_segments
+
+    points = np.concatenate(coastline_segments())
+    assert 4000 < len(points) < 20000  # Natural Earth 110 m: a few thousand points
+    assert points[:, 0].min() >= 0.0 and points[:, 0].max() < 360.0
+
+    def nearest_km(lat: float, lon: float) -> float:
+        from clusterfarm.analysis import great_circle_km
+
+        return float(great_circle_km(lat, lon, points[:, 1], points[:, 0]).min())
+
+    assert nearest_km(-34.36, 18.47) < 100  # Cape of Good Hope
+    assert nearest_km(36.0, 354.4) < 100  # Strait of Gibraltar
+    assert nearest_km(-53.9, 291.7) < 150  # Cape Froward, Patagonia
+    assert nearest_km(0.0, 200.0) > 1000  # the middle of the Pacific
+    for piece in coastline_segments():
+        assert np.abs(np.diff(piece[:, 0])).max() <= 180.0
+
+
+def test_a_map_with_no_tracks_still_shows_the_coastlines(tmp_path: Path) -> None:
+    import matplotlib.image
+
+    out = plot_tracks([], tmp_path / "empty.png", "coasts only")
+    pixels = matplotlib.image.imread(out)[..., :3].mean(axis=-1)
+    height, width = pixels.shape
+    inside = pixels[int(0.2 * height) : int(0.8 * height), int(0.2 * width) : int(0.7 * width)]
+    # inside the frame, only the dotted grid (~0.4 % of pixels) is grey without coastlines
+    assert (inside < 0.6).mean() > 0.012

@@ -226,3 +226,30 @@ def test_plot_draws_a_png_of_a_years_tracks(sample_run: tuple[Path, Path], tmp_p
     assert out.stat().st_size > 20_000
     empty = plot_tracks([], tmp_path / "empty.png")
     assert empty.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_hard_sample_data_has_close_pairs_fades_and_intensity_in_the_truth() -> None:
+    _, _, truth = sample_winds(2000, 0, 2 * BLOCK_STEPS, difficulty="hard")
+    closest = min(
+        float(same_time_km(a, b).min())
+        for k, a in enumerate(truth)
+        for b in truth[k + 1 :]
+        if same_time_km(a, b).size
+    )
+    assert closest < 1100.0  # closer than the default suppress_km
+    faded = [t for t in truth if (np.abs(t.vorticity) < 0.5 * np.abs(t.vorticity).max()).any()]
+    assert faded and all(np.abs(t.vorticity).max() >= 3e-5 for t in truth)
+
+
+def test_tracker_meets_the_targets_on_a_stretch_of_hard_sample_data() -> None:
+    from clusterfarm.analysis import score_tracks, track_cyclones
+    from clusterfarm.analysis.sample import LATS, LONS, sample_times
+
+    steps = 4 * BLOCK_STEPS
+    u, v, truth = sample_winds(2001, 1, steps, seed=5, difficulty="hard")
+    found = track_cyclones(u, v, LATS, LONS, sample_times(2001, steps))
+    score = score_tracks(found, truth)
+    assert score["recall"] >= 0.8
+    assert score["precision"] >= 0.75
+    assert score["error_km"]["mean"] <= 50.0
+    assert score["intensity_error"]["relative"] <= 0.3

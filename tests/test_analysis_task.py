@@ -43,10 +43,11 @@ def run(data: Path, results: Path, member: int = 0, **params: Any) -> tuple[dict
 
 def test_vort_track_is_registered_with_its_parameters() -> None:
     spec = get_task("vort_track")
-    assert spec.version == vort_track_module.VERSION == "1"
+    assert spec.version == vort_track_module.VERSION == "2"
     assert spec.defaults["threshold"] == 1e-5
     assert spec.defaults["box"] == [-80.0, 80.0, 0.0, 360.0]
-    assert (spec.defaults["suppress_km"], spec.defaults["link_km"]) == (1100.0, 1800.0)
+    assert (spec.defaults["suppress_km"], spec.defaults["link_km"]) == (1100.0, 750.0)
+    assert (spec.defaults["max_gap"], spec.defaults["max_missing"]) == (1, 0.05)
     assert spec.defaults["min_steps"] == 6
     assert spec.defaults["u_path"] == "{year}/u850_{year}.nc"
     assert {"u_var", "v_var", "time_dim", "member_dim", "lat_dim", "lon_dim"} <= set(spec.defaults)
@@ -66,9 +67,9 @@ def test_task_writes_a_cf_track_file_and_returns_its_counts(data_dir: Path, tmp_
     assert tracks.time_units == "hours since 1800-01-01 00:00:00"
     attrs = tracks.attrs
     assert (attrs["year"], attrs["member"], attrs["task"]) == (2000, 1, "vort_track")
-    assert attrs["task_version"] == "1"
+    assert attrs["task_version"] == "2"
     assert attrs["clusterfarm_version"]
-    assert attrs["param_link_km"] == 1800.0
+    assert attrs["param_link_km"] == 750.0
     assert list(attrs["param_box"]) == [-80.0, 80.0, 0.0, 360.0]
     assert attrs["param_u_path"] == "{year}/u850_{year}.nc"
     assert [p for p in output.parent.iterdir() if p.name.endswith(".tmp")] == []
@@ -96,6 +97,10 @@ def test_no_cyclones_still_gives_a_valid_file(data_dir: Path, tmp_path: Path) ->
         ({"suppress_km": -1.0}, "suppress_km"),
         ({"threshold": float("nan")}, "threshold"),
         ({"min_steps": 0}, "min_steps"),
+        ({"max_gap": -1}, "max_gap"),
+        ({"min_dip": 1.5}, "min_dip"),
+        ({"max_missing": 2.0}, "max_missing"),
+        ({"predict_km": 0.0}, "predict_km"),
         ({"box": [10.0, -10.0, 0.0, 360.0]}, "box"),
         ({"box": [0.0, 10.0, 20.0]}, "box"),
         ({"box": [0.0, "north", 0.0, 360.0]}, "box"),

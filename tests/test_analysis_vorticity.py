@@ -90,3 +90,75 @@ def test_cyclonic_vorticity_flips_the_southern_hemisphere() -> None:
     cyclonic = cyclonic_vorticity(zeta, LATS_SOUTHWARD)
     assert np.all(cyclonic[LATS_SOUTHWARD != 0] > 0)
     assert np.all(cyclonic[LATS_SOUTHWARD == 0] == 0)
+
+
+CELL_CENTRED_1DEG = np.arange(89.5, -90.0, -1.0)
+LONS_1DEG = np.arange(0.5, 360.0, 1.0)
+# Gaussian latitudes of a T63-like grid (96 rows), from numpy's Gauss-Legendre nodes
+GAUSSIAN = np.degrees(np.arcsin(np.polynomial.legendre.leggauss(96)[0]))[::-1]
+LONS_GAUSSIAN = np.arange(0.0, 360.0, 1.875)
+
+
+def rossby_haurwitz(
+    lats: np.ndarray, lons: np.ndarray, wave: int = 4
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """u, v and ζ of the Rossby-Haurwitz wave of Williamson et al. (1992), test case 6."""
+    omega, k, a = 7.848e-6, 7.848e-6, EARTH_RADIUS_M
+    phi, lam = np.meshgrid(np.radians(lats), np.radians(lons), indexing="ij")
+    c, s = np.cos(phi), np.sin(phi)
+    u = a * omega * c + a * k * c ** (wave - 1) * (wave * s**2 - c**2) * np.cos(wave * lam)
+    v = -a * k * wave * c ** (wave - 1) * s * np.sin(wave * lam)
+    zeta = 2 * omega * s - k * s * c**wave * (wave**2 + 3 * wave + 2) * np.cos(wave * lam)
+    return u, v, zeta
+
+
+def test_solid_body_rotation_on_a_cell_centred_grid_is_right_at_the_outermost_rows() -> None:
+    u = (OMEGA * EARTH_RADIUS_M * np.cos(np.radians(CELL_CENTRED_1DEG)))[:, None]
+    u = u * np.ones(LONS_1DEG.size)
+    zeta = relative_vorticity(u, np.zeros_like(u), CELL_CENTRED_1DEG, LONS_1DEG)
+    expected = 2 * OMEGA * np.sin(np.radians(CELL_CENTRED_1DEG))
+    outermost = zeta[[0, -1]] / expected[[0, -1], None]
+    assert np.abs(outermost - 1).max() < 0.02
+    np.testing.assert_allclose(zeta, expected[:, None] * np.ones(LONS_1DEG.size), rtol=0.02)
+
+
+@pytest.mark.parametrize(
+    "lats, lons",
+    [(CELL_CENTRED_1DEG, LONS_1DEG), (GAUSSIAN, LONS_GAUSSIAN)],
+    ids=["cell-centred 1deg", "gaussian T63"],
+)
+def test_rossby_haurwitz_wave_outermost_rows_are_as_good_as_the_interior(
+    lats: np.ndarray, lons: np.ndarray
+) -> None:
+    u, v, expected = rossby_haurwitz(lats, lons)
+    zeta = relative_vorticity(u, v, lats, lons)
+    interior = np.abs(zeta[1:-1] - expected[1:-1]).max()
+    outermost = np.abs(zeta[[0, -1]] - expected[[0, -1]]).max()
+    assert outermost <= max(interior, 1e-7)
+    assert outermost < 1e-6  # the threshold for a cyclone is 1e-5 s-1
+
+
+def test_outermost_row_error_shrinks_with_resolution() -> None:
+    errors = []
+    for step in (2.0, 1.0):
+        lats = np.arange(90 - step / 2, -90.0, -step)
+        lons = np.arange(step / 2, 360.0, step)
+        u, v, expected = rossby_haurwitz(lats, lons)
+        errors.append(np.abs(relative_vorticity(u, v, lats, lons)[0] - expected[0]).max())
+    assert errors[1] < 0.35 * errors[0]  # second order: a quarter, give or take
+
+
+@pytest.mark.parametrize(
+    "lats, lons",
+    [(LATS_SOUTHWARD, LONS), (CELL_CENTRED_1DEG, LONS_1DEG)],
+    ids=["with pole rows", "cell-centred"],
+)
+def test_cyclonic_vorticity_in_one_go_equals_the_two_steps(
+    lats: np.ndarray, lons: np.ndarray
+) -> None:
+    from clusterfarm.analysis.vorticity import cyclonic_relative_vorticity
+
+    u, v, _ = rossby_haurwitz(lats, lons)
+    u, v = u.astype(np.float32), v.astype(np.float32)
+    two_steps = cyclonic_vorticity(relative_vorticity(u, v, lats, lons), lats)
+    np.testing.assert_allclose(cyclonic_relative_vorticity(u, v, lats, lons), two_steps, rtol=1e-6)

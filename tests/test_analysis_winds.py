@@ -154,20 +154,73 @@ def test_missing_variable_is_an_input_error(tmp_path: Path) -> None:
 
 
 def test_wrong_dimensions_are_an_input_error(tmp_path: Path) -> None:
-    data = np.zeros((TIMES.size, 1, 2, LATS.size, LONS.size))
-    dims = ("time", "member", "level", "lat", "lon")
+    data = np.zeros((TIMES.size, 1, LATS.size, LONS.size))
+    dims = ("time", "member", "y", "lon")
     for name in ("u850", "v850"):
         write_var(tmp_path / "2000" / f"{name}_2000.nc", name, data, dims)
     with pytest.raises(InputError, match=r"u850_2000\.nc: u850 has dimensions"):
         read_winds(tmp_path, 2000, 0)
 
 
-def test_a_file_without_member_dimension_needs_a_member_template(tmp_path: Path) -> None:
-    data = np.zeros((TIMES.size, LATS.size, LONS.size))
+def test_several_levels_need_the_level_parameter(tmp_path: Path) -> None:
+    data = np.zeros((TIMES.size, 1, 2, LATS.size, LONS.size))
+    dims = ("time", "member", "level", "lat", "lon")
+    for name in ("u850", "v850"):
+        write_var(tmp_path / "2000" / f"{name}_2000.nc", name, data, dims)
+    with pytest.raises(InputError, match=r"u850 has 2 values along 'level'; set level"):
+        read_winds(tmp_path, 2000, 0)
+
+
+def test_the_level_parameter_picks_one_level_by_its_value(tmp_path: Path) -> None:
+    data = np.zeros((TIMES.size, 2, LATS.size, LONS.size))
+    data[:, 1] = 7.0
+    dims = ("time", "plev", "lat", "lon")
+    for name in ("u850", "v850"):
+        path = write_var(tmp_path / "2000" / f"{name}_2000.nc", name, data, dims)
+        with netCDF4.Dataset(path, "a") as ds:
+            ds.createVariable("plev", "f8", ("plev",))[:] = [500.0, 850.0]
+    source = WindSource(level_dim="plev", level=850.0)
+    assert (read_winds(tmp_path, 2000, 0, source).u == 7.0).all()
+    with pytest.raises(InputError, match=r"level 700 is not in 'plev' \(has 500, 850\)"):
+        read_winds(tmp_path, 2000, 0, WindSource(level_dim="plev", level=700.0))
+
+
+def test_a_size_one_level_of_any_name_is_taken_as_it_is(tmp_path: Path) -> None:
+    data = np.full((TIMES.size, 1, LATS.size, LONS.size), 3.0)
+    for name in ("u850", "v850"):
+        write_var(
+            tmp_path / "2000" / f"{name}_2000.nc",
+            name,
+            data,
+            ("time", "pressure_level", "lat", "lon"),
+        )
+    assert read_winds(tmp_path, 2000, 0).u.shape == (TIMES.size, LATS.size, LONS.size)
+
+
+def test_a_file_without_member_dimension_is_a_deterministic_member_0(tmp_path: Path) -> None:
+    data = np.ones((TIMES.size, LATS.size, LONS.size))
     for name in ("u850", "v850"):
         write_var(tmp_path / "2000" / f"{name}_2000.nc", name, data, ("time", "lat", "lon"))
-    with pytest.raises(InputError, match=r"no 'member' dimension"):
-        read_winds(tmp_path, 2000, 0)
+    assert (read_winds(tmp_path, 2000, 0).u == 1.0).all()
+    with pytest.raises(InputError, match=r"no 'member' dimension.*use members = 0"):
+        read_winds(tmp_path, 2000, 1)
+
+
+def test_a_repeated_360_degree_column_is_dropped_so_the_grid_wraps(tmp_path: Path) -> None:
+    lons = np.arange(0.0, 360.1, 30.0)
+    data = np.ones((TIMES.size, LATS.size, lons.size))
+    for name in ("u850", "v850"):
+        path = tmp_path / "2000" / f"{name}_2000.nc"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with netCDF4.Dataset(path, "w") as ds:
+            for dim, values in (("time", TIMES), ("lat", LATS), ("lon", lons)):
+                ds.createDimension(dim, values.size)
+                ds.createVariable(dim, "f8", (dim,))[:] = values
+            ds["time"].units = UNITS
+            ds.createVariable(name, "f4", ("time", "lat", "lon"))[:] = data
+    winds = read_winds(tmp_path, 2000, 0)
+    assert winds.lons.tolist() == LONS.tolist()
+    assert winds.u.shape[-1] == LONS.size
 
 
 def test_member_beyond_the_file_is_an_input_error(tmp_path: Path) -> None:
@@ -179,7 +232,7 @@ def test_member_beyond_the_file_is_an_input_error(tmp_path: Path) -> None:
 def test_u_and_v_of_different_shapes_are_an_input_error(tmp_path: Path) -> None:
     u = winds_pair(tmp_path)
     write_var(tmp_path / "2000" / "v850_2000.nc", "v850", u[:3], times=TIMES[:3])
-    with pytest.raises(InputError, match=r"v850_2000\.nc: v850 does not match u850 .*shape"):
+    with pytest.raises(InputError, match=r"v850_2000\.nc: v850 does not match u850 .*time axis"):
         read_winds(tmp_path, 2000, 0)
 
 
@@ -188,8 +241,52 @@ def test_a_member_with_only_missing_values_is_an_input_error(tmp_path: Path) -> 
     u[:, 1] = np.nan
     write_var(tmp_path / "2000" / "u850_2000.nc", "u850", np.ma.masked_invalid(u))
     assert np.isfinite(read_winds(tmp_path, 2000, 0).u).all()
-    with pytest.raises(InputError, match=r"u850_2000\.nc: u850 of member 1 holds only missing"):
+    with pytest.raises(InputError, match=r"u850_2000\.nc: u850 of member 1 is 100.0% missing"):
         read_winds(tmp_path, 2000, 1)
+
+
+def test_a_mostly_missing_member_fails_with_the_fraction_but_a_few_holes_pass(
+    tmp_path: Path,
+) -> None:
+    u = winds_pair(tmp_path, members=1)
+    u[:, 0, :2] = np.nan  # 2 of 5 rows: 40 %
+    write_var(tmp_path / "2000" / "v850_2000.nc", "v850", np.ma.masked_invalid(u))
+    with pytest.raises(InputError, match=r"v850_2000\.nc: v850 of member 0 is 40.0% missing"):
+        read_winds(tmp_path, 2000, 0)
+    assert np.isnan(read_winds(tmp_path, 2000, 0, max_missing=0.5).v).mean() == pytest.approx(0.4)
+
+
+def write_r1_like(path: Path, name: str, data: np.ndarray, valid_range: np.ndarray) -> None:
+    """Packed shorts as NCEP/NCAR R1 files from PSL hold them (valid_range of a chosen type)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with netCDF4.Dataset(path, "w") as ds:
+        for dim, values in (("time", TIMES), ("lat", LATS), ("lon", LONS)):
+            ds.createDimension(dim, values.size)
+            ds.createVariable(dim, "f8", (dim,))[:] = values
+        ds["time"].units = UNITS
+        var = ds.createVariable(name, "i2", ("time", "lat", "lon"), fill_value=np.int16(32766))
+        var.set_auto_maskandscale(False)
+        var.scale_factor, var.add_offset = np.float32(0.01), np.float32(202.66)
+        var.setncattr("valid_range", valid_range)  # plain attribute: keeps its own type
+        var[:] = np.round((data - 202.66) / 0.01).astype(np.int16)
+
+
+@pytest.mark.parametrize(
+    "valid_range",
+    [np.array([-125.0, 160.0], np.float32), np.array([-32765, 32765], np.int16)],
+    ids=["float: unpacked units", "short: packed units"],
+)
+def test_valid_range_is_in_packed_units_only_when_typed_like_the_packed_data(
+    tmp_path: Path, valid_range: np.ndarray
+) -> None:
+    rng = np.random.default_rng(0)
+    data = rng.uniform(-30.0, 30.0, (TIMES.size, LATS.size, LONS.size))
+    data[0, 0, 0] = 200.0  # out of the physical range; in range as a packed value
+    for name in ("u850", "v850"):
+        write_r1_like(tmp_path / "2000" / f"{name}_2000.nc", name, data, valid_range)
+    u = read_winds(tmp_path, 2000, 0).u
+    assert np.isnan(u[0, 0, 0]) == (valid_range.dtype == np.float32)
+    assert np.allclose(u.ravel()[1:], data.ravel()[1:], atol=0.006)
 
 
 def test_time_without_cf_units_is_an_input_error(tmp_path: Path) -> None:

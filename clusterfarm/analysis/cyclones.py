@@ -1,21 +1,49 @@
-"""The cyclone tracker end to end: winds → vorticity → maxima → tracks.
+"""The cyclone tracker end to end: winds → vorticity → (smoothing) → maxima → tracks.
 
 Cyclones are maxima of sign(lat)·ζ, so Southern Hemisphere (clockwise) cyclones are found
 like northern ones; the tracks carry the signed relative vorticity, negative in the south.
+With ``smooth_km`` the maxima are found on the field smoothed by a Gaussian of that radius
+(:mod:`.smooth`), which takes off small-scale noise, and their vorticity is read off the
+unsmoothed field. :func:`track_chunks` runs on time chunks of a member-year: only the
+maxima of a chunk are kept, and the linking runs over all of them at the end, so the memory
+needed is that of one chunk, whatever the length of the year.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
 
-from clusterfarm.analysis.extrema import Maxima, find_maxima
-from clusterfarm.analysis.geo import GLOBAL_BOX
+from clusterfarm.analysis.extrema import MIN_DIP, Maxima, find_maxima, values_at
+from clusterfarm.analysis.geo import GLOBAL_BOX, FloatArray
+from clusterfarm.analysis.smooth import gaussian_smooth
 from clusterfarm.analysis.tracking import Track, link_tracks
-from clusterfarm.analysis.vorticity import cyclonic_vorticity, relative_vorticity
+from clusterfarm.analysis.vorticity import cyclonic_relative_vorticity
+
+
+@dataclass(frozen=True)
+class Detection:
+    """How cyclone centres are found at each step (see :func:`find_cyclones`)."""
+
+    threshold: float = 1e-5
+    box: Sequence[float] = field(default=GLOBAL_BOX)
+    suppress_km: float = 1100.0
+    min_dip: float = MIN_DIP
+    smooth_km: float = 0.0
+
+
+@dataclass(frozen=True)
+class Linking:
+    """How centres are linked into tracks, per time step (see :func:`link_tracks`)."""
+
+    link_km: float = 750.0
+    predict_km: float = 250.0
+    max_gap: int = 1
+    intensity_weight: float = 1.0
+    min_steps: int = 6
 
 
 def find_cyclones(
@@ -23,22 +51,51 @@ def find_cyclones(
     v: npt.ArrayLike,
     lats: npt.ArrayLike,
     lons: npt.ArrayLike,
-    *,
-    threshold: float = 1e-5,
-    box: Sequence[float] = GLOBAL_BOX,
-    suppress_km: float = 1100.0,
+    detection: Detection | None = None,
+    first_step: int = 0,
 ) -> Maxima:
     """Return the cyclone centres of each step; ``value`` is their signed vorticity."""
-    zeta = relative_vorticity(u, v, lats, lons)
+    how = detection or Detection()
+    cyclonic = cyclonic_relative_vorticity(u, v, lats, lons)
+    searched = gaussian_smooth(cyclonic, lats, lons, how.smooth_km)
     centres = find_maxima(
-        cyclonic_vorticity(zeta, lats),
+        searched,
         lats,
         lons,
-        threshold=threshold,
-        box=box,
-        suppress_km=suppress_km,
+        threshold=how.threshold,
+        box=how.box,
+        suppress_km=how.suppress_km,
+        min_dip=how.min_dip,
     )
-    return replace(centres, value=centres.value * np.sign(centres.lat))
+    if how.smooth_km > 0 and len(centres):
+        centres = replace(centres, value=values_at(cyclonic, lats, lons, centres))
+    return replace(
+        centres, step=centres.step + first_step, value=centres.value * np.sign(centres.lat)
+    )
+
+
+def track_chunks(
+    chunks: Iterable[tuple[int, FloatArray, FloatArray]],
+    lats: npt.ArrayLike,
+    lons: npt.ArrayLike,
+    times: npt.ArrayLike,
+    detection: Detection | None = None,
+    linking: Linking | None = None,
+) -> list[Track]:
+    """Return the tracks in winds given as (first step, u, v) chunks shaped (time, lat, lon)."""
+    centres = Maxima.join(
+        [find_cyclones(u, v, lats, lons, detection, start) for start, u, v in chunks]
+    )
+    how = linking or Linking()
+    return link_tracks(
+        centres,
+        times,
+        link_km=how.link_km,
+        predict_km=how.predict_km,
+        max_gap=how.max_gap,
+        intensity_weight=how.intensity_weight,
+        min_steps=how.min_steps,
+    )
 
 
 def track_cyclones(
@@ -47,13 +104,9 @@ def track_cyclones(
     lats: npt.ArrayLike,
     lons: npt.ArrayLike,
     times: npt.ArrayLike,
-    *,
-    threshold: float = 1e-5,
-    box: Sequence[float] = GLOBAL_BOX,
-    suppress_km: float = 1100.0,
-    link_km: float = 1800.0,
-    min_steps: int = 6,
+    detection: Detection | None = None,
+    linking: Linking | None = None,
 ) -> list[Track]:
-    """Return the cyclone tracks in winds shaped (time, lat, lon)."""
-    centres = find_cyclones(u, v, lats, lons, threshold=threshold, box=box, suppress_km=suppress_km)
-    return link_tracks(centres, times, link_km=link_km, min_steps=min_steps)
+    """Return the cyclone tracks in winds shaped (time, lat, lon), held in memory at once."""
+    chunk = (0, np.asarray(u), np.asarray(v))
+    return track_chunks([chunk], lats, lons, times, detection, linking)

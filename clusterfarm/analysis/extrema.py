@@ -4,14 +4,20 @@ A grid point is a maximum when it is above ``threshold``, inside ``box`` and not
 its eight neighbours (longitude wraps on a global grid). A plateau of equal values yields
 exactly one maximum, at its centre, and only if no point of it has a higher neighbour. A
 strict maximum is placed between grid points, with its value, by fitting a parabola through
-it and its neighbours in each direction: positions become much better than the grid spacing.
-Weaker maxima closer than ``suppress_km`` to a stronger one of the same step are dropped.
+it and its neighbours in each direction: positions become much better than the grid spacing;
+a position that the fit would move out of ``box`` stays on its grid point, inside.
+
+Close pairs: of two maxima of one step closer than ``suppress_km``, the weaker is dropped
+as part of the stronger's system unless the field along the great circle between them falls
+below ``(1 - min_dip)`` times the weaker one's value, which makes them two separate vortices
+(both kept). ``min_dip = 1`` drops every weaker maximum within ``suppress_km`` (the plain
+distance rule); ``min_dip = 0`` keeps every maximum.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -24,9 +30,18 @@ from clusterfarm.analysis.geo import (
     box_mask,
     great_circle_km,
     is_global,
+    points_in_box,
+    unit_vectors,
 )
 
 IntArray = npt.NDArray[np.int64]
+
+#: default share by which the field must dip between two close maxima to keep both
+MIN_DIP = 0.2
+# distances computed at once when looking for close pairs (bounds the memory used)
+_PAIR_CELLS = 1_000_000
+# samples along the great circle between two close maxima, per grid step of distance
+_SAMPLES_PER_STEP = 2
 
 _NEIGHBOURS = [(dj, di) for dj in (-1, 0, 1) for di in (-1, 0, 1) if (dj, di) != (0, 0)]
 
@@ -43,6 +58,15 @@ class Maxima:
     def __len__(self) -> int:
         return int(self.step.size)
 
+    @staticmethod
+    def join(parts: Sequence[Maxima]) -> Maxima:
+        """Return the maxima of all ``parts``, one after another."""
+        arrays = [(m.step, m.lat, m.lon, m.value) for m in parts]
+        if not arrays:
+            return Maxima(np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0))
+        step, lat, lon, value = (np.concatenate(column) for column in zip(*arrays, strict=True))
+        return Maxima(step, lat, lon, value)
+
     def select(self, keep: npt.NDArray[Any]) -> Maxima:
         """Return the maxima picked by a boolean mask or index array."""
         return Maxima(self.step[keep], self.lat[keep], self.lon[keep], self.value[keep])
@@ -56,8 +80,13 @@ def find_maxima(
     threshold: float = 1e-5,
     box: Sequence[float] = GLOBAL_BOX,
     suppress_km: float = 1100.0,
+    min_dip: float = MIN_DIP,
+    first_step: int = 0,
 ) -> Maxima:
-    """Return the local maxima of ``field`` shaped (time, lat, lon) or (lat, lon)."""
+    """Return the local maxima of ``field`` shaped (time, lat, lon) or (lat, lon).
+
+    ``first_step`` is added to the steps, for a field that is one chunk of a longer one.
+    """
     data = np.asarray(field)
     if data.ndim == 2:
         data = data[None]
@@ -67,8 +96,10 @@ def find_maxima(
         raise ValueError(f"field shaped {data.shape} does not end in ({lat.size}, {lon.size})")
     grid = _Grid(data, lat, lon)
 
-    candidates = (data > threshold) & box_mask(lat, lon, box)[None]
-    t, j, i = (a.astype(np.int64) for a in np.nonzero(candidates))
+    candidates = data > threshold
+    candidates &= box_mask(lat, lon, box)[None]
+    # flat indices: far quicker than np.nonzero's three index arrays on a year of data
+    t, j, i = (a.astype(np.int64) for a in np.unravel_index(np.flatnonzero(candidates), data.shape))
     centre = data[t, j, i]
     not_below = np.ones(t.size, dtype=bool)
     has_equal = np.zeros(t.size, dtype=bool)
@@ -81,6 +112,10 @@ def find_maxima(
 
     st = t[strict]
     strict_lat, strict_lon, strict_value = grid.refine(st, j[strict], i[strict])
+    # the fit moves a peak by up to half a step: never out of the box
+    outside = ~points_in_box(strict_lat, strict_lon, box)
+    strict_lat[outside] = lat[j[strict][outside]]
+    strict_lon[outside] = np.mod(lon[i[strict][outside]], 360.0)
     pt, plat, plon, pval = grid.plateau_centres(t[plateau], j[plateau], i[plateau])
     found = Maxima(
         step=np.concatenate([st, pt]),
@@ -88,30 +123,80 @@ def find_maxima(
         lon=np.concatenate([strict_lon, plon]),
         value=np.concatenate([strict_value, pval]),
     )
-    return suppress_weaker(found, suppress_km)
+    kept = suppress_weaker(found, suppress_km, grid.separated(min_dip) if min_dip < 1 else None)
+    return replace(kept, step=kept.step + first_step)
 
 
-def suppress_weaker(maxima: Maxima, suppress_km: float) -> Maxima:
-    """Drop maxima closer than ``suppress_km`` to a stronger kept maximum of the same step."""
+def values_at(
+    field: npt.ArrayLike, lats: npt.ArrayLike, lons: npt.ArrayLike, maxima: Maxima
+) -> FloatArray:
+    """Peak values of ``field`` (time, lat, lon) at the maxima's positions.
+
+    The parabola fit of :func:`find_maxima` at the nearest grid point: for reading a
+    maximum's strength off the unsmoothed field when it was found on a smoothed one.
+    ``maxima.step`` indexes the field's first axis.
+    """
+    grid = _Grid(np.asarray(field), np.asarray(lats, np.float64), np.asarray(lons, np.float64))
+    rows, cols = grid.nearest(maxima.lat, maxima.lon)
+    return grid.refine(maxima.step, rows, cols)[2]
+
+
+def suppress_weaker(
+    maxima: Maxima, suppress_km: float, separated: Separated | None = None
+) -> Maxima:
+    """Drop maxima closer than ``suppress_km`` to a stronger kept maximum of the same step.
+
+    ``separated(maxima, stronger, weaker)`` (index arrays of pairs) may say which pairs are
+    two vortices after all; both of those are kept.
+    """
     ranked = maxima.select(np.lexsort((-maxima.value, maxima.step)))
-    keep = np.ones(len(ranked), dtype=bool)
-    if suppress_km <= 0:
+    if suppress_km <= 0 or len(ranked) < 2:
         return ranked
-    bounds = np.flatnonzero(np.diff(ranked.step)) + 1
-    for start, stop in zip(
-        np.r_[0, bounds].tolist(), np.r_[bounds, len(ranked)].tolist(), strict=True
-    ):
-        if stop - start < 2:
-            continue
-        lat, lon = ranked.lat[start:stop], ranked.lon[start:stop]
-        distance = great_circle_km(lat[:, None], lon[:, None], lat[None, :], lon[None, :])
-        near = distance < suppress_km
-        kept = keep[start:stop]
-        # greedy, strongest first: a maximum that was itself suppressed suppresses nothing
-        for k in range(stop - start - 1):
-            if kept[k]:
-                kept[k + 1 :] &= ~near[k, k + 1 :]
+    stronger, weaker = _close_pairs(ranked, suppress_km)
+    if separated is not None and stronger.size:
+        same = ~separated(ranked, stronger, weaker)
+        stronger, weaker = stronger[same], weaker[same]
+    keep = np.ones(len(ranked), dtype=bool)
+    # greedy, strongest first: a maximum that was itself suppressed suppresses nothing; pairs
+    # come by stronger index, so a maximum's own fate is settled before its pairs come up
+    for a, b in zip(stronger.tolist(), weaker.tolist(), strict=True):
+        if keep[a]:
+            keep[b] = False
     return ranked.select(keep)
+
+
+def _close_pairs(ranked: Maxima, km: float) -> tuple[IntArray, IntArray]:
+    """Index pairs (stronger, weaker) of maxima of one step closer than ``km``, by stronger.
+
+    Many steps at once: each step's maxima go into one row of a padded (step, rank) table,
+    so one vectorised distance computation covers a block of steps.
+    """
+    steps, first, counts = np.unique(ranked.step, return_index=True, return_counts=True)
+    width = int(counts.max())
+    block = max(1, _PAIR_CELLS // (width * width))
+    firsts: list[IntArray] = []
+    seconds: list[IntArray] = []
+    for start in range(0, steps.size, block):
+        f, c = first[start : start + block], counts[start : start + block]
+        row = np.repeat(np.arange(f.size), c)
+        members = np.arange(f[0], f[-1] + c[-1])
+        rank = members - np.repeat(f, c)
+        lat = np.full((f.size, width), np.nan)
+        lon = np.full((f.size, width), np.nan)
+        lat[row, rank], lon[row, rank] = ranked.lat[members], ranked.lon[members]
+        distance = great_circle_km(
+            lat[:, :, None], lon[:, :, None], lat[:, None, :], lon[:, None, :]
+        )
+        upper = np.triu(np.ones((width, width), dtype=bool), k=1)
+        s, a, b = np.nonzero((distance < km) & upper[None])  # NaN padding is never close
+        firsts.append(f[s] + a)
+        seconds.append(f[s] + b)
+    stronger, weaker = np.concatenate(firsts), np.concatenate(seconds)
+    order = np.argsort(stronger, kind="stable")
+    return stronger[order].astype(np.int64), weaker[order].astype(np.int64)
+
+
+Separated = Callable[[Maxima, IntArray, IntArray], BoolArray]
 
 
 class _Grid:
@@ -121,6 +206,45 @@ class _Grid:
         self.data, self.lat, self.lon = data, lat, lon
         self.nlat, self.nlon = lat.size, lon.size
         self.periodic = is_global(lon)
+
+    def separated(self, min_dip: float) -> Separated:
+        """A test of which pairs of maxima are separate vortices: a dip of ``min_dip`` between."""
+
+        def test(maxima: Maxima, stronger: IntArray, weaker: IntArray) -> BoolArray:
+            lowest = self.lowest_between(
+                maxima.step[weaker],
+                (maxima.lat[stronger], maxima.lon[stronger]),
+                (maxima.lat[weaker], maxima.lon[weaker]),
+            )
+            return np.asarray(lowest < (1.0 - min_dip) * maxima.value[weaker])
+
+        return test
+
+    def lowest_between(
+        self,
+        t: IntArray,
+        start: tuple[FloatArray, FloatArray],
+        end: tuple[FloatArray, FloatArray],
+    ) -> FloatArray:
+        """Lowest value at the grid points nearest the great circles between pairs of points."""
+        km = great_circle_km(*start, *end)
+        step_km = 111.2 * float(np.abs(np.diff(self.lat)).min())
+        n = max(3, int(np.ceil(_SAMPLES_PER_STEP * float(km.max()) / step_km)) + 1)
+        a, b = unit_vectors(*start), unit_vectors(*end)
+        fraction = np.linspace(0.0, 1.0, n)[None, :, None]
+        path = a[:, None, :] + fraction * (b - a)[:, None, :]  # (pair, sample, xyz)
+        lat = np.degrees(np.arcsin(path[..., 2] / np.linalg.norm(path, axis=-1)))
+        lon = np.degrees(np.arctan2(path[..., 1], path[..., 0]))
+        rows, cols = self.nearest(lat, lon)
+        return np.asarray(np.nanmin(self.data[t[:, None], rows, cols], axis=1))
+
+    def nearest(self, lat: FloatArray, lon: FloatArray) -> tuple[IntArray, IntArray]:
+        """Row and column of the grid point nearest to each position."""
+        rows = np.clip(np.round(np.interp(lat, *_ascending(self.lat))), 0, self.nlat - 1)
+        step = (self.lon[-1] - self.lon[0]) / (self.nlon - 1)
+        cols = np.round(np.mod(lon - self.lon[0], 360.0) / step)
+        cols = np.mod(cols, self.nlon) if self.periodic else np.clip(cols, 0, self.nlon - 1)
+        return rows.astype(np.int64), cols.astype(np.int64)
 
     def inside(self, j: IntArray, i: IntArray) -> BoolArray:
         ok = (j >= 0) & (j < self.nlat)
@@ -229,6 +353,12 @@ class _Grid:
                     members.add(cell)
                     cells.append(cell)
         return cells, is_maximum
+
+
+def _ascending(lat: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """(latitudes, row indices) in increasing latitude, for np.interp."""
+    index = np.arange(lat.size, dtype=np.float64)
+    return (lat, index) if lat[0] < lat[-1] else (lat[::-1], index[::-1])
 
 
 def _mean_lon(lons: FloatArray) -> float:

@@ -84,3 +84,24 @@ def box_mask(lats: npt.ArrayLike, lons: npt.ArrayLike, box: Sequence[float]) -> 
     lat = np.asarray(lats, dtype=np.float64)
     in_lat = (lat >= lat_min) & (lat <= lat_max)
     return np.asarray(in_lat[:, None] & lon_in_range(lons, lon_min, lon_max)[None, :])
+
+
+def points_in_box(lats: npt.ArrayLike, lons: npt.ArrayLike, box: Sequence[float]) -> BoolArray:
+    """Return which points (parallel lat and lon arrays) lie inside ``box``."""
+    lat_min, lat_max, lon_min, lon_max = check_box(box)
+    lat = np.asarray(lats, dtype=np.float64)
+    return np.asarray((lat >= lat_min) & (lat <= lat_max) & lon_in_range(lons, lon_min, lon_max))
+
+
+def unit_vectors(lats: npt.ArrayLike, lons: npt.ArrayLike) -> FloatArray:
+    """Return points (degrees) as unit vectors, shaped (..., 3)."""
+    phi = np.radians(np.asarray(lats, dtype=np.float64))
+    lam = np.radians(np.asarray(lons, dtype=np.float64))
+    cos_phi = np.cos(phi)
+    return np.stack([cos_phi * np.cos(lam), cos_phi * np.sin(lam), np.sin(phi)], axis=-1)
+
+
+def chord_to_km(a: FloatArray, b: FloatArray) -> FloatArray:
+    """Great-circle distance (km) between unit vectors ``a`` and ``b`` (broadcasting (..., 3))."""
+    chord = np.sqrt(np.sum((a - b) ** 2, axis=-1))
+    return np.asarray(2.0 * EARTH_RADIUS_KM * np.arcsin(np.minimum(chord / 2.0, 1.0)))

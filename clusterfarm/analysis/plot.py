@@ -1,7 +1,8 @@
 """Draw tracks on a latitude/longitude map as a PNG.
 
 Each track is a line coloured by the strength of its vorticity (|ζ|, so southern cyclones
-colour like northern ones), with a dot at its start and a colour bar. Matplotlib is imported
+colour like northern ones), with a dot at its start and a colour bar, over the coastlines
+(:mod:`.coastlines`, shipped with the package). Matplotlib is imported
 only when a plot is drawn, and through its Agg canvas, so workers and headless machines never
 need a display or pay for the import.
 """
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from clusterfarm.analysis.coastlines import coastline_segments
 from clusterfarm.analysis.tracking import Track
 from clusterfarm.analysis.trajectories import read_tracks
 
@@ -69,6 +71,7 @@ def plot_density(summary_file: str | Path, out_png: str | Path, title: str = "")
 def _world_map(title: str) -> tuple[Any, Any]:
     """A figure with one lat/lon axes over the globe, 0-360° E, with a grid."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.collections import LineCollection
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(11, 5.5), dpi=100)
@@ -83,6 +86,9 @@ def _world_map(title: str) -> tuple[Any, Any]:
     ax.set_aspect("equal")
     ax.grid(True, linestyle=":", linewidth=0.6, color="grey")
     ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.add_collection(
+        LineCollection(coastline_segments(), colors="dimgrey", linewidths=0.6, zorder=1)
+    )
     ax.set_title(title)
     return figure, ax
 

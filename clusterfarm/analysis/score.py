@@ -5,7 +5,9 @@ within ``match_km`` of the found track's point at the same time. Matching is one
 best pairs first (most close points, then smallest mean distance), so a truth track split in
 two counts once and the other half lowers the precision. Recall is the share of truth tracks
 matched, precision the share of found tracks matched, and the position errors are the
-distances of the close points of matched pairs.
+distances of the close points of matched pairs. The intensity errors are the differences of
+|vorticity| at those points (found − true, s-1): their mean absolute value, their mean (a
+bias) and the mean absolute error relative to the true value.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class Tally:
     found_tracks: int = 0
     matched: int = 0
     errors_km: list[float] = field(default_factory=list)
+    intensity_errors: list[float] = field(default_factory=list)
+    true_intensities: list[float] = field(default_factory=list)
 
     def add(self, found: Sequence[Track], truth: Sequence[Track], match_km: float) -> None:
         """Match one member-year's tracks and add the outcome."""
@@ -44,8 +48,14 @@ class Tally:
         self.truth_tracks += len(truth)
         self.found_tracks += len(found)
         self.matched += len(pairs)
-        for errors in pairs.values():
+        for (ti, fi), errors in pairs.items():
             self.errors_km.extend(errors.tolist())
+            true, track = truth[ti], found[fi]
+            ia, ib, distance = _same_time(true, track)
+            close = distance <= match_km
+            true_value = np.abs(true.vorticity[ia][close])
+            self.intensity_errors.extend((np.abs(track.vorticity[ib][close]) - true_value).tolist())
+            self.true_intensities.extend(true_value.tolist())
 
     def summary(self) -> dict[str, Any]:
         """The scores as a JSON-friendly dict (SPEC §3 ``score --json``)."""
@@ -68,6 +78,19 @@ class Tally:
             "truth_tracks": self.truth_tracks,
             "found_tracks": self.found_tracks,
             "error_km": stats,
+            "intensity_error": self._intensity_stats(),
+        }
+
+    def _intensity_stats(self) -> dict[str, float | None]:
+        """Mean absolute error, bias (s-1) and relative mean absolute error of |vorticity|."""
+        diff = np.asarray(self.intensity_errors)
+        if not diff.size:
+            return {"mean_abs": None, "bias": None, "relative": None}
+        true = np.abs(np.asarray(self.true_intensities))
+        return {
+            "mean_abs": float(np.abs(diff).mean()),
+            "bias": float(diff.mean()),
+            "relative": float((np.abs(diff) / np.maximum(true, 1e-30)).mean()),
         }
 
 
@@ -85,8 +108,15 @@ def match_tracks(
 ) -> dict[tuple[int, int], np.ndarray]:
     """Pair truth and found tracks one-to-one; map (truth index, found index) to errors (km)."""
     candidates = []
+    # only tracks that overlap in time can match: skip the others without a look
+    starts = np.array([t.time.min() if len(t) else np.inf for t in found])
+    ends = np.array([t.time.max() if len(t) else -np.inf for t in found])
     for ti, true in enumerate(truth):
-        for fi, track in enumerate(found):
+        if not len(true):
+            continue
+        overlapping = np.flatnonzero((starts <= true.time.max()) & (ends >= true.time.min()))
+        for fi in overlapping.tolist():
+            track = found[fi]
             distance = _same_time_distances(true, track)
             close = distance[distance <= match_km]
             if close.size > 0.5 * len(true):
@@ -131,10 +161,15 @@ def score_results(
 
 def _same_time_distances(a: Track, b: Track) -> np.ndarray:
     """Distances (km) between the points of two tracks that share a time."""
+    return _same_time(a, b)[2]
+
+
+def _same_time(a: Track, b: Track) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices into ``a`` and ``b`` of the points that share a time, and their distances."""
     _, ia, ib = np.intersect1d(
         np.round(a.time, _TIME_DECIMALS), np.round(b.time, _TIME_DECIMALS), return_indices=True
     )
-    return great_circle_km(a.lat[ia], a.lon[ia], b.lat[ib], b.lon[ib])
+    return ia, ib, great_circle_km(a.lat[ia], a.lon[ia], b.lat[ib], b.lon[ib])
 
 
 def _in_units_of(found: TrackFile, truth: TrackFile) -> list[Track]:

@@ -1,4 +1,4 @@
-"""Commands about the science: ``sample-data``, ``score`` and ``plot``."""
+"""Commands about the science: ``sample-data``, ``score``, ``plot``, ``export`` and ``tasks``."""
 
 from __future__ import annotations
 
@@ -37,18 +37,37 @@ from clusterfarm.specs import MAX_MEMBER
     help="Seed of the random parts.",
 )
 @click.option("--packed", is_flag=True, help="Write int16 with scale_factor/add_offset and zlib.")
+@click.option(
+    "--difficulty",
+    type=click.Choice(["easy", "hard"]),
+    default="easy",
+    show_default=True,
+    help="easy: a fixed scenario, weak noise; hard: random storms, close pairs, storms "
+    "fading for a step, 1.5 m/s correlated noise.",
+)
 @common
-def sample_data(out: str, years: str, members: int, size: str, seed: int, packed: bool) -> None:
+def sample_data(
+    out: str, years: str, members: int, size: str, seed: int, packed: bool, difficulty: str
+) -> None:
     """Write synthetic 20CR-like u850/v850 files with known vortex tracks (and the truth)."""
     from clusterfarm.analysis import write_sample_data
     from clusterfarm.specs import parse_spec
 
     year_list = parse_spec(years, "year")
     with writing(f"--out {out}", "give a folder you can write to"):
-        written = write_sample_data(out, year_list, members, size, seed, packed)  # type: ignore[arg-type]
+        written = write_sample_data(
+            out,
+            year_list,
+            members,
+            size,  # type: ignore[arg-type]
+            seed,
+            packed,
+            difficulty,  # type: ignore[arg-type]
+        )
     click.echo(
         f"wrote {len(written)} files for {len(year_list)} year(s) x {members} members "
-        f"({size}{', packed' if packed else ''}) to {out}; truth tracks in {out}/truth"
+        f"({size}, {difficulty}{', packed' if packed else ''}) to {out}; "
+        f"truth tracks in {out}/truth"
     )
 
 
@@ -65,14 +84,21 @@ def score(run_dir: str | None, truth: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(figures))
         return
-    error = figures["error_km"]
-    click.echo(
+    error, intensity = figures["error_km"], figures["intensity_error"]
+    lines = [
         f"recall {figures['recall']:.3f}  precision {figures['precision']:.3f}  "
         f"f1 {figures['f1']:.3f}  ({figures['found_tracks']} found, "
-        f"{figures['truth_tracks']} true tracks)\n"
-        f"position error: mean {error['mean']:.1f} km, median {error['median']:.1f} km, "
-        f"95th percentile {error['p95']:.1f} km"
-    )
+        f"{figures['truth_tracks']} true tracks)"
+    ]
+    if error["mean"] is not None:
+        lines += [
+            f"position error: mean {error['mean']:.1f} km, median {error['median']:.1f} km, "
+            f"95th percentile {error['p95']:.1f} km",
+            f"intensity error: mean |error| {intensity['mean_abs']:.2e} s-1 "
+            f"({100 * intensity['relative']:.0f}% of the true value), "
+            f"bias {intensity['bias']:+.2e} s-1",
+        ]
+    click.echo("\n".join(lines))
 
 
 @cli.command()
@@ -124,3 +150,67 @@ def _results_dir(run_dir: str | None) -> str:
     if run_dir is not None:
         config = config.with_run(run_dir=run_dir)
     return config.run.results_path
+
+
+@cli.command()
+@click.option("--run-dir", help="Run directory whose vort_track results to export.")
+@click.option("--years", help="Years to export, e.g. 2000-2002 (default: all found).")
+@click.option("--members", help="Members to export, e.g. 0-3 (default: all found).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["te-csv", "gfdl", "track", "imilast", "csv"]),
+    required=True,
+    help="te-csv/gfdl: TempestExtremes CSV/text; track: TRACK tr_trs; imilast; csv: plain.",
+)
+@click.option("--out", required=True, metavar="PATH", help="File to write.")
+@common
+def export(run_dir: str | None, years: str | None, members: str | None, fmt: str, out: str) -> None:
+    """Write vort_track tracks in a community exchange format (one file)."""
+    from clusterfarm.analysis import find_results
+    from clusterfarm.analysis.export import export_tracks
+    from clusterfarm.specs import parse_spec
+
+    results_dir = _results_dir(run_dir)
+    wanted_years = set(parse_spec(years, "year")) if years else None
+    wanted_members = set(parse_spec(members, "member")) if members else None
+    files = {
+        key: path
+        for key, path in find_results(results_dir).items()
+        if (wanted_years is None or key[0] in wanted_years)
+        and (wanted_members is None or key[1] in wanted_members)
+    }
+    if not files:
+        raise UsageError(
+            f"{results_dir}: no vort_track results for those years and members; run it first"
+        )
+    count = export_tracks(files, fmt, out)
+    click.echo(f"wrote {count} tracks of {len(files)} member-year(s) to {out} ({fmt})")
+
+
+@cli.command("tasks")
+@click.argument("name", required=False)
+@common
+def tasks_command(name: str | None) -> None:
+    """List the tasks, or one task's parameters with their defaults and meanings.
+
+    A task module documents its parameters in a ``PARAM_HELP`` dict (name -> meaning); they
+    are set in the settings as ``[tasks.NAME]``.
+    """
+    import sys
+    import textwrap
+
+    from clusterfarm.tasks.registry import get_task, load_task_modules, task_names
+
+    load_task_modules(settings().tasks.modules)
+    for task_name in [name] if name else task_names():
+        spec = get_task(task_name)
+        meanings = getattr(sys.modules.get(spec.fn.__module__), "PARAM_HELP", {})
+        click.echo(f"{task_name} (version {spec.version})")
+        if not spec.defaults:
+            click.echo("  (no parameters)")
+        for key, default in spec.defaults.items():
+            click.echo(f"  {key} = {json.dumps(default)}")
+            if key in meanings:
+                click.echo(textwrap.fill(meanings[key], 96, initial_indent=" " * 6,
+                                         subsequent_indent=" " * 6))  # fmt: skip
