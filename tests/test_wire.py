@@ -40,6 +40,17 @@ def make_data(folder: Path, marker: str) -> Path:
     return folder
 
 
+def run_write_paths(tmp_path: Path, port: int, members: str) -> tuple[str, sqlite3.Connection]:
+    """A cluster run of ``write_paths`` over 2000 × ``members``: its output and its state."""
+    data = make_data(tmp_path / "data", "real")
+    cluster_settings(tmp_path / "clusterfarm.toml", port, data, tmp_path / "out")
+    args = ("--task", "write_paths", "--years", "2000", "--members", members)
+    process = start_run(tmp_path, *args, "--progress", "plain", as_json=False)
+    out, err = process.communicate(timeout=180)
+    assert process.returncode == 0, err
+    return out, sqlite3.connect(tmp_path / "clusterfarm-run" / "state.sqlite")
+
+
 def outputs(results: Path) -> list[dict[str, str]]:
     return [json.loads(p.read_text()) for p in sorted(results.rglob("write_paths_*.nc"))]
 
@@ -122,24 +133,8 @@ def test_a_worker_answering_garbage_is_set_aside_and_the_run_completes(
             ns.register(name, uri, metadata={"clusterfarm.worker", "host=fake"})
         start_worker("good.0")
         start_worker("good.1")
-        data = make_data(tmp_path / "data", "real")
-        cluster_settings(tmp_path / "clusterfarm.toml", nameserver.port, data, tmp_path / "out")
-        process = start_run(
-            tmp_path,
-            "--task",
-            "write_paths",
-            "--years",
-            "2000",
-            "--members",
-            "0-7",
-            "--progress",
-            "plain",
-            as_json=False,
-        )
-        out, err = process.communicate(timeout=180)
-        assert process.returncode == 0, err
+        out, db = run_write_paths(tmp_path, nameserver.port, "0-7")
         assert "fake.0 left: set aside:" in out, out
-        db = sqlite3.connect(tmp_path / "clusterfarm-run" / "state.sqlite")
         assert db.execute("SELECT group_concat(status, '') FROM cells").fetchone()[0] == "+" * 8
         hosts = {host for (host,) in db.execute("SELECT DISTINCT host FROM cells")}
         assert "fake" not in hosts
@@ -151,24 +146,8 @@ def test_a_worker_without_the_runs_task_is_passed_by(tmp_path, nameserver, start
     start_worker("bare.0", settings_text="")  # no plugin module: no write_paths there
     start_worker("full.0")
     start_worker("full.1")
-    data = make_data(tmp_path / "data", "real")
-    cluster_settings(tmp_path / "clusterfarm.toml", nameserver.port, data, tmp_path / "out")
-    process = start_run(
-        tmp_path,
-        "--task",
-        "write_paths",
-        "--years",
-        "2000",
-        "--members",
-        "0-5",
-        "--progress",
-        "plain",
-        as_json=False,
-    )
-    out, err = process.communicate(timeout=180)
-    assert process.returncode == 0, err
+    out, db = run_write_paths(tmp_path, nameserver.port, "0-5")
     assert "bare.0" in out and "no task 'write_paths'" in out, out
-    db = sqlite3.connect(tmp_path / "clusterfarm-run" / "state.sqlite")
     rows = db.execute("SELECT status, attempts, worker FROM cells").fetchall()
     assert {(status, attempts) for status, attempts, _ in rows} == {("+", 1)}
     assert all("bare" not in worker for _, _, worker in rows)
