@@ -30,7 +30,6 @@ from clusterfarm.errors import (
     ClusterFarmError,
     LaunchError,
     NameServerError,
-    SettingsError,
     StateError,
     StateWriteError,
     UsageError,
@@ -61,6 +60,7 @@ from clusterfarm.tasks.registry import (
     get_task,
     load_task_modules,
     params_hash,
+    resolve_task_params,
     with_prerequisites,
 )
 from clusterfarm.transport import set_secret
@@ -83,24 +83,6 @@ class RunRequest:
         if self.local is not None:
             return self.local
         return (os.cpu_count() or 1) if self.settings.launcher == "local" else None
-
-
-def resolve_task_params(settings: Settings, tasks: list[str]) -> dict[str, dict[str, object]]:
-    """Check the task names and every ``[tasks.<name>]`` table; return the params of ``tasks``."""
-    load_task_modules(settings.tasks.modules)
-    for name in settings.tasks.params:
-        try:
-            get_task(name)
-        except UsageError:
-            raise SettingsError(
-                f"{settings.source}: [tasks.{name}]: no task named {name!r} "
-                "is registered; check the name or tasks.modules"
-            ) from None
-    resolved = {
-        name: get_task(name).resolve_params(table, f"{settings.source}: ")
-        for name, table in settings.tasks.params.items()
-    }
-    return {name: resolved.get(name) or get_task(name).resolve_params({}) for name in tasks}
 
 
 @dataclass(frozen=True)

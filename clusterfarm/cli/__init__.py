@@ -123,7 +123,7 @@ def common(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def load(check_tasks: bool = True) -> Settings:
     """Load the settings (SPEC §2 lookup) and check every ``[tasks.<name>]`` table."""
-    from clusterfarm.runner import resolve_task_params
+    from clusterfarm.tasks.registry import resolve_task_params
 
     config = load_settings(_options["settings"])
     if check_tasks:
@@ -163,9 +163,8 @@ def settings_command() -> None:
     The parameters of the run's tasks, and of every task with a ``[tasks.<name>]`` table,
     are printed in full: defaults and the values set.
     """
-    from clusterfarm.runner import resolve_task_params
     from clusterfarm.settings import to_toml
-    from clusterfarm.tasks.registry import with_prerequisites
+    from clusterfarm.tasks.registry import resolve_task_params, with_prerequisites
 
     # not settings(): printing them must work while the certificate files are still missing
     config = load()

@@ -144,7 +144,7 @@ def run_task(year: int, member: int, task: str | None) -> int:
 
     from clusterfarm.cells import run_cells
     from clusterfarm.protocol import parse_answer
-    from clusterfarm.runner import resolve_task_params
+    from clusterfarm.tasks.registry import resolve_task_params
     from clusterfarm.usage import named
 
     config = settings()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from clusterfarm.errors import SettingsError, UnknownTaskError
+from clusterfarm.settings import Settings
 
 TaskFunction = Callable[[int, int, "TaskContext"], "dict[str, Any] | None"]
 InputsFunction = Callable[[int, int, dict[str, Any], Path], list[Path]]
@@ -249,3 +250,21 @@ def with_prerequisites(names: list[str]) -> list[str]:
 def task_names() -> list[str]:
     """Names of all registered tasks."""
     return sorted(_REGISTRY)
+
+
+def resolve_task_params(settings: Settings, tasks: list[str]) -> dict[str, dict[str, Any]]:
+    """Check the task names and every ``[tasks.<name>]`` table; return the params of ``tasks``."""
+    load_task_modules(settings.tasks.modules)
+    for name in settings.tasks.params:
+        try:
+            get_task(name)
+        except UnknownTaskError:
+            raise SettingsError(
+                f"{settings.source}: [tasks.{name}]: no task named {name!r} "
+                "is registered; check the name or tasks.modules"
+            ) from None
+    resolved = {
+        name: get_task(name).resolve_params(table, f"{settings.source}: ")
+        for name, table in settings.tasks.params.items()
+    }
+    return {name: resolved.get(name) or get_task(name).resolve_params({}) for name in tasks}
