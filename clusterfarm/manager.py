@@ -491,7 +491,9 @@ class Manager:
                     handed_back = kind
                 else:
                     self._ran.add(cell.key)
-                self._save(cell, _record(cell, token, answer, now) if RECORD else None)
+                # a cell's last attempt lives in its cells row: record only the earlier ones
+                earlier = RECORD and not cell.status.is_final
+                self._save(cell, _record(cell, token, answer, now) if earlier else None)
             self._flush()
             if handed_back is not None:
                 self._note_hand_back(link, batch.task, handed_back, answers)

@@ -9,12 +9,13 @@ peak RSS of the cell alone by resetting the kernel's high-water mark (``5`` into
 folds the high-water mark into it for good whenever a thread exits). The ``/proc`` files stay
 open and are re-read with ``pread``.
 
-A cell shorter than ``DETAIL_SECONDS`` pays only the two ``getrusage`` calls (about 3 µs):
-the ``/proc`` reads (about 10 µs) would be a large share of a no-op cell, and a cell that
-short neither grows the peak nor moves bytes worth telling. Its peak is the last one read (an
-upper bound of what it used) and its byte counts are unknown (None); the next longer cell's
-counts include what the short ones before it did. Where ``/proc`` is missing (not Linux) the
-peak falls back to ``ru_maxrss`` and the byte counts are unknown.
+A cell shorter than ``DETAIL_SECONDS`` pays only two reads of its process's CPU clock: the
+``/proc`` reads and ``getrusage`` of its children (about 15 µs) would be a large share of a
+no-op cell, and a cell that short neither grows the peak nor moves bytes worth telling. Its
+peak is the last one read (an upper bound of what it used) and its byte counts are unknown
+(None); the next longer cell's counts include what the short ones before it did. Where
+``/proc`` is missing (not Linux) the peak falls back to ``ru_maxrss`` and the byte counts are
+unknown.
 """
 
 from __future__ import annotations
@@ -79,11 +80,6 @@ def _open(path: str, flags: int) -> int | None:
         return None
 
 
-def _own_cpu() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    return own.ru_utime + own.ru_stime
-
-
 def _children() -> tuple[float, int]:
     """CPU seconds of this process's reaped children, and their peak RSS in bytes."""
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -106,13 +102,19 @@ class Meter:
         if not self._fresh:  # the last cell read the mark: start this one's afresh
             self._fresh = self._files.reset_peak()
         self._started = time.time()
-        self._cpu = _own_cpu()
+        self._cpu = time.process_time()
 
     def stop(self, elapsed: float) -> Usage:
         """The cost of the cell since :meth:`start` (``elapsed``: its duration)."""
-        cpu, (kids_cpu, kids_peak) = _own_cpu(), _children()
+        cpu = time.process_time() - self._cpu
         read: tuple[int, int, int, int] | None = None
+        kids_grew = 0  # the peak of a child it started and reaped, when above all before
         if elapsed >= DETAIL_SECONDS:
+            kids_cpu, kids_peak = _children()
+            cpu += kids_cpu - self._kids_cpu
+            if kids_peak > self._kids_peak:
+                kids_grew = kids_peak
+            self._kids_cpu, self._kids_peak = kids_cpu, kids_peak
             if self._fresh:
                 self._peak = self._files.peak_rss() or _own_maxrss()
                 self._fresh = False
@@ -120,11 +122,8 @@ class Meter:
             if now is not None and before is not None:
                 read = tuple(a - b for a, b in zip(now, before, strict=True))  # type: ignore[assignment]
             self._io = now
-        peak = max(self._peak, kids_peak) if kids_peak > self._kids_peak else self._peak
-        spent = cpu - self._cpu + kids_cpu - self._kids_cpu
-        self._kids_cpu, self._kids_peak = kids_cpu, kids_peak
         bytes_moved = read or (None, None, None, None)
-        return (round(self._started, 3), round(spent, 6), peak, *bytes_moved)
+        return (round(self._started, 3), round(cpu, 6), max(kids_grew, self._peak), *bytes_moved)
 
 
 def _own_maxrss() -> int:
