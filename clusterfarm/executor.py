@@ -52,7 +52,7 @@ _KILL_KINDS = {
 class Executor:
     """The daemon's handle on its child process: run one batch at a time, kill on demand."""
 
-    def __init__(self, task_modules: tuple[str, ...] = (), output: Any = None) -> None:
+    def __init__(self, task_modules: tuple[str, ...] = (), output: int | None = None) -> None:
         self._task_modules = task_modules
         self._output = output  # where the child's stdout and stderr go (None: the daemon's)
         self._lock = threading.Lock()  # guards the child handle, not the job
@@ -72,7 +72,7 @@ class Executor:
         parent_end, child_end = Pipe()
         command = [sys.executable, "-m", "clusterfarm.executor", str(child_end.fileno())]
         command += list(self._task_modules)
-        output = self._output() if callable(self._output) else self._output
+        output = self._output
         child = subprocess.Popen(
             command,
             stdin=subprocess.PIPE,

@@ -16,7 +16,6 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -257,14 +256,12 @@ class RunState:
         self.db = connect_read_only(self.run_dir) if read_only else connect(self.run_dir, create)
 
     def run_id(self) -> str:
-        """This run dir's run id, made on first use (workers are leased by it; result files
-        name it)."""
-        row = self.db.execute("SELECT value FROM meta WHERE key='run_id'").fetchone()
-        if row is not None:
-            return str(row[0])
-        with self.db:
-            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('run_id', ?)", (uuid.uuid4().hex,))
-        return str(self.db.execute("SELECT value FROM meta WHERE key='run_id'").fetchone()[0])
+        """This run dir's run id (workers are leased by it; result files name it), made with
+        the state (:func:`trace.create_schema`)."""
+        found = trace.run_id(self.db)
+        if found is None:
+            raise StateError(f"{self.path}: no run id; open it with create=True first")
+        return found
 
     def plan(self, schedule: TaskSchedule, ledger: Ledger) -> Plan:
         """What the next run would keep and redo, as far as the records tell (read-only)."""

@@ -202,10 +202,12 @@ class PyroWorker:
         return None
 
     def _context(self, run: RunSpec, task: str) -> dict[str, Any]:
+        """What the cells of ``task`` in ``run`` share in the task process (kept per joined
+        run; a plain ``do_work`` call's is made afresh)."""
         key = (run.run_id, task)
         context = self._contexts.get(key)
         if context is None:
-            context = self._contexts[key] = {
+            context = {
                 "task": task,
                 "params": dict(run.tasks[task].params),
                 "data_dir": run.data_dir,
@@ -214,6 +216,8 @@ class PyroWorker:
                 "members": list(run.members),
                 "run_id": run.run_id,
             }
+            if run.run_id in self._runs:
+                self._contexts[key] = context
         return context
 
     def _run(
@@ -337,7 +341,7 @@ class PyroWorker:
             return failed(ErrorKind.INPUT, str(exc))
         own = self._own
         run = RunSpec(
-            run_id=f"do_work-{params_hash(resolved)}-{task}",
+            run_id=f"do_work-{params_hash(resolved)}-{task}",  # never joined: not kept
             data_dir=own.data_dir,
             results_dir=own.results_dir,
             timeout=own.timeout,
@@ -349,7 +353,6 @@ class PyroWorker:
             lease = self._lease
             if lease is not None and lease.holds(time.monotonic()):
                 return failed(ErrorKind.LEASED, f"{self.name} works for {_holder(lease)}")
-            self._runs[run.run_id] = run
         problem = self._going(task, 1) or self._cannot_run(
             task, run.tasks[task], [(year, member, 0)]
         )
