@@ -1,10 +1,17 @@
-"""One worker's dispatch lanes: the threads that own its proxies and keep cells flowing.
+"""The dispatcher: one thread that keeps every worker's calls flowing.
 
-Each worker gets ``LANES`` threads, each with a proxy (a Pyro5 proxy belongs to one thread).
-A lane joins the worker to the run, then takes cells from the :class:`DispatchHost` (the
-manager), calls ``do_batch`` and hands the checked answers back. With two lanes a worker
-always has its next batch waiting while the manager reads the last one's answers. When the
-worker is lost the lane waits and joins again, so a worker that comes back is used again.
+Each worker gets ``LANES`` connections (lanes), so it always has its next batch waiting
+while the manager reads the last one's answers. A lane is joined to the run by a small pool
+of joiner threads (connect, authenticate, ``join``: blocking, but rare); then its socket
+becomes a :class:`~clusterfarm.channel.Channel`, and the dispatch thread drives every
+channel from one selector: it takes cells from the :class:`DispatchHost` (the manager),
+sends ``do_batch``, reads the reply and hands the checked answers back. Threads do not
+decide the manager's cost, calls per second do: a thousand workers are two thousand
+sockets, not two thousand threads waking for the GIL.
+
+A call that passes its time limit times its cells out (the worker is asked to stop them);
+a broken connection loses the worker (its cells go back); a lost or paused worker's lanes
+join again after a heartbeat, so a worker that comes back is used again.
 
 A lane never dies of what a worker sends: a malformed answer sets the worker aside for the
 run (its cells go back without using an attempt), and any bug here does the same and is
@@ -14,15 +21,22 @@ logged. What an answer means for the schedule is the host's business; the lane o
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import logging
+import queue
+import selectors
 import socket
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import Pyro5.errors
 from Pyro5.api import Proxy
 
+from clusterfarm.channel import Channel, ChannelClosed, Reply
 from clusterfarm.nameserver import WorkerEntry
 from clusterfarm.protocol import (
     Answer,
@@ -39,6 +53,10 @@ from clusterfarm.transport import CALL_TIMEOUT, authenticate, tls_problem
 
 LOG = logging.getLogger("clusterfarm.manager")
 LANES = 2  # calls in flight per worker: one runs, the next waits there
+JOINERS = 16  # helper threads that connect and join workers (an unreachable one holds one)
+IDLE_ROUND = 0.25  # seconds: idle lanes look for cells at least this often
+WIND_DOWN_SECONDS = 10.0  # at the end, how long answers still in flight are awaited
+RELEASE_SECONDS = 2.0  # and then the workers' goodbyes
 
 
 @dataclass(eq=False)
@@ -53,7 +71,7 @@ class Batch:
 @dataclass(eq=False)
 class WorkerLink:
     """The manager's view of one worker. Guarded by the manager's lock (see manager.py),
-    except ``proxies``, which belong to the lane threads; :meth:`cut` only closes them."""
+    except ``proxies``, which belong to the dispatch thread; :meth:`cut` only breaks them."""
 
     entry: WorkerEntry
     inflight: list[Batch] = field(default_factory=list)
@@ -81,7 +99,7 @@ class WorkerLink:
         return sum(len(batch.cells) for batch in self.inflight)
 
     def cut(self) -> None:
-        """Unblock the lanes' calls at once (they would wait for their guard time)."""
+        """Break the lanes' connections at once (the dispatch thread then finds them closed)."""
         for proxy in list(self.proxies.values()):
             connection = getattr(proxy, "_pyroConnection", None)
             if connection is not None:
@@ -90,13 +108,14 @@ class WorkerLink:
 
 
 class DispatchHost(Protocol):
-    """What a lane needs from the manager (the manager implements it)."""
+    """What the dispatcher needs from the manager (the manager implements it)."""
 
     done: threading.Event
     spec: RunSpec
     guard: float
     heartbeat: float
 
+    def work_mark(self) -> int: ...
     def joined(self, link: WorkerLink, answer: JoinAnswer) -> bool: ...
     def leased(self, link: WorkerLink, holder: str) -> None: ...
     def claim(self, link: WorkerLink) -> Batch | None: ...
@@ -106,104 +125,364 @@ class DispatchHost(Protocol):
     def set_aside(self, link: WorkerLink, reason: str) -> None: ...
 
 
+@dataclass(eq=False)
 class Lane:
-    """One thread's body: join, then claim-call-finish until the run is done."""
+    """One connection to a worker, with at most one call on it."""
 
-    def __init__(self, host: DispatchHost, link: WorkerLink, number: int) -> None:
+    link: WorkerLink
+    number: int
+    channel: Channel | None = None
+    batch: Batch | None = None  # the call in flight, if any
+    timeout: float = 0.0  # that call's
+    rest_until: float = 0.0  # the worker asked for a pause (busy, short of disk, draining)
+    releasing: bool = False  # the call in flight is the run's goodbye
+    joined: bool = False  # its worker has joined the run (another lane joined it, or this)
+
+
+class Dispatcher:
+    """Every worker's lanes, driven by one thread (see the module's docstring)."""
+
+    def __init__(self, host: DispatchHost) -> None:
         self.host = host
-        self.link = link
-        self.number = number
+        self._selector = selectors.DefaultSelector()
+        self._wake_in, self._wake_out = socket.socketpair()
+        self._wake_in.setblocking(False)
+        self._wake_out.setblocking(False)
+        self._selector.register(self._wake_in, selectors.EVENT_READ, None)
+        self._jobs: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
+        self._helpers = [
+            threading.Thread(target=self._help, name=f"join{n}", daemon=True)
+            for n in range(JOINERS)
+        ]
+        self._arrived: queue.SimpleQueue[tuple[Lane, Channel | None]] = queue.SimpleQueue()
+        self._lanes: set[Lane] = set()  # connected ones
+        self._idle: list[Lane] = []  # connected, no call on them
+        self._deadlines: list[tuple[float, int, Lane, Batch]] = []  # a heap
+        self._later: list[tuple[float, int, Lane]] = []  # joins to try again, a heap
+        self._order = itertools.count()  # ties in the heaps
+        self._mark = -1  # the host's work mark when the idle lanes last found nothing
+        self._next_idle_round = 0.0
+        self._thread = threading.Thread(target=self._serve, name="dispatch", daemon=True)
 
-    def serve(self) -> None:
-        host, link = self.host, self.link
+    # -- other threads ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the helper threads, then the dispatch thread (before any worker is added:
+        starting threads while others want the GIL is slow)."""
+        for thread in self._helpers:
+            thread.start()
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def add(self, links: list[WorkerLink]) -> None:
+        """Join the ``links``' workers to the run (from any thread). Each worker's first
+        lane joins it; the others open once it has (connecting is the costly part of a
+        start: every worker should have its first cells before any has its second lane)."""
+        for link in links:
+            self._join_soon(Lane(link, 0))
+
+    def wake(self) -> None:
+        """Have the dispatch thread look again: cells came free, or the run is over."""
+        with contextlib.suppress(OSError):  # a full pipe is awake already
+            self._wake_out.send(b"!")
+
+    def _join_soon(self, lane: Lane) -> None:
+        self._submit(self._join, lane)
+
+    def _submit(self, job: Callable[..., object], *args: Any) -> None:
+        """Have a helper thread do ``job(*args)`` (something that blocks)."""
+        self._jobs.put(lambda: job(*args))
+
+    def _help(self) -> None:
+        """A helper thread: joins, cancels, losses (a launcher may take seconds to say why)."""
+        while (job := self._jobs.get()) is not None:
+            try:
+                job()
+            except Exception:  # a bug in one job must not take the helper with it
+                LOG.exception("a dispatcher helper's job failed")
+
+    def _join(self, lane: Lane) -> None:
+        """A joiner thread's job: connect, join the run (blocking), hand the lane over."""
+        channel = None
         try:
-            while not host.done.is_set() and link.aside is None:
-                proxy = self._join()
-                if proxy is not None:
-                    with proxy:
-                        self._dispatch(proxy)
-                        if host.done.is_set() and self.number == 0:
-                            self._release(proxy)
-                host.done.wait(host.heartbeat)  # then try again
-        except Exception as exc:  # a bug here must not hang the run: log it, go on without
-            LOG.exception("lane %d of %s failed", self.number, link.name)
-            host.set_aside(link, f"dispatcher error ({type(exc).__name__}; see manager.log)")
+            proxy = connect(lane.link) if lane.joined else join_worker(self.host, lane.link)
+            if proxy is not None:
+                channel = Channel(proxy)
+        except Exception as exc:  # a bug here must not strand the lane: log it, set aside
+            LOG.exception("joining %s failed", lane.link.name)
+            self.host.set_aside(lane.link, bug(exc))
+        self._arrived.put((lane, channel))
+        self.wake()
+
+    # -- the dispatch thread ----------------------------------------------------------------
+
+    def _serve(self) -> None:
+        try:
+            while not self.host.done.is_set():
+                self._step()
+            self._wind_down()
+        except Exception as exc:  # a bug in the loop must not hang the run
+            LOG.exception("the dispatcher failed")
+            for lane in list(self._lanes):
+                self.host.set_aside(lane.link, bug(exc))
         finally:
-            self.link.proxies.pop(self.number, None)
+            for lane in list(self._lanes):
+                self._close(lane)
+            for _ in self._helpers:
+                self._jobs.put(None)
+            self._selector.close()
+            self._wake_in.close()
+            self._wake_out.close()
 
-    def _join(self) -> Proxy | None:
-        host, link = self.host, self.link
-        proxy = Proxy(link.entry.uri)
-        proxy._pyroTimeout = CALL_TIMEOUT
-        authenticate(proxy)
+    def _step(self, wait: float = IDLE_ROUND) -> None:
+        now = time.monotonic()
+        if self._deadlines:
+            wait = min(wait, self._deadlines[0][0] - now)
+        if self._later:
+            wait = min(wait, self._later[0][0] - now)
+        for key, events in self._selector.select(max(0.0, wait)):
+            lane = key.data
+            if lane is None:
+                with contextlib.suppress(OSError):
+                    self._wake_in.recv(4096)
+            elif lane.channel is not None:
+                self._serve_lane(lane, events)
+        while not self._arrived.empty():
+            self._arrive(*self._arrived.get())
+        now = time.monotonic()
+        self._expire(now)
+        self._retry_joins(now)
+        self._feed_idle(now)
+
+    def _serve_lane(self, lane: Lane, events: int) -> None:
+        channel = lane.channel
+        assert channel is not None
         try:
-            answer = JoinAnswer.from_wire(proxy.join(host.spec.to_wire()))
-        except Pyro5.errors.CommunicationError as exc:
-            proxy._pyroRelease()
-            if not link.last_seen:  # never reached; a lost one was reported when lost
-                host.left(link, f"unreachable ({tls_problem(exc) or exc})")
-            return None
-        except (ProtocolError, Pyro5.errors.PyroError) as exc:
-            proxy._pyroRelease()
-            host.set_aside(link, f"answered join with {exc}")
-            return None
-        if answer.leased_by is not None:
-            proxy._pyroRelease()
-            host.leased(link, answer.leased_by)
-            return None
-        if not host.joined(link, answer):
-            proxy._pyroRelease()
-            return None
-        link.proxies[self.number] = proxy
-        return proxy
+            if events & selectors.EVENT_WRITE:
+                channel.flush()
+                if not channel.wants_write:
+                    self._selector.modify(channel, selectors.EVENT_READ, lane)
+            if events & selectors.EVENT_READ:
+                for reply in channel.receive():
+                    self._answered(lane, reply)
+        except ChannelClosed as exc:
+            self._broken(lane, str(exc))
+        except Pyro5.errors.ProtocolError as exc:
+            self._set_aside(lane, f"answered garbage ({exc})")
+        except Exception as exc:  # a bug here must not hang the run: log it, go on without
+            LOG.exception("lane %d of %s failed", lane.number, lane.link.name)
+            self._set_aside(lane, bug(exc))
 
-    def _release(self, proxy: Proxy) -> None:
-        """The run is over: let the next run have the worker at once (best effort)."""
-        try:
-            proxy._pyroTimeout = 2
-            proxy.release(self.host.spec.run_id)
-        except Pyro5.errors.PyroError:
-            pass  # the lease lapses by itself after lost_after
+    def _arrive(self, lane: Lane, channel: Channel | None) -> None:
+        """A joiner is done with ``lane``: use its channel, or try again later."""
+        if channel is None:
+            if lane.link.aside is None:
+                self._rejoin_later(lane)
+            return
+        if self.host.done.is_set():
+            channel.close()
+            return
+        lane.channel = channel
+        self._lanes.add(lane)
+        self._selector.register(channel, selectors.EVENT_READ, lane)
+        lane.link.proxies[lane.number] = channel.proxy
+        if lane.number == 0 and not lane.joined:  # its worker's first join: open the others
+            for number in range(1, LANES):
+                self._join_soon(Lane(lane.link, number, joined=True))
+        lane.joined = False  # should it close, it joins again
+        self._feed(lane, time.monotonic())
 
-    def _dispatch(self, proxy: Proxy) -> None:
-        host, link = self.host, self.link
-        while (batch := host.claim(link)) is not None:
-            answers = self._call(proxy, batch)
-            if answers is None:
-                return
-            kind = host.finish(link, batch, answers)
-            if kind in (ErrorKind.UNKNOWN_RUN, ErrorKind.LEASED, ErrorKind.STOPPING):
-                return  # join again (or wait for it to come back)
-            if kind in (ErrorKind.BUSY, ErrorKind.RESOURCE, ErrorKind.DRAINING):
-                host.done.wait(min(1.0, host.heartbeat))
+    def _feed(self, lane: Lane, now: float) -> None:
+        """Give ``lane`` its next batch, or leave it idle (closed when its worker is not usable)."""
+        link = lane.link
+        batch = None if now < lane.rest_until else self.host.claim(link)
+        if batch is not None:
+            self._send(lane, batch, now)
+        elif not link.usable and not self.host.done.is_set():
+            self._close(lane)
+            if link.aside is None:
+                self._rejoin_later(lane)
+        else:
+            self._idle.append(lane)
 
-    def _call(self, proxy: Proxy, batch: Batch) -> list[Answer] | None:
-        """Send ``batch``; its checked answers, or None when the worker is gone or set aside."""
-        host, link = self.host, self.link
-        cells = batch.cells
-        timeout = host.guard + host.spec.timeout * (link.cells_in_flight() - 1)
-        if proxy._pyroTimeout != timeout:  # each change is a system call on the socket
-            proxy._pyroTimeout = timeout
+    def _feed_idle(self, now: float) -> None:
+        """Try the idle lanes again when cells came free, and a few times a second anyway
+        (a host's rest or a worker's pause ends by the clock)."""
+        mark = self.host.work_mark()
+        if not self._idle or (mark == self._mark and now < self._next_idle_round):
+            return
+        self._mark, self._next_idle_round = mark, now + IDLE_ROUND
+        idle, self._idle = self._idle, []
+        for lane in idle:
+            if lane.channel is not None and lane.batch is None:
+                self._feed(lane, now)
+
+    def _send(self, lane: Lane, batch: Batch, now: float) -> None:
+        host, link, channel = self.host, lane.link, lane.channel
+        assert channel is not None
+        lane.batch = batch
+        lane.timeout = host.guard + host.spec.timeout * (link.cells_in_flight() - 1)
+        heapq.heappush(self._deadlines, (now + lane.timeout, next(self._order), lane, batch))
         sent = pack_cells(
-            [(c.year, c.member, token) for c, token in zip(cells, batch.tokens, strict=True)]
+            [(c.year, c.member, token) for c, token in zip(batch.cells, batch.tokens, strict=True)]
         )
+        self._call(lane, "do_batch", host.spec.run_id, batch.task, sent)
+
+    def _call(self, lane: Lane, method: str, *args: Any) -> None:
+        channel = lane.channel
+        assert channel is not None
         try:
-            raw = proxy.do_batch(host.spec.run_id, batch.task, sent)
-        except Pyro5.errors.TimeoutError:
-            cancel_aside(link.entry, host.spec.run_id)
-            error = f"no answer from {link.name} within {proxy._pyroTimeout:g} s"
-            return [failed(ErrorKind.TIMEOUT, error)] * len(cells)
-        except Pyro5.errors.CommunicationError as exc:
-            host.lose(link, str(exc))
-            return None
-        except Pyro5.errors.PyroError as exc:  # an exception crossed the wire: not our worker
-            host.set_aside(link, f"raised {type(exc).__name__} instead of answering")
-            return None
+            channel.call(method, *args)
+        except ChannelClosed as exc:
+            self._broken(lane, str(exc))
+            return
+        if channel.wants_write:
+            self._selector.modify(channel, selectors.EVENT_READ | selectors.EVENT_WRITE, lane)
+
+    def _answered(self, lane: Lane, reply: Reply) -> None:
+        batch, lane.batch = lane.batch, None
+        if lane.releasing:
+            self._close(lane)
+            return
+        if batch is None:
+            raise Pyro5.errors.ProtocolError("a reply to no call")
+        if reply.raised:  # an exception crossed the wire: not our worker
+            self._set_aside(lane, f"raised {type(reply.value).__name__} instead of answering")
+            return
         try:
-            return parse_answers(raw, len(cells))
+            answers = parse_answers(reply.value, len(batch.cells))
         except ProtocolError as exc:
-            host.set_aside(link, f"answered garbage ({exc})")
-            return None
+            self._set_aside(lane, f"answered garbage ({exc})")
+            return
+        self._finished(lane, batch, answers)
+
+    def _finished(self, lane: Lane, batch: Batch, answers: list[Answer]) -> None:
+        kind = self.host.finish(lane.link, batch, answers)
+        now = time.monotonic()
+        if kind in (ErrorKind.UNKNOWN_RUN, ErrorKind.LEASED, ErrorKind.STOPPING):
+            self._close(lane)  # join again (or wait for it to come back)
+            self._rejoin_later(lane)
+            return
+        if kind in (ErrorKind.BUSY, ErrorKind.RESOURCE, ErrorKind.DRAINING):
+            lane.rest_until = now + min(1.0, self.host.heartbeat)
+        if lane.channel is not None:
+            self._feed(lane, now)
+
+    def _expire(self, now: float) -> None:
+        """Calls past their time: the cells time out, the worker is asked to stop them."""
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, _, lane, batch = heapq.heappop(self._deadlines)
+            if lane.batch is not batch:
+                continue  # answered in time
+            lane.batch = None
+            self._close(lane)  # a late reply would answer the next call
+            self._submit(cancel_aside, lane.link.entry, self.host.spec.run_id)
+            error = f"no answer from {lane.link.name} within {lane.timeout:g} s"
+            timed_out = [failed(ErrorKind.TIMEOUT, error)] * len(batch.cells)
+            self.host.finish(lane.link, batch, timed_out)
+            self._join_soon(lane)
+
+    def _broken(self, lane: Lane, reason: str) -> None:
+        """The connection broke: the worker is lost (unless set aside or the run is over)."""
+        link = lane.link
+        lane.batch = None
+        self._close(lane)
+        if link.aside is not None:
+            return
+        if not self.host.done.is_set():
+            self._rejoin_later(lane)
+        self._submit(self.host.lose, link, reason)  # a launcher may take seconds to say why
+
+    def _set_aside(self, lane: Lane, reason: str) -> None:
+        lane.batch = None
+        self._close(lane)
+        self.host.set_aside(lane.link, reason)
+
+    def _close(self, lane: Lane) -> None:
+        channel, lane.channel = lane.channel, None
+        lane.releasing = False
+        self._lanes.discard(lane)
+        if channel is None:
+            return
+        lane.link.proxies.pop(lane.number, None)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(channel)
+        channel.close()
+
+    def _rejoin_later(self, lane: Lane) -> None:
+        when = time.monotonic() + self.host.heartbeat
+        heapq.heappush(self._later, (when, next(self._order), lane))
+
+    def _retry_joins(self, now: float) -> None:
+        while self._later and self._later[0][0] <= now:
+            _, _, lane = heapq.heappop(self._later)
+            if lane.link.aside is None and not self.host.done.is_set():
+                self._join_soon(lane)
+
+    def _wind_down(self) -> None:
+        """The run is over: take the answers still coming, then release each worker's lease
+        on its own connection, so the next run may have it at once (best effort)."""
+        deadline = time.monotonic() + WIND_DOWN_SECONDS
+        while any(lane.batch is not None for lane in self._lanes):
+            if time.monotonic() >= deadline:
+                return
+            self._step(0.05)
+        goodbyes = [lane for lane in self._lanes if lane.number == 0 and lane.link.usable]
+        for lane in goodbyes:
+            lane.releasing = True
+            self._call(lane, "release", self.host.spec.run_id)
+        deadline = time.monotonic() + RELEASE_SECONDS
+        while any(lane.releasing for lane in self._lanes) and time.monotonic() < deadline:
+            self._step(0.05)
+
+
+def bug(exc: Exception) -> str:
+    """Why a worker is set aside when the dispatcher itself failed."""
+    return f"dispatcher error ({type(exc).__name__}; see manager.log)"
+
+
+def connect(link: WorkerLink) -> Proxy | None:
+    """A connection to ``link``'s worker (which has joined the run), or None (not now)."""
+    proxy = _proxy(link)
+    try:
+        proxy._pyroBind()
+    except Pyro5.errors.PyroError:
+        proxy._pyroRelease()
+        return None
+    return proxy
+
+
+def _proxy(link: WorkerLink) -> Proxy:
+    proxy = Proxy(link.entry.uri)
+    proxy._pyroTimeout = CALL_TIMEOUT
+    authenticate(proxy)
+    return proxy
+
+
+def join_worker(host: DispatchHost, link: WorkerLink) -> Proxy | None:
+    """Connect to ``link``'s worker and join it to the run: its proxy, or None (not now)."""
+    proxy = _proxy(link)
+    try:
+        answer = JoinAnswer.from_wire(proxy.join(host.spec.to_wire()))
+    except Pyro5.errors.CommunicationError as exc:
+        proxy._pyroRelease()
+        if not link.last_seen:  # never reached; a lost one was reported when lost
+            host.left(link, f"unreachable ({tls_problem(exc) or exc})")
+        return None
+    except (ProtocolError, Pyro5.errors.PyroError) as exc:
+        proxy._pyroRelease()
+        host.set_aside(link, f"answered join with {exc}")
+        return None
+    if answer.leased_by is not None:
+        proxy._pyroRelease()
+        host.leased(link, answer.leased_by)
+        return None
+    if not host.joined(link, answer):
+        proxy._pyroRelease()
+        return None
+    return proxy
 
 
 def check_results_on(

@@ -1,17 +1,17 @@
 """The manager: farm the schedule's cells out to the workers and keep the state true.
 
-Each worker gets dispatch lanes (:mod:`.dispatcher`) that join it to the run and keep two
-calls in flight on it. A :class:`~clusterfarm.monitor.Monitor` pings workers that have not
-answered for a while, on connections of its own, and declares a worker lost when it stays
-silent (a dead host sends no RST); the lost worker's cells go back to outstanding and its
-lanes wait for it to come back. Every status change goes to the :class:`StateWriter` (and
-so to SQLite) before the view hears of it; if the state cannot be written, dispatch stops at
-once. The manager never prints: it emits events to ``on_event``.
+A :class:`~clusterfarm.dispatcher.Dispatcher` joins each worker to the run and keeps two
+calls in flight on it, all from one thread. A :class:`~clusterfarm.monitor.Monitor` pings
+workers that have not answered for a while, on connections of its own, and declares a
+worker lost when it stays silent (a dead host sends no RST); the lost worker's cells go back
+to outstanding and its lanes join again when it comes back. Every status change goes to the
+:class:`StateWriter` (and so to SQLite) before the view hears of it; if the state cannot be
+written, dispatch stops at once. The manager never prints: it emits events to ``on_event``.
 
-Locking: one lock, ``Manager._cond``, guards the schedule, every :class:`WorkerLink` field but
-its proxies, and the manager's own counters. The lanes and the monitor take it for every read
-and write of those; nothing that blocks (a Pyro5 call, disk) happens while it is held, except
-queueing rows for the state writer, which never blocks.
+Locking: one lock, ``Manager._lock``, guards the schedule, every :class:`WorkerLink` field but
+its proxies, and the manager's own counters. The dispatch thread, its joiners and the monitor
+take it for every read and write of those; nothing that blocks (a Pyro5 call, disk) happens
+while it is held, except queueing rows for the state writer, which never blocks.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ from typing import Protocol
 from clusterfarm.breaker import HostBreaker
 from clusterfarm.cells import RECORD
 from clusterfarm.dispatcher import (
-    LANES,
     Batch,
-    Lane,
+    Dispatcher,
     WorkerLink,
     cancel_aside,
     quarantine_aside,
@@ -125,17 +124,16 @@ class Manager:
         self.heartbeat = config.heartbeat
         self.on_event = on_event
         self._discover = discover
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._stopping = False
         self._problem: str | None = None
         self._finished_at: float | None = None
-        self._waiting = 0  # lanes waiting in claim for a cell
         self.done = threading.Event()  # the run is over: finished, interrupted or given up
         self._ran: set[tuple[str, int, int]] = set()
         self._completions = 0
         self._calls = 0
         self._links: dict[str, WorkerLink] = {}
-        self._threads: list[threading.Thread] = []
+        self._dispatcher = Dispatcher(self)
         self._ever_lost: list[str] = []
         self._mean_elapsed: dict[str, float] = {}
         self._breaker = HostBreaker(config.quarantine_after, config.quarantine_for)
@@ -202,8 +200,8 @@ class Manager:
         monitor = Monitor(self, self.heartbeat, self.spec.lost_after, self._discover)
         began, cpu = time.monotonic(), os.times()
         try:
-            for entry in workers:
-                self.offer(entry)
+            self._dispatcher.start()
+            self.offer(*workers)
             monitor.start()
             since: float | None = None
             while not self.done.wait(0.1):
@@ -241,7 +239,7 @@ class Manager:
 
     def _check_workers(self, since: float | None) -> float | None:
         """Give up when, for ``lost_after`` seconds, no worker could run what is left."""
-        with self._cond:
+        with self._lock:
             missing = self._tasks_nobody_runs()
             if not missing:
                 return None
@@ -261,7 +259,7 @@ class Manager:
         return [task for task in left if not any(task in link.tasks for link in usable)]
 
     def _nobody_message(self, missing: list[str]) -> str:
-        with self._cond:
+        with self._lock:
             lacking = [
                 f"{link.name}: {'; '.join(link.lacks[t] for t in missing if t in link.lacks)}"
                 for link in self._links.values()
@@ -276,7 +274,7 @@ class Manager:
         return f"no worker can run {names}" + (f" ({'; '.join(lacking)})" if lacking else "")
 
     def _give_up(self, problem: str, cancel: bool = False) -> None:
-        with self._cond:
+        with self._lock:
             if self._problem is None:
                 self._problem = problem
             self._stopping = True
@@ -292,11 +290,11 @@ class Manager:
         if not self.done.is_set():
             self._finished_at = time.monotonic()
         self.done.set()
-        self._cond.notify_all()
+        self._dispatcher.wake()
 
     def interrupt(self) -> None:
         """Stop dispatching and cancel the running cells (they become outstanding again)."""
-        with self._cond:
+        with self._lock:
             self._stopping = True
             busy = [link.entry for link in self._links.values() if link.inflight]
             self._finish_run()
@@ -307,10 +305,8 @@ class Manager:
 
     def _wind_down(self) -> None:
         now = time.time()
-        deadline = time.monotonic() + 10
-        for thread in list(self._threads):
-            thread.join(max(0.0, deadline - time.monotonic()))
-        with self._cond:
+        self._dispatcher.join(15)
+        with self._lock:
             for link in self._links.values():
                 for batch in link.inflight:
                     for cell, token in zip(batch.cells, batch.tokens, strict=True):
@@ -323,31 +319,23 @@ class Manager:
 
     # -- workers joining and leaving --------------------------------------------------------
 
-    def offer(self, entry: WorkerEntry) -> None:
-        """Use ``entry``: a worker at the start, one that appeared later, or one restarted."""
-        with self._cond:
-            link = self._links.get(entry.name)
-            if link is not None:
-                if link.lost and link.entry.uri != entry.uri:
-                    link.entry = entry  # restarted elsewhere: its lanes join there
-                return
-            if self.done.is_set():
-                return
-            link = WorkerLink(entry)
-            self._links[entry.name] = link
-            threads = [
-                threading.Thread(
-                    target=Lane(self, link, n).serve, name=f"lane{n}-{entry.name}", daemon=True
-                )
-                for n in range(LANES)
-            ]
-            self._threads.extend(threads)
-        for thread in threads:
-            thread.start()
+    def offer(self, *entries: WorkerEntry) -> None:
+        """Use ``entries``: the workers at the start, ones that appeared later, or restarted."""
+        new = []
+        with self._lock:
+            for entry in entries:
+                link = self._links.get(entry.name)
+                if link is not None:
+                    if link.lost and link.entry.uri != entry.uri:
+                        link.entry = entry  # restarted elsewhere: its lanes join there
+                elif not self.done.is_set():
+                    link = self._links[entry.name] = WorkerLink(entry)
+                    new.append(link)
+        self._dispatcher.add(new)
 
     def links(self) -> list[WorkerLink]:
         """Every worker this run knows (for the monitor)."""
-        with self._cond:
+        with self._lock:
             return list(self._links.values())
 
     def seen(self, link: WorkerLink) -> None:
@@ -366,11 +354,10 @@ class Manager:
             return False
         lacks = answer.missing(self.spec)
         can_run = frozenset(self.spec.tasks) - frozenset(lacks)
-        with self._cond:
+        with self._lock:
             first = link.lost
             link.tasks, link.lacks, link.note = can_run, lacks, None
             link.lost, link.last_seen = False, time.monotonic()
-            self._cond.notify_all()
         if first:
             LOG.info(
                 "worker %s joined (%s, clusterfarm %s)", link.name, link.entry.uri, answer.version
@@ -388,7 +375,7 @@ class Manager:
     def leased(self, link: WorkerLink, holder: str) -> None:
         """``link``'s worker works for another run: wait for it, show whose it is."""
         note = f"busy with {holder}"
-        with self._cond:
+        with self._lock:
             changed = link.note != note
             link.note = note
         if changed:
@@ -397,12 +384,12 @@ class Manager:
 
     def set_aside(self, link: WorkerLink, reason: str) -> None:
         """Use ``link``'s worker no more in this run; its cells go back, attempts not used."""
-        with self._cond:
+        with self._lock:
             if link.aside is not None:
                 return
             link.aside = reason
             self._hand_back(link)
-            self._cond.notify_all()
+        self._dispatcher.wake()  # its cells came free
         LOG.warning("worker %s set aside: %s", link.name, reason)
         link.cut()
         self.on_event(WorkerLeft(link.name, f"set aside: {reason}"))
@@ -420,43 +407,37 @@ class Manager:
 
     # -- cells ------------------------------------------------------------------------------
 
+    def work_mark(self) -> int:
+        """Grows whenever cells come free (retries, released dependents, handed back)."""
+        return self.schedule.queued
+
     def claim(self, link: WorkerLink) -> Batch | None:
-        """Take the next cells for ``link`` (a batch when tasks are short); None when done."""
+        """Take the next cells for ``link`` (a batch when tasks are short); None when there
+        is nothing for it now (the dispatcher asks again when cells come free)."""
         schedule = self.schedule
-        with self._cond:
-            while not self.done.is_set() and link.usable:
-                now = time.time()
-                if self._breaker.is_resting(link.host, now):
-                    self._cond.wait(max(0.1, min(self._rest_left(link.host, now), 1.0)))
-                    continue
-                # a second batch waits behind the first on its worker: only worth it while
-                # there is work for every worker, else an idle one should take the cells
-                ahead = bool(link.inflight) and (
-                    schedule.counts[Status.OUTSTANDING] <= len(self._links)
-                )
-                cell = None if ahead else schedule.take_preferred(link.name, link.host, link.tasks)
-                if cell is not None:
-                    cells = [cell]
-                    size = self._batch_size(cell.task)
-                    while len(cells) < size and (more := schedule.get_next_outstanding(cell.task)):
-                        cells.append(more)
-                    for cell in cells:
-                        schedule.start(cell, link.name, link.host, now)
-                    self._writer.put_start(start_rows(cells))
-                    batch = Batch(cells[0].task, cells, [c.attempts for c in cells])
-                    link.inflight.append(batch)
-                    self._calls += 1
-                    return batch
+        with self._lock:
+            now = time.time()
+            if self.done.is_set() or not link.usable or self._breaker.is_resting(link.host, now):
+                return None
+            # a second batch waits behind the first on its worker: only worth it while
+            # there is work for every worker, else an idle one should take the cells
+            ahead = bool(link.inflight) and schedule.counts[Status.OUTSTANDING] <= len(self._links)
+            cell = None if ahead else schedule.take_preferred(link.name, link.host, link.tasks)
+            if cell is None:
                 if schedule.is_finished:
                     self._finish_run()
-                    return None
-                self._waiting += 1
-                self._cond.wait()
-                self._waiting -= 1
-            return None
-
-    def _rest_left(self, host: str, now: float) -> float:
-        return self._breaker.resting(now).get(host, now) - now
+                return None
+            cells = [cell]
+            size = self._batch_size(cell.task)
+            while len(cells) < size and (more := schedule.get_next_outstanding(cell.task)):
+                cells.append(more)
+            for cell in cells:
+                schedule.start(cell, link.name, link.host, now)
+            self._writer.put_start(start_rows(cells))
+            batch = Batch(cells[0].task, cells, [c.attempts for c in cells])
+            link.inflight.append(batch)
+            self._calls += 1
+            return batch
 
     def _batch_size(self, task: str) -> int:
         mean = self._mean_elapsed.get(task)
@@ -475,8 +456,7 @@ class Manager:
         """Record ``batch``'s answers; return the hand-back kind, if the worker handed back."""
         now = time.time()
         handed_back: ErrorKind | None = None
-        with self._cond:
-            queued = self.schedule.queued
+        with self._lock:
             if batch in link.inflight:
                 link.inflight.remove(batch)
             link.last_seen = time.monotonic()
@@ -499,8 +479,6 @@ class Manager:
                 self._note_hand_back(link, batch.task, handed_back, answers)
             if self.schedule.is_finished:
                 self._finish_run()
-            elif self._waiting and self.schedule.queued != queued:
-                self._cond.notify_all()  # cells came free (retries, released dependents)
         return handed_back
 
     def _apply(self, link: WorkerLink, cell: Task, answer: Answer, now: float) -> ErrorKind | None:
@@ -569,7 +547,7 @@ class Manager:
         if self._launcher is not None and not link.lost:  # before the lock: it may take seconds
             why = self._launcher.why_lost(link.name)
             reason = f"{reason}; {why}" if why else reason
-        with self._cond:
+        with self._lock:
             if link.lost:
                 return  # the monitor and a lane may both notice
             link.lost = True
@@ -596,12 +574,12 @@ class Manager:
                 self._host_failed(link.host, ErrorKind.LOST, now)
             if self.schedule.is_finished:
                 self._finish_run()
-            self._cond.notify_all()
+        self._dispatcher.wake()  # its cells came free
         LOG.warning("worker %s lost: %s", link.name, reason)
         self.left(link, reason)
 
     def left(self, link: WorkerLink, reason: str) -> None:
-        with self._cond:
+        with self._lock:
             link.lost = True
             if not self._stopping and link.name not in self._ever_lost:
                 self._ever_lost.append(link.name)

@@ -39,6 +39,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from clusterfarm.errors import UsageError
+from clusterfarm.specs import format_spec, parse_spec
+
 # a run's cells never number more than this in one call (a bound on what a peer may send)
 MAX_BATCH_CELLS = 4096
 MAX_ERROR_CHARS = 2000  # one line; longer errors are cut
@@ -142,7 +145,7 @@ class RunSpec:
             "results_dir": self.results_dir,
             "timeout": self.timeout,
             "lost_after": self.lost_after,
-            "members": list(self.members),
+            "members": format_spec(list(self.members)),  # "0-959": cheaper than 960 numbers
             "tasks": {n: [t.version, dict(t.params)] for n, t in self.tasks.items()},
             "manager": self.manager,
         }
@@ -158,9 +161,10 @@ class RunSpec:
                 raise ProtocolError(f"run spec task {name!r}: expected [version, params]")
             version, params = ref
             tasks[name] = TaskRef(_text(version, "task version"), _mapping(params, "params"))
-        members = body.get("members")
-        if not isinstance(members, list | tuple) or not all(_is_int(m) for m in members):
-            raise ProtocolError("run spec members: expected a list of integers")
+        try:
+            members = parse_spec(_text(body.get("members"), "members"), "member")
+        except UsageError as exc:
+            raise ProtocolError(f"run spec members: {exc}") from None
         return cls(
             run_id=_text(body.get("run_id"), "run_id"),
             data_dir=_text(body.get("data_dir"), "data_dir"),

@@ -77,7 +77,8 @@ def test_a_run_spec_round_trips_and_a_malformed_one_is_refused():
         {"timeout": math.inf},
         {"run_id": ""},
         {"tasks": {"noop": "1"}},
-        {"members": "0"},
+        {"members": [0, 1]},
+        {"members": "0-x"},
     ):
         with pytest.raises(ProtocolError):
             RunSpec.from_wire({**SPEC.to_wire(), **change})

@@ -25,7 +25,7 @@ def join(proxy, timeout=30.0, run_id=RUN, tmp="/tmp"):
         "results_dir": tmp,
         "timeout": timeout,
         "lost_after": 60,
-        "members": [0, 1, 2, 5],
+        "members": "0-2,5",
         "tasks": tasks,
         "manager": "the test",
     }

@@ -1,0 +1,137 @@
+"""A Pyro5 connection driven by a selector: a call goes out, its reply comes in, no thread waits.
+
+A blocking :class:`Pyro5.api.Proxy` connects, authenticates and makes the first call (the
+join); then a :class:`Channel` takes over its socket and speaks the same wire format (Pyro5
+protocol 502, serpent) without blocking: :meth:`Channel.call` queues one call, the owner's
+selector says when the socket can be written or read, and :meth:`Channel.receive` hands back
+each complete reply. The peer cannot tell it from a proxy, so workers stay plain Pyro5
+objects. TLS sockets work the same way: they are read until OpenSSL wants more bytes.
+
+One call is in flight at a time, as with a proxy: a Pyro5 daemon answers a connection's
+calls in order. A Channel belongs to one thread (the dispatcher's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+from Pyro5 import config, errors, protocol, serializers
+from Pyro5.api import Proxy
+
+HEADER = protocol._header_size
+_READ = 65536
+_WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+class ChannelClosed(Exception):
+    """The connection ended or broke; the message says how."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One reply: the call's value, or the exception the remote method raised."""
+
+    value: Any
+    raised: bool
+
+
+class Channel:
+    """Calls and replies over one connected, authenticated Pyro5 socket, without blocking."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        connection = proxy._pyroConnection
+        if connection is None:
+            raise ChannelClosed("the proxy is not connected")
+        self.proxy = proxy
+        self.sock: socket.socket = connection.sock
+        self._object_id: str = connection.objectId
+        self._seq: int = proxy._pyroSeq
+        self._serializer = serializers.serializers[config.SERIALIZER]
+        self._inbox = bytearray()
+        self._outbox = memoryview(b"")
+        self._tls = isinstance(self.sock, ssl.SSLSocket)
+        self.sock.setblocking(False)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    @property
+    def wants_write(self) -> bool:
+        """True while part of the last call still waits to be sent."""
+        return bool(self._outbox)
+
+    def call(self, method: str, *args: Any) -> None:
+        """Send ``method(*args)``; the reply comes from a later :meth:`receive`."""
+        self._seq = (self._seq + 1) & 0xFFFF
+        data = self._serializer.dumpsCall(self._object_id, method, args, {})
+        message = protocol.SendingMessage(
+            protocol.MSG_INVOKE, 0, self._seq, self._serializer.serializer_id, data
+        )
+        self._outbox = memoryview(message.data)
+        self.flush()
+
+    def flush(self) -> None:
+        """Send what the socket takes now; raises ChannelClosed when it cannot."""
+        try:
+            while self._outbox:
+                sent = self.sock.send(self._outbox)
+                self._outbox = self._outbox[sent:]
+        except _WOULD_BLOCK:
+            return
+        except OSError as exc:
+            raise ChannelClosed(f"sending: {exc}") from exc
+
+    def receive(self) -> list[Reply]:
+        """The replies complete so far (read what the socket has, without waiting).
+
+        Raises ChannelClosed when the peer closed or the socket broke, and
+        ``Pyro5.errors.ProtocolError`` when the bytes are not a reply to our call.
+        """
+        self._read()
+        replies = []
+        while len(self._inbox) >= HEADER:
+            header = bytes(self._inbox[:HEADER])
+            protocol.ReceivingMessage.validate(header)
+            message = protocol.ReceivingMessage(header)
+            end = HEADER + message.annotations_size + message.data_size
+            if len(self._inbox) < end:
+                break
+            message.add_payload(bytes(self._inbox[HEADER:end]))
+            del self._inbox[:end]
+            replies.append(self._reply(message))
+        return replies
+
+    def _read(self) -> None:
+        try:
+            while True:
+                chunk = self.sock.recv(_READ)
+                if not chunk:
+                    raise ChannelClosed("the worker closed the connection")
+                self._inbox += chunk
+                if len(chunk) < _READ and not (self._tls and self.sock.pending()):  # type: ignore[attr-defined]
+                    return
+        except _WOULD_BLOCK:
+            return
+        except OSError as exc:
+            raise ChannelClosed(f"receiving: {exc}") from exc
+
+    def _reply(self, message: protocol.ReceivingMessage) -> Reply:
+        if message.type != protocol.MSG_RESULT:
+            raise errors.ProtocolError(f"a message of type {message.type} instead of a reply")
+        if message.seq != self._seq:
+            raise errors.ProtocolError(f"reply {message.seq} to call {self._seq}")
+        if message.serializer_id != self._serializer.serializer_id:
+            raise errors.ProtocolError(f"reply in serializer {message.serializer_id}")
+        try:
+            value = self._serializer.loads(message.data)
+        except Exception as exc:  # serpent parses literals: garbage raises anything
+            raise errors.ProtocolError(f"unreadable reply ({type(exc).__name__})") from exc
+        return Reply(value, bool(message.flags & protocol.FLAGS_EXCEPTION))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.proxy._pyroRelease()
