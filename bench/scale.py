@@ -2,11 +2,12 @@
 
 1. **Many workers.** Worker daemons are hosted many to a process (``HOSTS`` processes, each
    serving its share of PyroWorker objects on one Pyro5 daemon), but each worker still runs
-   its cells in a task process of its own, as in production. For 16, 64 and 256 workers a
-   ``clusterfarm run`` farms ``sleep`` cells of 0.2 s (``CELLS_PER_WORKER`` each) and the
-   table gives: efficiency (ideal makespan / the run's dispatch time), cells per call, the
-   manager's CPU per cell and per call (from the manager's log: its process CPU over the
-   dispatch), and calls per second.
+   its cells in a task process of its own, as in production. For 16, 64 and 256 workers,
+   ``clusterfarm run`` farms ``sleep`` cells of 0.2 s, ``SHORT`` and ``LONG`` of them a
+   worker, and the table gives: start-up (until every worker has started a cell),
+   efficiency (ideal makespan / the run's dispatch time), cells per call, what one more
+   call and one more cell cost the manager's process in CPU (the long run's less the short
+   one's, from the manager's log), and calls per second.
 2. **A large state.** A real 100,000-cell ``noop`` run is made once; then, in this process,
    medians of ``ROUNDS``: a bare ``sqlite3`` read of the same rows, what ``clusterfarm
    status`` does, and a rerun that finds everything complete.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -32,7 +34,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 HOSTS = 4  # processes hosting the worker daemons
 SLEEP_S = 0.2
-CELLS_PER_WORKER = 15
+SHORT, LONG = 15, 50  # cells per worker in a short and a long run
 ROUNDS = 3
 STATE_YEARS, STATE_MEMBERS = 100, 1000  # 100,000 cells
 
@@ -136,16 +138,17 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def run_manager(work: Path, port: int, workers: int) -> dict[str, float]:
-    """One ``clusterfarm run`` over ``workers`` × CELLS_PER_WORKER sleep cells."""
+def run_manager(work: Path, port: int, workers: int, per_worker: int) -> dict[str, float]:
+    """One ``clusterfarm run`` over ``workers`` × ``per_worker`` sleep cells."""
     settings = work / f"scale-{workers}.toml"
     settings.write_text(
         f'[nameserver]\nport = {port}\n[[hosts]]\nname = "bench"\naddress = "127.0.0.1"\n'
         f"[run]\nheartbeat = 2\nlost_after = 30\n[tasks.sleep]\nseconds = {SLEEP_S}\n"
     )
-    run_dir = work / f"run-{workers}"
+    run_dir = work / f"run-{workers}-{per_worker}"
+    shutil.rmtree(run_dir, ignore_errors=True)
     command = [sys.executable, "-m", "clusterfarm", "--settings", str(settings), "run"]
-    cells = workers * CELLS_PER_WORKER
+    cells = workers * per_worker
     members = min(cells, 960)  # a run has at most 1,000 members: more cells, more years
     years = -(-cells // members)
     command += ["--json", "--run-dir", str(run_dir), "--task", "sleep"]
@@ -160,15 +163,26 @@ def run_manager(work: Path, port: int, workers: int) -> dict[str, float]:
     )
     assert found, log[-2000:]
     cells, calls, seconds, cpu = (float(v) for v in found.groups())
-    ideal = CELLS_PER_WORKER * SLEEP_S
     return {
-        "efficiency": ideal / seconds,
-        "cells_per_call": cells / calls,
-        "cpu_per_cell_us": cpu / cells * 1e6,
-        "cpu_per_call_us": cpu / calls * 1e6,
+        "cells": cells,
+        "calls": calls,
+        "cpu": cpu,
+        "efficiency": per_worker * SLEEP_S / seconds,
+        "start_up": start_up(run_dir),
         "calls_per_s": calls / seconds,
         "cpu_share": cpu / seconds,
     }
+
+
+def start_up(run_dir: Path) -> float:
+    """Seconds from the run's first cell sent to the last worker's first cell started."""
+    db = sqlite3.connect(run_dir / "state.sqlite")
+    first_sent, last_first = db.execute(
+        "SELECT min(started), max(first) FROM cells, "
+        "(SELECT min(task_started) AS first FROM cells GROUP BY worker)"
+    ).fetchone()
+    db.close()
+    return float(last_first - first_sent)
 
 
 def many_workers(sizes: list[int]) -> None:
@@ -181,26 +195,53 @@ def many_workers(sizes: list[int]) -> None:
                 began = time.perf_counter()
                 pool.grow_to(size)
                 print(f"{size} workers up in {time.perf_counter() - began:.0f} s", file=sys.stderr)
-                rounds = [run_manager(work, pool.port, size) for _ in range(ROUNDS)]
-                rows.append((size, {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}))
+                rows.append((size, measure(work, pool.port, size)))
         finally:
             pool.close()
-    print(f"many workers: sleep {SLEEP_S} s cells, {CELLS_PER_WORKER} per worker, "
-          f"medians of {ROUNDS} runs")  # fmt: skip
-    header = ["workers", "efficiency", "cells/call", "CPU/cell", "CPU/call", "calls/s", "CPU use"]
+    print(f"many workers: sleep {SLEEP_S} s cells; runs of {SHORT} and {LONG} cells a worker; "
+          f"medians of {ROUNDS}")  # fmt: skip
+    header = ["workers", "start-up", f"efficiency ({SHORT})", f"efficiency ({LONG})",
+              "cells/call", "CPU/call", "CPU/cell", "calls/s", "CPU use"]  # fmt: skip
     table = [header] + [
         [
             str(size),
+            f"{r['start_up']:.2f} s",
+            f"{r['efficiency_short']:.3f}",
             f"{r['efficiency']:.3f}",
             f"{r['cells_per_call']:.2f}",
-            f"{r['cpu_per_cell_us']:.0f} µs",
             f"{r['cpu_per_call_us']:.0f} µs",
+            f"{r['cpu_per_cell_us']:.0f} µs",
             f"{r['calls_per_s']:.0f}",
             f"{r['cpu_share'] * 100:.0f}% of a core",
         ]
         for size, r in rows
     ]
     print_table(table)
+    print("start-up: from the first cell sent to the last worker's first cell started (long "
+          "runs). CPU/call and CPU/cell: the manager's process CPU that one more call (cell) "
+          "costs, the long run's CPU less the short one's over the calls (cells) more; CPU "
+          "use: its share of a core in the long runs.")  # fmt: skip
+
+
+def measure(work: Path, port: int, size: int) -> dict[str, float]:
+    """Medians of ROUNDS short and long runs over ``size`` workers, and what one more call
+    (and cell) costs the manager: the difference between the two, so its start and end,
+    which every run pays once, do not count."""
+    rows = []
+    for _ in range(ROUNDS):
+        short = run_manager(work, port, size, SHORT)
+        long = run_manager(work, port, size, LONG)
+        more_calls, more_cells = long["calls"] - short["calls"], long["cells"] - short["cells"]
+        rows.append(
+            {
+                **long,
+                "efficiency_short": short["efficiency"],
+                "cells_per_call": long["cells"] / long["calls"],
+                "cpu_per_call_us": (long["cpu"] - short["cpu"]) / more_calls * 1e6,
+                "cpu_per_cell_us": (long["cpu"] - short["cpu"]) / more_cells * 1e6,
+            }
+        )
+    return {key: statistics.median(row[key] for row in rows) for key in rows[0]}
 
 
 # -- status and rerun on a large state ----------------------------------------------------------
