@@ -88,14 +88,18 @@ class _Shared:
         self.members = context.get("members") if spec.per_year else None
         self.run_id = context.get("run_id")
         self.log = logging.getLogger(f"clusterfarm.task.{spec.name}")
+        self._dirs: dict[int, Path] = {}  # each year's output folder (pathlib is slow)
 
     def context(self, year: int, member: int) -> TaskContext:
+        folder = self._dirs.get(year)
+        if folder is None:
+            folder = self._dirs[year] = self.spec.output_dir(self.results_dir, year)
         return TaskContext(
             task=self.spec.name,
             params=self.params,
             data_dir=self.data_dir,
             results_dir=self.results_dir,
-            output_path=self.spec.output_path(self.results_dir, year, member),
+            output_path=folder / self.spec.output_name(year, member),
             log=self.log,
             scratch_root=self.scratch_root,
             members=self.members,

@@ -62,9 +62,17 @@ class TaskSpec:
 
     def output_path(self, results_dir: Path, year: int, member: int) -> Path:
         """Where this task writes the result of one cell (SPEC §10)."""
+        return self.output_dir(results_dir, year) / self.output_name(year, member)
+
+    def output_dir(self, results_dir: Path, year: int) -> Path:
+        """The folder of one year's results."""
+        return results_dir / self.name / str(year)
+
+    def output_name(self, year: int, member: int) -> str:
+        """The file name of one cell's result."""
         if self.per_year:
-            return results_dir / self.name / str(year) / f"{self.name}_{year}.nc"
-        return results_dir / self.name / str(year) / f"{self.name}_{year}_m{member:03d}.nc"
+            return f"{self.name}_{year}.nc"
+        return f"{self.name}_{year}_m{member:03d}.nc"
 
     def input_files(
         self, year: int, member: int, params: dict[str, Any], data_dir: Path
