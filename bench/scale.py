@@ -149,8 +149,9 @@ def run_manager(work: Path, port: int, workers: int, per_worker: int) -> dict[st
     shutil.rmtree(run_dir, ignore_errors=True)
     command = [sys.executable, "-m", "clusterfarm", "--settings", str(settings), "run"]
     cells = workers * per_worker
-    members = min(cells, 960)  # a run has at most 1,000 members: more cells, more years
-    years = -(-cells // members)
+    # a run has at most 1,000 members: more cells, more years (exactly ``cells`` of them)
+    members = max(m for m in range(1, 961) if cells % m == 0)
+    years = cells // members
     command += ["--json", "--run-dir", str(run_dir), "--task", "sleep"]
     command += ["--years", f"2000-{2000 + years - 1}", "--members", f"0-{members - 1}"]
     done = subprocess.run(command, capture_output=True, text=True, cwd=work, check=False)

@@ -2,10 +2,15 @@
 
 A blocking :class:`Pyro5.api.Proxy` connects, authenticates and makes the first call (the
 join); then a :class:`Channel` takes over its socket and speaks the same wire format (Pyro5
-protocol 502, serpent) without blocking: :meth:`Channel.call` queues one call, the owner's
+protocol 502) without blocking: :meth:`Channel.call` queues one call, the owner's
 selector says when the socket can be written or read, and :meth:`Channel.receive` hands back
 each complete reply. The peer cannot tell it from a proxy, so workers stay plain Pyro5
 objects. TLS sockets work the same way: they are read until OpenSSL wants more bytes.
+
+A Channel's calls go in JSON, one of Pyro5's own serializers (a daemon answers each message in
+the serializer it came in): serpent parses its replies with ``ast.literal_eval``, which
+compiles every message and was a third of the dispatch thread's time. JSON is plain data, as
+serpent is; pickle never crosses the wire.
 
 One call is in flight at a time, as with a proxy: a Pyro5 daemon answers a connection's
 calls in order. A Channel belongs to one thread (the dispatcher's).
@@ -19,7 +24,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-from Pyro5 import config, errors, protocol, serializers
+from Pyro5 import errors, protocol, serializers
 from Pyro5.api import Proxy
 
 HEADER = protocol._header_size
@@ -50,7 +55,7 @@ class Channel:
         self.sock: socket.socket = connection.sock
         self._object_id: str = connection.objectId
         self._seq: int = proxy._pyroSeq
-        self._serializer = serializers.serializers[config.SERIALIZER]
+        self._serializer = serializers.serializers["json"]
         self._inbox = bytearray()
         self._outbox = memoryview(b"")
         self._tls = isinstance(self.sock, ssl.SSLSocket)

@@ -204,9 +204,11 @@ class Manager:
             self.offer(*workers)
             monitor.start()
             since: float | None = None
+            checked = 0.0
             while not self.done.wait(0.1):
                 tick()
-                since = self._check_workers(since)
+                if time.monotonic() - checked >= 1.0:  # it takes the lock: not too often
+                    since, checked = self._check_workers(since), time.monotonic()
         except KeyboardInterrupt:
             self.interrupt()
             raise

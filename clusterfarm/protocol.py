@@ -6,9 +6,11 @@ parameters of each task); the worker caches it by ``run_id``, is leased to that 
 answers what it can run (:class:`JoinAnswer`). Then every call names the run:
 ``do_batch(run_id, task, [[year, member, attempt], ...])`` answers one :class:`Answer` per cell.
 
-On the wire everything stays plain serpent values (never pickle), and compact, because
-decoding is the manager's main cost per cell (serpent parses Python literals: each number or
-tuple is a node to build). One cell's answer is a short tuple::
+On the wire everything stays plain values (never pickle): serpent for the calls a proxy makes,
+JSON for the manager's batches (see :mod:`clusterfarm.channel`; JSON turns tuples into lists
+and dict keys into strings, and the checks below accept both). And compact, because
+decoding is the manager's main cost per cell (each number or tuple is a node to build). One
+cell's answer is a short tuple::
 
     ("+", elapsed, usage)                                       complete, nothing to record
     ("+", elapsed, usage, output, output_sum, inputs, summary)  complete with an output
@@ -386,6 +388,7 @@ def parse_answers(raw: Any, expected: int) -> list[Answer]:
         raise ProtocolError(f"{_count(statuses)} answers for {expected} cells")
     if not isinstance(figures, str) or not isinstance(details, dict):
         raise ProtocolError("a batch answer's figures must be a string, its details a dict")
+    details = _by_index(details)
     numbers = figures.split()
     if len(numbers) != _FIGURES * expected:
         raise ProtocolError(f"{len(numbers)} figures for {expected} cells ({_FIGURES} each)")
@@ -398,6 +401,14 @@ def parse_answers(raw: Any, expected: int) -> list[Answer]:
             raise ProtocolError(f"details of cell {index} must be a list")
         answers.append(parse_answer((status, _seconds(elapsed), usage, *(extra or ()))))
     return answers
+
+
+def _by_index(details: dict[Any, Any]) -> dict[int, Any]:
+    """``details`` keyed by cell index (JSON carries the keys as strings)."""
+    try:
+        return {int(key): value for key, value in details.items()}
+    except (TypeError, ValueError):
+        raise ProtocolError("a batch answer's details must be keyed by cell index") from None
 
 
 def _seconds(text: str) -> float:
