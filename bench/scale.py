@@ -7,7 +7,8 @@
    worker, and the table gives: start-up (until every worker has started a cell),
    efficiency (ideal makespan / the run's dispatch time), cells per call, what one more
    call and one more cell cost the manager's process in CPU (the long run's less the short
-   one's, from the manager's log), and calls per second.
+   one's, from the manager's log), and calls per second. A last row does the same with
+   cells of 0.5 s at 64 workers, which go one a call: the manager's CPU per single-cell call.
 2. **A large state.** A real 100,000-cell ``noop`` run is made once; then, in this process,
    medians of ``ROUNDS``: a bare ``sqlite3`` read of the same rows, what ``clusterfarm
    status`` does, and a rerun that finds everything complete.
@@ -35,6 +36,8 @@ ROOT = BENCH.parent
 HOSTS = 4  # processes hosting the worker daemons
 SLEEP_S = 0.2
 SHORT, LONG = 15, 50  # cells per worker in a short and a long run
+# single-cell calls: cells of 0.5 s go one a call (BATCH_SECONDS in manager.py)
+SINGLE_WORKERS, SINGLE_SLEEP_S, SINGLE_SHORT, SINGLE_LONG = 64, 0.5, 4, 16
 ROUNDS = 3
 STATE_YEARS, STATE_MEMBERS = 100, 1000  # 100,000 cells
 
@@ -138,12 +141,14 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def run_manager(work: Path, port: int, workers: int, per_worker: int) -> dict[str, float]:
+def run_manager(
+    work: Path, port: int, workers: int, per_worker: int, sleep: float = SLEEP_S
+) -> dict[str, float]:
     """One ``clusterfarm run`` over ``workers`` × ``per_worker`` sleep cells."""
     settings = work / f"scale-{workers}.toml"
     settings.write_text(
         f'[nameserver]\nport = {port}\n[[hosts]]\nname = "bench"\naddress = "127.0.0.1"\n'
-        f"[run]\nheartbeat = 2\nlost_after = 30\n[tasks.sleep]\nseconds = {SLEEP_S}\n"
+        f"[run]\nheartbeat = 2\nlost_after = 30\n[tasks.sleep]\nseconds = {sleep}\n"
     )
     run_dir = work / f"run-{workers}-{per_worker}"
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -168,7 +173,7 @@ def run_manager(work: Path, port: int, workers: int, per_worker: int) -> dict[st
         "cells": cells,
         "calls": calls,
         "cpu": cpu,
-        "efficiency": per_worker * SLEEP_S / seconds,
+        "efficiency": per_worker * sleep / seconds,
         "start_up": start_up(run_dir),
         "calls_per_s": calls / seconds,
         "cpu_share": cpu / seconds,
@@ -196,7 +201,11 @@ def many_workers(sizes: list[int]) -> None:
                 began = time.perf_counter()
                 pool.grow_to(size)
                 print(f"{size} workers up in {time.perf_counter() - began:.0f} s", file=sys.stderr)
-                rows.append((size, measure(work, pool.port, size)))
+                rows.append((str(size), measure(work, pool.port, size, SLEEP_S, SHORT, LONG)))
+            single = measure(
+                work, pool.port, SINGLE_WORKERS, SINGLE_SLEEP_S, SINGLE_SHORT, SINGLE_LONG
+            )
+            rows.append((f"{SINGLE_WORKERS}, 1 cell a call", single))
         finally:
             pool.close()
     print(f"many workers: sleep {SLEEP_S} s cells; runs of {SHORT} and {LONG} cells a worker; "
@@ -205,7 +214,7 @@ def many_workers(sizes: list[int]) -> None:
               "cells/call", "CPU/call", "CPU/cell", "calls/s", "CPU use"]  # fmt: skip
     table = [header] + [
         [
-            str(size),
+            size,
             f"{r['start_up']:.2f} s",
             f"{r['efficiency_short']:.3f}",
             f"{r['efficiency']:.3f}",
@@ -218,20 +227,24 @@ def many_workers(sizes: list[int]) -> None:
         for size, r in rows
     ]
     print_table(table)
-    print("start-up: from the first cell sent to the last worker's first cell started (long "
+    print(f"last row: {SINGLE_SLEEP_S} s cells, runs of {SINGLE_SHORT} and {SINGLE_LONG} a "
+          "worker, so that every call carries one cell.\n"
+          "start-up: from the first cell sent to the last worker's first cell started (long "
           "runs). CPU/call and CPU/cell: the manager's process CPU that one more call (cell) "
           "costs, the long run's CPU less the short one's over the calls (cells) more; CPU "
           "use: its share of a core in the long runs.")  # fmt: skip
 
 
-def measure(work: Path, port: int, size: int) -> dict[str, float]:
+def measure(
+    work: Path, port: int, size: int, sleep: float, short_run: int, long_run: int
+) -> dict[str, float]:
     """Medians of ROUNDS short and long runs over ``size`` workers, and what one more call
     (and cell) costs the manager: the difference between the two, so its start and end,
     which every run pays once, do not count."""
     rows = []
     for _ in range(ROUNDS):
-        short = run_manager(work, port, size, SHORT)
-        long = run_manager(work, port, size, LONG)
+        short = run_manager(work, port, size, short_run, sleep)
+        long = run_manager(work, port, size, long_run, sleep)
         more_calls, more_cells = long["calls"] - short["calls"], long["cells"] - short["cells"]
         rows.append(
             {

@@ -19,15 +19,23 @@ calls in order. A Channel belongs to one thread (the dispatcher's).
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import ssl
+import struct
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from Pyro5 import errors, protocol, serializers
+from Pyro5 import config, errors, protocol, serializers
 from Pyro5.api import Proxy
 
-HEADER = protocol._header_size
+_HEADER = struct.Struct(protocol._header_format)  # Pyro5's message header
+HEADER = _HEADER.size
+_MAGIC = protocol._magic_number
+_NO_CORRELATION = b"\0" * 16
+_JSON = serializers.JsonSerializer.serializer_id
+_encode = json.JSONEncoder(ensure_ascii=False).encode  # made once: json.dumps makes one a call
 _READ = 65536
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
@@ -55,7 +63,6 @@ class Channel:
         self.sock: socket.socket = connection.sock
         self._object_id: str = connection.objectId
         self._seq: int = proxy._pyroSeq
-        self._serializer = serializers.serializers["json"]
         self._inbox = bytearray()
         self._outbox = memoryview(b"")
         self._tls = isinstance(self.sock, ssl.SSLSocket)
@@ -72,11 +79,13 @@ class Channel:
     def call(self, method: str, *args: Any) -> None:
         """Send ``method(*args)``; the reply comes from a later :meth:`receive`."""
         self._seq = (self._seq + 1) & 0xFFFF
-        data = self._serializer.dumpsCall(self._object_id, method, args, {})
-        message = protocol.SendingMessage(
-            protocol.MSG_INVOKE, 0, self._seq, self._serializer.serializer_id, data
-        )
-        self._outbox = memoryview(message.data)
+        call = {"object": self._object_id, "method": method, "params": args, "kwargs": {}}
+        payload = _encode(call).encode()
+        header = _HEADER.pack(
+            b"PYRO", protocol.PROTOCOL_VERSION, protocol.MSG_INVOKE, _JSON, 0, self._seq,
+            len(payload), 0, _NO_CORRELATION, 0, _MAGIC,
+        )  # fmt: skip
+        self._outbox = memoryview(header + payload)
         self.flush()
 
     def flush(self) -> None:
@@ -98,16 +107,23 @@ class Channel:
         """
         self._read()
         replies = []
-        while len(self._inbox) >= HEADER:
-            header = bytes(self._inbox[:HEADER])
-            protocol.ReceivingMessage.validate(header)
-            message = protocol.ReceivingMessage(header)
-            end = HEADER + message.annotations_size + message.data_size
-            if len(self._inbox) < end:
+        inbox = self._inbox
+        while len(inbox) >= HEADER:
+            tag, version, kind, serializer, flags, seq, size, notes, _, _, magic = (
+                _HEADER.unpack_from(inbox)
+            )
+            if tag != b"PYRO" or version != protocol.PROTOCOL_VERSION or magic != _MAGIC:
+                raise errors.ProtocolError("not a Pyro5 message of protocol 502")
+            if size + notes > config.MAX_MESSAGE_SIZE:
+                raise errors.ProtocolError(f"a message of {size + notes} bytes")
+            end = HEADER + notes + size
+            if len(inbox) < end:
                 break
-            message.add_payload(bytes(self._inbox[HEADER:end]))
-            del self._inbox[:end]
-            replies.append(self._reply(message))
+            data = bytes(inbox[HEADER + notes : end])  # annotations: none we use
+            del inbox[:end]
+            if flags & protocol.FLAGS_COMPRESSED:
+                data = zlib.decompress(data)
+            replies.append(self._reply(kind, serializer, flags, seq, data))
         return replies
 
     def _read(self) -> None:
@@ -124,18 +140,22 @@ class Channel:
         except OSError as exc:
             raise ChannelClosed(f"receiving: {exc}") from exc
 
-    def _reply(self, message: protocol.ReceivingMessage) -> Reply:
-        if message.type != protocol.MSG_RESULT:
-            raise errors.ProtocolError(f"a message of type {message.type} instead of a reply")
-        if message.seq != self._seq:
-            raise errors.ProtocolError(f"reply {message.seq} to call {self._seq}")
-        if message.serializer_id != self._serializer.serializer_id:
-            raise errors.ProtocolError(f"reply in serializer {message.serializer_id}")
+    def _reply(self, kind: int, serializer: int, flags: int, seq: int, data: bytes) -> Reply:
+        if kind != protocol.MSG_RESULT:
+            raise errors.ProtocolError(f"a message of type {kind} instead of a reply")
+        if seq != self._seq:
+            raise errors.ProtocolError(f"reply {seq} to call {self._seq}")
+        if serializer != _JSON:
+            raise errors.ProtocolError(f"reply in serializer {serializer}")
+        raised = bool(flags & protocol.FLAGS_EXCEPTION)
         try:
-            value = self._serializer.loads(message.data)
-        except Exception as exc:  # serpent parses literals: garbage raises anything
+            if raised:  # Pyro5 rebuilds the exception's class from its dict
+                value = serializers.serializers_by_id[_JSON].loads(data)
+            else:  # plain data: no need for Pyro5's walk over every value in Python
+                value = json.loads(data)
+        except Exception as exc:  # a peer's garbage raises anything
             raise errors.ProtocolError(f"unreadable reply ({type(exc).__name__})") from exc
-        return Reply(value, bool(message.flags & protocol.FLAGS_EXCEPTION))
+        return Reply(value, raised)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

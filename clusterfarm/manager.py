@@ -61,6 +61,7 @@ LOG = logging.getLogger("clusterfarm.manager")
 BATCH_SECONDS = 0.5
 MAX_CALL_RATE = 500.0
 MAX_BATCH = 64
+_COUNT_EVERY = 0.5  # seconds between counts of the usable workers
 
 
 class LauncherHooks(Protocol):
@@ -136,6 +137,7 @@ class Manager:
         self._dispatcher = Dispatcher(self)
         self._ever_lost: list[str] = []
         self._mean_elapsed: dict[str, float] = {}
+        self._usable, self._counted_at = 0, -_COUNT_EVERY  # see _usable_workers
         self._breaker = HostBreaker(config.quarantine_after, config.quarantine_for)
         self._writer = writer
         self._ends: list[EndRow] = []  # rows noted by _save, not yet handed to the writer
@@ -445,11 +447,20 @@ class Manager:
         mean = self._mean_elapsed.get(task)
         if mean is None:
             return 1  # no measurement yet: one at a time
-        workers = sum(1 for link in self._links.values() if link.usable)
+        workers = self._usable_workers()
         by_length = BATCH_SECONDS / max(mean, 1e-6)
         by_rate = workers / (max(mean, 1e-6) * MAX_CALL_RATE)
         share = self.schedule.counts[Status.OUTSTANDING] // (2 * max(1, workers))
         return max(1, min(MAX_BATCH, share, int(max(by_length, by_rate))))
+
+    def _usable_workers(self) -> int:
+        """How many workers take cells, counted at most every ``_COUNT_EVERY`` seconds
+        (counting is a pass over every worker, and this is asked at every call)."""
+        now = time.monotonic()
+        if now - self._counted_at >= _COUNT_EVERY:
+            self._usable = sum(1 for link in self._links.values() if link.usable)
+            self._counted_at = now
+        return self._usable
 
     def _is_current(self, link: WorkerLink, cell: Task, token: int) -> bool:
         return cell.status is Status.WORKING and cell.worker == link.name and cell.attempts == token
