@@ -103,8 +103,8 @@ def input_files(settings: Settings, prepared: Prepared) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def asking_workers(db: sqlite3.Connection, workers: list[WorkerEntry]) -> Iterator[None]:
-    """While the block runs, ask ``workers`` (and this process) which versions they run;
-    keep the answers in the state's ``meta`` when it ends.
+    """While the block runs, ask ``workers``' hosts (one worker each) and this process which
+    versions they run; keep the answers in the state's ``meta`` when it ends.
 
     Asking in the background keeps the question (a connection per worker, the worker's first
     look at its installed packages) off the start of the dispatch; the store waits until the
@@ -116,7 +116,15 @@ def asking_workers(db: sqlite3.Connection, workers: list[WorkerEntry]) -> Iterat
 
     def ask() -> None:
         found["manager"] = {"host": socket.gethostname(), "versions": library_versions()}
-        found["workers"] = describe_entries(workers)
+        # one worker a host speaks for its host: a thousand workers are not a thousand calls
+        # while the run starts
+        asked = {
+            w["host"]: w for w in describe_entries(list({w.host: w for w in workers}.values()))
+        }
+        found["workers"] = [
+            {"name": w.name, "host": w.host, "versions": asked[w.host].get("versions")}
+            for w in workers
+        ]
 
     thread = threading.Thread(target=ask, name="provenance", daemon=True)
     thread.start()
