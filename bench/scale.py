@@ -33,7 +33,7 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-HOSTS = int(os.environ.get("HOSTS", "4"))  # processes hosting the worker daemons
+HOSTS = 4  # processes hosting the worker daemons
 SLEEP_S = 0.2
 SHORT, LONG = 15, 50  # cells per worker in a short and a long run
 # single-cell calls: cells of 0.5 s go one a call (BATCH_SECONDS in manager.py)

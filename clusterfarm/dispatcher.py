@@ -324,6 +324,8 @@ class Dispatcher:
         assert channel is not None
         lane.batch = batch
         lane.timeout = host.guard + host.spec.timeout * (link.cells_in_flight() - 1)
+        if len(self._deadlines) > 4 * len(self._lanes) + 64:
+            self._forget_answered()
         heapq.heappush(self._deadlines, (now + lane.timeout, next(self._order), lane, batch))
         sent = pack_cells(
             [(c.year, c.member, token) for c, token in zip(batch.cells, batch.tokens, strict=True)]
@@ -383,6 +385,12 @@ class Dispatcher:
             timed_out = [failed(ErrorKind.TIMEOUT, error)] * len(batch.cells)
             self.host.finish(lane.link, batch, timed_out)
             self._join_soon(lane)
+
+    def _forget_answered(self) -> None:
+        """Drop the deadlines of calls answered long before them (with a time limit of 15
+        minutes and hundreds of calls a second they would pile up)."""
+        self._deadlines = [d for d in self._deadlines if d[2].batch is d[3]]
+        heapq.heapify(self._deadlines)
 
     def _broken(self, lane: Lane, reason: str) -> None:
         """The connection broke: the worker is lost (unless set aside or the run is over)."""

@@ -6,7 +6,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import Pyro5.errors
 from Pyro5.api import Proxy
 
 from clusterfarm.nameserver import WorkerEntry, list_workers, locate
@@ -43,8 +42,11 @@ def _describe(entry: WorkerEntry) -> dict[str, Any]:
         with authenticate(Proxy(entry.uri)) as proxy:
             proxy._pyroTimeout = INFO_TIMEOUT
             info = proxy.info()
-    except Pyro5.errors.PyroError as exc:
-        described["error"] = str(exc)
+    except Exception as exc:  # Pyro5's own errors, or the remote one (no info method...)
+        described["error"] = str(exc) or type(exc).__name__
+        return described
+    if not isinstance(info, dict):
+        described["error"] = f"info answered {type(info).__name__}, not a dict"
         return described
     keys = ("pid", "state", "task", "done", "uptime", "version", "leased_by", "draining")
     for key in (*keys, "versions"):

@@ -85,6 +85,7 @@ class GarbageWorker:
 
     def __init__(self, name: str, how: str) -> None:
         self.name, self.how = name, how
+        self.hung, self.cancelled = threading.Event(), threading.Event()
 
     @Pyro5.api.expose
     def join(self, spec):
@@ -93,8 +94,14 @@ class GarbageWorker:
 
     @Pyro5.api.expose
     def do_batch(self, run_id, task, cells):
+        if self.how == "hangs once" and not self.hung.is_set():
+            self.hung.set()
+            self.cancelled.wait(60)  # until the manager gives up on it and cancels
+            return ("+", "0.01 - - - - - - -", {})
         time.sleep(0.05)
         n = len(cells.split(";"))
+        if self.how == "hangs once":  # afterwards it answers well (its cells complete)
+            return ("+" * n, " ".join(["0.01 - - - - - - -"] * n), {})
         if self.how == "short list":
             return ("+" * (n - 1), " ".join(["0.01 - - - -"] * (n - 1)), {})
         if self.how == "not a tuple":
@@ -115,7 +122,8 @@ class GarbageWorker:
 
     @Pyro5.api.expose
     def cancel(self, run_id=None):
-        return False
+        self.cancelled.set()
+        return self.hung.is_set()
 
 
 @pytest.mark.parametrize(
@@ -138,6 +146,41 @@ def test_a_worker_answering_garbage_is_set_aside_and_the_run_completes(
         assert db.execute("SELECT group_concat(status, '') FROM cells").fetchone()[0] == "+" * 8
         hosts = {host for (host,) in db.execute("SELECT DISTINCT host FROM cells")}
         assert "fake" not in hosts
+    finally:
+        daemon.shutdown()
+
+
+def test_a_call_unanswered_past_its_guard_times_out_its_cell_and_the_worker_is_asked_to_stop(
+    tmp_path, nameserver, start_worker
+):
+    """The manager's own time limit on a call (the task's limit plus a guard): the cell
+    times out (an attempt), is retried elsewhere, and the silent worker is asked to cancel."""
+    fake = GarbageWorker("clusterfarm.worker.fake.0", "hangs once")
+    daemon = Pyro5.api.Daemon(host="127.0.0.1")
+    uri = daemon.register(fake, objectId=fake.name)
+    threading.Thread(target=daemon.requestLoop, daemon=True).start()
+    try:
+        with authenticate(Pyro5.api.Proxy(nameserver.uri)) as ns:
+            ns.register(fake.name, uri, metadata={"clusterfarm.worker", "host=fake"})
+        start_worker("good.0")
+        data = make_data(tmp_path / "data", "real")
+        run = f'[run]\ntimeout = 0.5\ndata_dir = "{data}"\nresults_dir = "{tmp_path / "out"}"\n'
+        write_settings(
+            tmp_path / "clusterfarm.toml",
+            PLUGIN_SETTINGS
+            + FAST.replace("[run]\n", run)
+            + f'[nameserver]\nport = {nameserver.port}\n[[hosts]]\nname = "test"\n',
+        )
+        began = time.monotonic()
+        args = ("--task", "write_paths", "--years", "2000", "--members", "0-19")
+        code, report, err = finish(start_run(tmp_path, *args), timeout=120)
+        assert code == 0, err
+        assert fake.hung.is_set() and fake.cancelled.is_set()
+        assert time.monotonic() - began > 10  # the guard: the time limit, at least 10 s more
+        assert report["complete"] == 20
+        db = sqlite3.connect(tmp_path / "clusterfarm-run" / "state.sqlite")
+        (error,) = db.execute("SELECT error FROM attempts WHERE error_kind = 'timeout'").fetchone()
+        assert error.startswith("no answer from clusterfarm.worker.fake.0 within 10.5 s"), error
     finally:
         daemon.shutdown()
 
