@@ -2,7 +2,7 @@
 
 Each worker gets ``LANES`` connections (lanes), so it always has its next batch waiting
 while the manager reads the last one's answers. A lane is joined to the run by a small pool
-of joiner threads (connect, authenticate, ``join``: blocking, but rare); then its socket
+of helper threads (connect, authenticate, ``join``: blocking, but rare); then its socket
 becomes a :class:`~clusterfarm.channel.Channel`, and the dispatch thread drives every
 channel from one selector: it takes cells from the :class:`DispatchHost` (the manager),
 sends ``do_batch``, reads the reply and hands the checked answers back. Threads do not
@@ -53,7 +53,7 @@ from clusterfarm.transport import CALL_TIMEOUT, authenticate, tls_problem
 
 LOG = logging.getLogger("clusterfarm.manager")
 LANES = 2  # calls in flight per worker: one runs, the next waits there
-JOINERS = 16  # helper threads that connect and join workers (an unreachable one holds one)
+HELPERS = 16  # threads that join workers, ask them to cancel, report losses (they block)
 IDLE_ROUND = 0.25  # seconds: idle lanes look for cells at least this often
 WIND_DOWN_SECONDS = 10.0  # at the end, how long answers still in flight are awaited
 RELEASE_SECONDS = 2.0  # and then the workers' goodbyes
@@ -151,8 +151,8 @@ class Dispatcher:
         self._selector.register(self._wake_in, selectors.EVENT_READ, None)
         self._jobs: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
         self._helpers = [
-            threading.Thread(target=self._help, name=f"join{n}", daemon=True)
-            for n in range(JOINERS)
+            threading.Thread(target=self._help, name=f"dispatch-helper{n}", daemon=True)
+            for n in range(HELPERS)
         ]
         self._arrived: queue.SimpleQueue[tuple[Lane, Channel | None]] = queue.SimpleQueue()
         self._lanes: set[Lane] = set()  # connected ones
@@ -204,7 +204,7 @@ class Dispatcher:
                 LOG.exception("a dispatcher helper's job failed")
 
     def _join(self, lane: Lane) -> None:
-        """A joiner thread's job: connect, join the run (blocking), hand the lane over."""
+        """A helper thread's job: connect, join the run (blocking), hand the lane over."""
         channel = None
         try:
             proxy = connect(lane.link) if lane.joined else join_worker(self.host, lane.link)
@@ -276,7 +276,7 @@ class Dispatcher:
             self._set_aside(lane, bug(exc))
 
     def _arrive(self, lane: Lane, channel: Channel | None) -> None:
-        """A joiner is done with ``lane``: use its channel, or try again later."""
+        """A helper is done with ``lane``: use its channel, or try again later."""
         if channel is None:
             if lane.link.aside is None:
                 self._rejoin_later(lane)

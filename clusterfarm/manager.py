@@ -9,7 +9,7 @@ to outstanding and its lanes join again when it comes back. Every status change 
 written, dispatch stops at once. The manager never prints: it emits events to ``on_event``.
 
 Locking: one lock, ``Manager._lock``, guards the schedule, every :class:`WorkerLink` field but
-its proxies, and the manager's own counters. The dispatch thread, its joiners and the monitor
+its proxies, and the manager's own counters. The dispatch thread, its helpers and the monitor
 take it for every read and write of those; nothing that blocks (a Pyro5 call, disk) happens
 while it is held, except queueing rows for the state writer, which never blocks.
 """
