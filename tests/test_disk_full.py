@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import sqlite3
 import subprocess
 import time
 
@@ -31,14 +32,28 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+def empty_wal(run_dir):
+    """Checkpoint the state's write-ahead log and truncate it, so the run's next commit must
+    grow it (SQLite otherwise reuses the log's space: a disk filled then may not show)."""
+    db = sqlite3.connect(run_dir / "state.sqlite", timeout=10)
+    try:
+        for _ in range(100):
+            busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy:
+                return
+            time.sleep(0.01)
+        raise AssertionError("the state's log stayed busy")
+    finally:
+        db.close()
+
+
 def fill(disk):
     """Write a file until the disk is full; return it."""
     filler = disk / "filler"
-    with open(filler, "wb") as handle:
+    with open(filler, "wb", buffering=0) as handle:  # nothing left in a buffer at close
         try:
             while True:
                 handle.write(b"\0" * 65536)
-                handle.flush()
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
     return filler
@@ -56,6 +71,7 @@ def test_a_disk_full_mid_run_stops_it_at_once_and_the_rerun_redoes_only_what_was
     args = ("--local", "2", "--task", "sleep", "--years", "2000-2001", "--members", "0-999")
     process = start_run(tmp_path, *args, "--run-dir", str(run_dir))
     wait_until(lambda: complete_cells(run_dir) >= 300, what="progress")
+    empty_wal(run_dir)
     filler = fill(small_disk)
     full_at = time.monotonic()
     code, report, err = finish(process)

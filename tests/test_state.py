@@ -283,3 +283,35 @@ def test_an_older_run_dir_gains_the_new_columns_in_place(tmp_path):
     columns = {row[1] for row in db.execute("PRAGMA table_info(invocations)")}
     assert {"host", "cwd", "heartbeat", "year_tasks"} <= columns
     db.close()
+
+
+def test_a_group_of_any_size_writes_each_cell_once_and_touches_no_other(tmp_path):
+    """Rows go in statements of many rows (sizes 256, 64, 16, 4, 1): every count adds up,
+    a plain end clears what an earlier failed try left, and no cell outside is written."""
+    schedule, state = fresh(tmp_path, members=range(1000))
+    state.load(schedule, LEDGER)
+    cells = []
+    while (cell := schedule.get_next_outstanding()) is not None:
+        cells.append(cell)
+    first = cells[0]
+    schedule.start(first, "w", "h", 1.0)
+    schedule.fail(first, Status.FAILURE, "boom", ErrorKind.TASK, 1.5)  # an earlier try
+    writer = writer_for(state)
+    writer.put_ends([end_row(first)], [])
+    writer.close()
+    done = 0
+    for size in (0, 1, 5, 300, 341):  # 0 to 341 rows in one group: every statement size
+        group = cells[done : done + size]
+        done += size
+        for cell in group:
+            schedule.start(cell, "w", "h", 1.0)  # the first one: its second try
+            schedule.complete(cell, None, None, 0.5, 2.0)
+        writer = writer_for(state)
+        writer.put_ends([end_row(cell) for cell in group], [])
+        writer.close()
+    rows = state.db.execute("SELECT member, status, error, worker FROM cells").fetchall()
+    assert len(rows) == 1000
+    written = {member for member, status, _, _ in rows if status == "+"}
+    assert written == {cell.member for cell in cells[:done]}
+    assert all(status == "-" and worker is None for m, status, _, worker in rows if m >= done)
+    assert all(error is None for _, _, error, _ in rows)  # the failed try's error is gone
