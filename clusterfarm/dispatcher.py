@@ -24,6 +24,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+import math
 import queue
 import selectors
 import socket
@@ -133,7 +134,8 @@ class Lane:
     number: int
     channel: Channel | None = None
     batch: Batch | None = None  # the call in flight, if any
-    timeout: float = 0.0  # that call's
+    timeout: float = 0.0  # that call's time limit
+    deadline: float = math.inf  # and when it passes
     rest_until: float = 0.0  # the worker asked for a pause (busy, short of disk, draining)
     releasing: bool = False  # the call in flight is the run's goodbye
     joined: bool = False  # its worker has joined the run (another lane joined it, or this)
@@ -157,11 +159,10 @@ class Dispatcher:
         self._arrived: queue.SimpleQueue[tuple[Lane, Channel | None]] = queue.SimpleQueue()
         self._lanes: set[Lane] = set()  # connected ones
         self._idle: list[Lane] = []  # connected, no call on them
-        self._deadlines: list[tuple[float, int, Lane, Batch]] = []  # a heap
         self._later: list[tuple[float, int, Lane]] = []  # joins to try again, a heap
-        self._order = itertools.count()  # ties in the heaps
+        self._order = itertools.count()  # ties in the heap
         self._mark = -1  # the host's work mark when the idle lanes last found nothing
-        self._next_idle_round = 0.0
+        self._next_round = 0.0  # see _step
         self._thread = threading.Thread(target=self._serve, name="dispatch", daemon=True)
 
     # -- other threads ----------------------------------------------------------------------
@@ -237,9 +238,11 @@ class Dispatcher:
             self._wake_out.close()
 
     def _step(self, wait: float = IDLE_ROUND) -> None:
+        """Serve what the sockets have; then, every IDLE_ROUND, what the clock decides: calls
+        past their time limit (at least 10 s: a quarter second late is nothing), and idle
+        lanes whose host's rest or worker's pause has ended."""
         now = time.monotonic()
-        if self._deadlines:
-            wait = min(wait, self._deadlines[0][0] - now)
+        wait = min(wait, self._next_round - now)
         if self._later:
             wait = min(wait, self._later[0][0] - now)
         for key, events in self._selector.select(max(0.0, wait)):
@@ -252,9 +255,12 @@ class Dispatcher:
         while not self._arrived.empty():
             self._arrive(*self._arrived.get())
         now = time.monotonic()
-        self._expire(now)
+        due = now >= self._next_round
+        if due:
+            self._next_round = now + IDLE_ROUND
+            self._expire(now)
         self._retry_joins(now)
-        self._feed_idle(now)
+        self._feed_idle(now, due)
 
     def _serve_lane(self, lane: Lane, events: int) -> None:
         channel = lane.channel
@@ -307,13 +313,12 @@ class Dispatcher:
         else:
             self._idle.append(lane)
 
-    def _feed_idle(self, now: float) -> None:
-        """Try the idle lanes again when cells came free, and a few times a second anyway
-        (a host's rest or a worker's pause ends by the clock)."""
+    def _feed_idle(self, now: float, due: bool) -> None:
+        """Try the idle lanes again when cells came free, or when the round is ``due``."""
         mark = self.host.work_mark()
-        if not self._idle or (mark == self._mark and now < self._next_idle_round):
+        if not self._idle or (mark == self._mark and not due):
             return
-        self._mark, self._next_idle_round = mark, now + IDLE_ROUND
+        self._mark = mark
         idle, self._idle = self._idle, []
         for lane in idle:
             if lane.channel is not None and lane.batch is None:
@@ -324,9 +329,7 @@ class Dispatcher:
         assert channel is not None
         lane.batch = batch
         lane.timeout = host.guard + host.spec.timeout * (link.cells_in_flight() - 1)
-        if len(self._deadlines) > 4 * len(self._lanes) + 64:
-            self._forget_answered()
-        heapq.heappush(self._deadlines, (now + lane.timeout, next(self._order), lane, batch))
+        lane.deadline = now + lane.timeout
         sent = pack_cells(
             [(c.year, c.member, token) for c, token in zip(batch.cells, batch.tokens, strict=True)]
         )
@@ -344,7 +347,7 @@ class Dispatcher:
             self._selector.modify(channel, selectors.EVENT_READ | selectors.EVENT_WRITE, lane)
 
     def _answered(self, lane: Lane, reply: Reply) -> None:
-        batch, lane.batch = lane.batch, None
+        batch, lane.batch, lane.deadline = lane.batch, None, math.inf
         if lane.releasing:
             self._close(lane)
             return
@@ -374,23 +377,16 @@ class Dispatcher:
 
     def _expire(self, now: float) -> None:
         """Calls past their time: the cells time out, the worker is asked to stop them."""
-        while self._deadlines and self._deadlines[0][0] <= now:
-            _, _, lane, batch = heapq.heappop(self._deadlines)
-            if lane.batch is not batch:
-                continue  # answered in time
-            lane.batch = None
+        for lane in [lane for lane in self._lanes if lane.deadline <= now]:
+            batch, lane.batch = lane.batch, None
+            if batch is None:
+                continue  # answered in time (a goodbye at the end has no limit of its own)
             self._close(lane)  # a late reply would answer the next call
             self._submit(cancel_aside, lane.link.entry, self.host.spec.run_id)
             error = f"no answer from {lane.link.name} within {lane.timeout:g} s"
             timed_out = [failed(ErrorKind.TIMEOUT, error)] * len(batch.cells)
             self.host.finish(lane.link, batch, timed_out)
             self._join_soon(lane)
-
-    def _forget_answered(self) -> None:
-        """Drop the deadlines of calls answered long before them (with a time limit of 15
-        minutes and hundreds of calls a second they would pile up)."""
-        self._deadlines = [d for d in self._deadlines if d[2].batch is d[3]]
-        heapq.heapify(self._deadlines)
 
     def _broken(self, lane: Lane, reason: str) -> None:
         """The connection broke: the worker is lost (unless set aside or the run is over)."""

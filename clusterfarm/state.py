@@ -88,8 +88,13 @@ _END_COLUMNS = (
     "output", "summary", "error", "error_kind", "inputs", "output_sum",
     "task", "year", "member",
 )  # fmt: skip
-_PLAIN = slice(15, 21)  # the fields of an end row that a plain end sets to NULL
+# the fields of an end row that a plain end sets to NULL: output to output_sum
+_PLAIN = slice(_END_COLUMNS.index("output"), _END_COLUMNS.index("output_sum") + 1)
 _PLAIN_COLUMNS = _END_COLUMNS[: _PLAIN.start] + _END_COLUMNS[_PLAIN.stop :]
+
+_KEY = ("task", "year", "member")
+# SQLite's limit on a statement's parameters (999 before 3.32)
+_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
 
 class _RowWriter:
@@ -126,9 +131,6 @@ class _RowWriter:
         return text
 
 
-_KEY = ("task", "year", "member")
-# SQLite's limit on a statement's parameters (999 before 3.32)
-_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 _NULLED = ", ".join(f"{c}=NULL" for c in _END_COLUMNS[_PLAIN])
 _WRITE_STARTS = _RowWriter(_START_COLUMNS, "status='W'")
 _WRITE_PLAIN_ENDS = _RowWriter(_PLAIN_COLUMNS, _NULLED)
