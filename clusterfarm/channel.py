@@ -24,8 +24,7 @@ import socket
 import ssl
 import struct
 import zlib
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from Pyro5 import config, errors, protocol, serializers
 from Pyro5.api import Proxy
@@ -36,6 +35,7 @@ _MAGIC = protocol._magic_number
 _NO_CORRELATION = b"\0" * 16
 _JSON = serializers.JsonSerializer.serializer_id
 _encode = json.JSONEncoder(ensure_ascii=False).encode  # made once: json.dumps makes one a call
+_decode = json.JSONDecoder().decode  # Pyro5 sends JSON in UTF-8
 _READ = 65536
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
@@ -44,8 +44,7 @@ class ChannelClosed(Exception):
     """The connection ended or broke; the message says how."""
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(NamedTuple):
     """One reply: the call's value, or the exception the remote method raised."""
 
     value: Any
@@ -108,22 +107,24 @@ class Channel:
         self._read()
         replies = []
         inbox = self._inbox
-        while len(inbox) >= HEADER:
+        start = 0  # of the next message in the inbox
+        while len(inbox) - start >= HEADER:
             tag, version, kind, serializer, flags, seq, size, notes, _, _, magic = (
-                _HEADER.unpack_from(inbox)
+                _HEADER.unpack_from(inbox, start)
             )
             if tag != b"PYRO" or version != protocol.PROTOCOL_VERSION or magic != _MAGIC:
                 raise errors.ProtocolError("not a Pyro5 message of protocol 502")
             if size + notes > config.MAX_MESSAGE_SIZE:
                 raise errors.ProtocolError(f"a message of {size + notes} bytes")
-            end = HEADER + notes + size
+            end = start + HEADER + notes + size
             if len(inbox) < end:
                 break
-            data = bytes(inbox[HEADER + notes : end])  # annotations: none we use
-            del inbox[:end]
+            data = bytes(inbox[end - size : end])  # after the annotations: none we use
+            start = end
             if flags & protocol.FLAGS_COMPRESSED:
                 data = zlib.decompress(data)
             replies.append(self._reply(kind, serializer, flags, seq, data))
+        del inbox[:start]
         return replies
 
     def _read(self) -> None:
@@ -152,7 +153,7 @@ class Channel:
             if raised:  # Pyro5 rebuilds the exception's class from its dict
                 value = serializers.serializers_by_id[_JSON].loads(data)
             else:  # plain data: no need for Pyro5's walk over every value in Python
-                value = json.loads(data)
+                value = _decode(data.decode())
         except Exception as exc:  # a peer's garbage raises anything
             raise errors.ProtocolError(f"unreadable reply ({type(exc).__name__})") from exc
         return Reply(value, raised)

@@ -13,6 +13,14 @@ A call that passes its time limit times its cells out (the worker is asked to st
 a broken connection loses the worker (its cells go back); a lost or paused worker's lanes
 join again after a heartbeat, so a worker that comes back is used again.
 
+Replies are served a few at a time. A wake-up of the dispatch thread costs far more than
+the work it does: between two replies the task processes have run, and the interpreter's
+code and data come back from memory (checking one answer took 35 µs at 128 calls a second,
+5 µs in a loop). So when the replies that woke it come from workers whose next calls are
+already queued there, it lets more gather, for at most ``MAX_GATHER`` (and a quarter of a
+call), and serves them together: no worker idles for it, and a call costs the manager half
+the CPU. At the end of a run, where workers have one call each, replies are served at once.
+
 A lane never dies of what a worker sends: a malformed answer sets the worker aside for the
 run (its cells go back without using an attempt), and any bug here does the same and is
 logged. What an answer means for the schedule is the host's business; the lane only carries.
@@ -58,6 +66,10 @@ HELPERS = 16  # threads that join workers, ask them to cancel, report losses (th
 IDLE_ROUND = 0.25  # seconds: idle lanes look for cells at least this often
 WIND_DOWN_SECONDS = 10.0  # at the end, how long answers still in flight are awaited
 RELEASE_SECONDS = 2.0  # and then the workers' goodbyes
+MAX_GATHER = 0.1  # seconds that replies may gather before they are served (see above)
+# what a worker's hand-back asks of its lane
+_JOIN_AGAIN = frozenset({ErrorKind.UNKNOWN_RUN, ErrorKind.LEASED, ErrorKind.STOPPING})
+_PAUSE = frozenset({ErrorKind.BUSY, ErrorKind.RESOURCE, ErrorKind.DRAINING})
 
 
 @dataclass(eq=False)
@@ -117,6 +129,7 @@ class DispatchHost(Protocol):
     heartbeat: float
 
     def work_mark(self) -> int: ...
+    def backlog(self) -> bool: ...
     def joined(self, link: WorkerLink, answer: JoinAnswer) -> bool: ...
     def leased(self, link: WorkerLink, holder: str) -> None: ...
     def claim(self, link: WorkerLink) -> Batch | None: ...
@@ -136,6 +149,7 @@ class Lane:
     batch: Batch | None = None  # the call in flight, if any
     timeout: float = 0.0  # that call's time limit
     deadline: float = math.inf  # and when it passes
+    sent: float = 0.0  # when it was sent
     rest_until: float = 0.0  # the worker asked for a pause (busy, short of disk, draining)
     releasing: bool = False  # the call in flight is the run's goodbye
     joined: bool = False  # its worker has joined the run (another lane joined it, or this)
@@ -163,6 +177,7 @@ class Dispatcher:
         self._order = itertools.count()  # ties in the heap
         self._mark = -1  # the host's work mark when the idle lanes last found nothing
         self._next_round = 0.0  # see _step
+        self._round_trip = 0.0  # seconds from a call to its reply (a moving average)
         self._thread = threading.Thread(target=self._serve, name="dispatch", daemon=True)
 
     # -- other threads ----------------------------------------------------------------------
@@ -245,7 +260,12 @@ class Dispatcher:
         wait = min(wait, self._next_round - now)
         if self._later:
             wait = min(wait, self._later[0][0] - now)
-        for key, events in self._selector.select(max(0.0, wait)):
+        ready = self._selector.select(max(0.0, wait))
+        gather = self._gather_for(ready) if ready else 0.0
+        if gather:
+            self.host.done.wait(gather)
+            ready = self._selector.select(0)  # those that woke us, and those come since
+        for key, events in ready:
             lane = key.data
             if lane is None:
                 with contextlib.suppress(OSError):
@@ -261,6 +281,20 @@ class Dispatcher:
             self._expire(now)
         self._retry_joins(now)
         self._feed_idle(now, due)
+
+    def _gather_for(self, ready: list[tuple[selectors.SelectorKey, int]]) -> float:
+        """How long the replies that woke the thread may wait for others (see the module's
+        docstring); 0: serve them now. They wait only while every worker has its next call
+        queued (the host has more cells than workers), and only if each comes from such a
+        worker, so that no worker idles meanwhile; nothing waits for the wake-up socket. A
+        worker's second call waits behind its first, so a round trip is about two calls
+        long: an eighth of it is a quarter of the call that runs meanwhile. (``inflight`` is
+        read without the host's lock: a hint, no more.)"""
+        if self._round_trip <= 0.0 or not self.host.backlog():
+            return 0.0
+        if not all(key.data is not None and len(key.data.link.inflight) > 1 for key, _ in ready):
+            return 0.0
+        return min(MAX_GATHER, self._round_trip / 8)
 
     def _serve_lane(self, lane: Lane, events: int) -> None:
         channel = lane.channel
@@ -330,6 +364,7 @@ class Dispatcher:
         lane.batch = batch
         lane.timeout = host.guard + host.spec.timeout * (link.cells_in_flight() - 1)
         lane.deadline = now + lane.timeout
+        lane.sent = now
         sent = pack_cells(
             [(c.year, c.member, token) for c, token in zip(batch.cells, batch.tokens, strict=True)]
         )
@@ -353,6 +388,7 @@ class Dispatcher:
             return
         if batch is None:
             raise Pyro5.errors.ProtocolError("a reply to no call")
+        self._round_trip += 0.1 * (time.monotonic() - lane.sent - self._round_trip)
         if reply.raised:  # an exception crossed the wire: not our worker
             self._set_aside(lane, f"raised {type(reply.value).__name__} instead of answering")
             return
@@ -366,11 +402,11 @@ class Dispatcher:
     def _finished(self, lane: Lane, batch: Batch, answers: list[Answer]) -> None:
         kind = self.host.finish(lane.link, batch, answers)
         now = time.monotonic()
-        if kind in (ErrorKind.UNKNOWN_RUN, ErrorKind.LEASED, ErrorKind.STOPPING):
+        if kind in _JOIN_AGAIN:
             self._close(lane)  # join again (or wait for it to come back)
             self._rejoin_later(lane)
             return
-        if kind in (ErrorKind.BUSY, ErrorKind.RESOURCE, ErrorKind.DRAINING):
+        if kind in _PAUSE:
             lane.rest_until = now + min(1.0, self.host.heartbeat)
         if lane.channel is not None:
             self._feed(lane, now)

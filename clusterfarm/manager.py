@@ -138,6 +138,7 @@ class Manager:
         self._ever_lost: list[str] = []
         self._mean_elapsed: dict[str, float] = {}
         self._usable, self._counted_at = 0, -_COUNT_EVERY  # see _usable_workers
+        self._backlog = False  # see backlog
         self._breaker = HostBreaker(config.quarantine_after, config.quarantine_for)
         self._writer = writer
         self._ends: list[EndRow] = []  # rows noted by _save, not yet handed to the writer
@@ -415,6 +416,11 @@ class Manager:
         """Grows whenever cells come free (retries, released dependents, handed back)."""
         return self.schedule.queued
 
+    def backlog(self) -> bool:
+        """More cells wait than there are workers (as of the last claim): every worker has
+        its next batch queued behind the one it runs."""
+        return self._backlog
+
     def claim(self, link: WorkerLink) -> Batch | None:
         """Take the next cells for ``link`` (a batch when tasks are short); None when there
         is nothing for it now (the dispatcher asks again when cells come free)."""
@@ -425,7 +431,8 @@ class Manager:
                 return None
             # a second batch waits behind the first on its worker: only worth it while
             # there is work for every worker, else an idle one should take the cells
-            ahead = bool(link.inflight) and schedule.counts[Status.OUTSTANDING] <= len(self._links)
+            self._backlog = schedule.counts[Status.OUTSTANDING] > len(self._links)
+            ahead = bool(link.inflight) and not self._backlog
             cell = None if ahead else schedule.take_preferred(link.name, link.host, link.tasks)
             if cell is None:
                 if schedule.is_finished:

@@ -339,15 +339,13 @@ def parse_answer(raw: Any) -> Answer:
     """Check one wire answer and build it; raise ProtocolError when it is malformed."""
     if not isinstance(raw, list | tuple) or len(raw) < 3:
         raise ProtocolError(f"an answer is a tuple (status, elapsed, usage, ...), not {raw!r:.80}")
-    status, elapsed, usage = raw[0], raw[1], raw[2]
+    status, elapsed, usage = raw[0], _elapsed(raw[1]), raw[2]
     if status not in _STATUSES:
         raise ProtocolError(f"answer status must be one of {_STATUSES}, not {status!r:.40}")
-    if not _is_number(elapsed) or not math.isfinite(elapsed) or elapsed < 0:
-        raise ProtocolError(f"answer elapsed must be a number of seconds, not {elapsed!r:.40}")
     checked_usage = _usage(usage)
     if status == COMPLETE:
         if len(raw) == 3:
-            return Answer(COMPLETE, float(elapsed), checked_usage)
+            return Answer(COMPLETE, elapsed, checked_usage)
         if len(raw) != 7:
             raise ProtocolError(f"a complete answer has 3 or 7 fields, not {len(raw)}")
         output, output_sum, inputs, summary = raw[3:]
@@ -356,13 +354,19 @@ def parse_answer(raw: Any) -> Answer:
                 raise ProtocolError(f"answer {label} must be a string or None")
         if summary is not None and not isinstance(summary, dict):
             raise ProtocolError("answer summary must be a dict or None")
-        return complete(float(elapsed), checked_usage, output, output_sum, inputs, summary)
+        return complete(elapsed, checked_usage, output, output_sum, inputs, summary)
     if len(raw) != 5:
         raise ProtocolError(f"a failure answer has 5 fields, not {len(raw)}")
     kind, error = ErrorKind.parse(raw[3]), raw[4]
     if not isinstance(error, str):
         raise ProtocolError("answer error must be a string")
-    return Answer(status, float(elapsed), checked_usage, kind, one_line(error))
+    return Answer(status, elapsed, checked_usage, kind, one_line(error))
+
+
+def _elapsed(value: Any) -> float:
+    if not _is_number(value) or not 0 <= value < math.inf:  # NaN is not >= 0
+        raise ProtocolError(f"answer elapsed must be a number of seconds, not {value!r:.40}")
+    return float(value)
 
 
 def pack_answers(answers: Sequence[tuple[Any, ...]]) -> tuple[str, str, dict[int, list[Any]]]:
@@ -388,18 +392,22 @@ def parse_answers(raw: Any, expected: int) -> list[Answer]:
         raise ProtocolError(f"{_count(statuses)} answers for {expected} cells")
     if not isinstance(figures, str) or not isinstance(details, dict):
         raise ProtocolError("a batch answer's figures must be a string, its details a dict")
-    details = _by_index(details)
+    details = _by_index(details) if details else {}
     numbers = figures.split()
     if len(numbers) != _FIGURES * expected:
         raise ProtocolError(f"{len(numbers)} figures for {expected} cells ({_FIGURES} each)")
     answers = []
     for index, status in enumerate(statuses):
-        elapsed, *usage_text = numbers[_FIGURES * index : _FIGURES * (index + 1)]
-        usage = None if usage_text[0] == "-" else tuple(usage_text)
+        at = _FIGURES * index
+        elapsed = _elapsed(_seconds(numbers[at]))
+        usage = None if numbers[at + 1] == "-" else _usage(numbers[at + 1 : at + _FIGURES])
         extra = details.get(index)
+        if extra is None and status == COMPLETE:  # most answers: nothing more to check
+            answers.append(Answer(COMPLETE, elapsed, usage))
+            continue
         if extra is not None and not isinstance(extra, list | tuple):
             raise ProtocolError(f"details of cell {index} must be a list")
-        answers.append(parse_answer((status, _seconds(elapsed), usage, *(extra or ()))))
+        answers.append(parse_answer((status, elapsed, usage, *(extra or ()))))
     return answers
 
 
@@ -444,7 +452,7 @@ def _usage(value: Any) -> Usage | None:
         moved = [None if v in (None, "-") else int(v) for v in value[3:]]
     except (TypeError, ValueError):
         raise ProtocolError(f"answer usage must be numbers, not {value!r:.80}") from None
-    if not all(math.isfinite(v) for v in (started, cpu)):
+    if not (math.isfinite(started) and math.isfinite(cpu)):
         raise ProtocolError(f"answer usage must be finite, not {value!r:.80}")
     return (started, cpu, peak, moved[0], moved[1], moved[2], moved[3])
 

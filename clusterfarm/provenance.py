@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clusterfarm import trace
+from clusterfarm.transaction import transaction
 from clusterfarm.versions import library_versions
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ def begin(
         "inputs": input_files(settings, prepared),
     }
     command = json.dumps(list(argv if argv is not None else sys.argv))
-    with db:
+    with transaction(db):
         db.execute(
             "UPDATE invocations SET argv=?, settings=? WHERE id=?",
             (command, _dumps(snapshot), invocation),
@@ -147,7 +148,7 @@ def _store(db: sqlite3.Connection, found: dict[str, Any]) -> None:
         if worker.get("versions"):
             entry["versions"] = worker["versions"]
             entry["seen"] = trace.iso_time(time.time())
-    with db:
+    with transaction(db):
         db.execute("INSERT OR REPLACE INTO meta VALUES ('hosts', ?)", (_dumps(hosts),))
         if "manager" in found:
             manager = _dumps(found["manager"])

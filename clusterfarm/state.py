@@ -25,6 +25,7 @@ from clusterfarm.errors import StateError, StorageError, writing
 from clusterfarm.events import CellChange
 from clusterfarm.ledger import Ledger, Plan, Record, apply_record, plan_resume
 from clusterfarm.schedule import YEAR, Status, Task, TaskSchedule
+from clusterfarm.transaction import transaction
 
 LOG = logging.getLogger("clusterfarm.state")
 STATE_FILE = "state.sqlite"
@@ -352,7 +353,7 @@ class RunState:
             for cell in schedule
             if cell.status is Status.OUTSTANDING and existing.get(cell.key, "clean") != "clean"
         ]
-        with self.db:
+        with transaction(self.db):
             self.db.executemany(
                 "INSERT OR IGNORE INTO cells (task, year, member) VALUES (?, ?, ?)", missing
             )
@@ -389,7 +390,7 @@ class RunState:
 
     def reopen(self, cells: Iterable[Task]) -> None:
         """Save cells made outstanding again after the start (their files did not hold)."""
-        with self.db:
+        with transaction(self.db):
             self._start_afresh([cell.key for cell in cells])
 
     def _start_afresh(self, keys: list[tuple[str, int, int]]) -> None:
@@ -412,7 +413,7 @@ class RunState:
         """Record the start of a ``run`` invocation (``skipped``: complete from before), by
         this process on this host, started from the current directory."""
         now = time.time()
-        with self.db:
+        with transaction(self.db):
             cursor = self.db.execute(
                 "INSERT INTO invocations "
                 "(pid, host, cwd, started, heartbeat, tasks, years, members, year_tasks, skipped) "
@@ -434,7 +435,7 @@ class RunState:
 
     def beat(self, invocation: int) -> None:
         """Record that the manager of ``invocation`` is still alive (its heartbeat)."""
-        with self.db:
+        with transaction(self.db):
             self.db.execute(
                 "UPDATE invocations SET heartbeat=? WHERE id=?", (time.time(), invocation)
             )
@@ -443,7 +444,7 @@ class RunState:
         self, invocation: int, ran: int, skipped: int, state: str, exit_code: int
     ) -> None:
         """Record how a ``run`` invocation ended."""
-        with self.db:
+        with transaction(self.db):
             self.db.execute(
                 "UPDATE invocations SET finished=?, ran=?, skipped=?, state=?, exit_code=? "
                 "WHERE id=?",
@@ -522,7 +523,7 @@ class StateWriter:
             ]
             full = [row for row in ends if any(row[_PLAIN])]
             try:
-                with self._db:
+                with transaction(self._db):
                     _WRITE_STARTS.write(self._db, starts)
                     _WRITE_PLAIN_ENDS.write(self._db, plain)
                     _WRITE_ENDS.write(self._db, full)
