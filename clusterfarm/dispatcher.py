@@ -13,13 +13,14 @@ A call that passes its time limit times its cells out (the worker is asked to st
 a broken connection loses the worker (its cells go back); a lost or paused worker's lanes
 join again after a heartbeat, so a worker that comes back is used again.
 
-Replies are served a few at a time. A wake-up of the dispatch thread costs far more than
-the work it does: between two replies the task processes have run, and the interpreter's
-code and data come back from memory (checking one answer took 35 µs at 128 calls a second,
-5 µs in a loop). So when the replies that woke it come from workers whose next calls are
-already queued there, it lets more gather, for at most ``MAX_GATHER`` (and a quarter of a
-call), and serves them together: no worker idles for it, and a call costs the manager half
-the CPU. At the end of a run, where workers have one call each, replies are served at once.
+Replies are served a few at a time. When the dispatch thread has slept, waking costs far
+more than the work it wakes for: meanwhile the task processes have run, and the
+interpreter's code and data come back from memory (checking one answer took 35 µs at 128
+calls a second, 5 µs in a loop). So when the replies that woke it come from workers whose
+next calls are already queued there, it lets more gather, for at most ``MAX_GATHER`` (and a
+quarter of those next calls), and serves them together: no worker idles for it, and a call costs the
+manager half the CPU. A busy thread (replies waiting already) and the end of a run, where
+workers have one call each, serve replies at once.
 
 A lane never dies of what a worker sends: a malformed answer sets the worker aside for the
 run (its cells go back without using an attempt), and any bug here does the same and is
@@ -79,6 +80,7 @@ class Batch:
     task: str
     cells: list[Task]
     tokens: list[int]
+    seconds: float = 0.0  # how long it should run, from the task's cells so far (0: unknown)
 
 
 @dataclass(eq=False)
@@ -149,7 +151,6 @@ class Lane:
     batch: Batch | None = None  # the call in flight, if any
     timeout: float = 0.0  # that call's time limit
     deadline: float = math.inf  # and when it passes
-    sent: float = 0.0  # when it was sent
     rest_until: float = 0.0  # the worker asked for a pause (busy, short of disk, draining)
     releasing: bool = False  # the call in flight is the run's goodbye
     joined: bool = False  # its worker has joined the run (another lane joined it, or this)
@@ -177,7 +178,6 @@ class Dispatcher:
         self._order = itertools.count()  # ties in the heap
         self._mark = -1  # the host's work mark when the idle lanes last found nothing
         self._next_round = 0.0  # see _step
-        self._round_trip = 0.0  # seconds from a call to its reply (a moving average)
         self._thread = threading.Thread(target=self._serve, name="dispatch", daemon=True)
 
     # -- other threads ----------------------------------------------------------------------
@@ -260,11 +260,13 @@ class Dispatcher:
         wait = min(wait, self._next_round - now)
         if self._later:
             wait = min(wait, self._later[0][0] - now)
-        ready = self._selector.select(max(0.0, wait))
-        gather = self._gather_for(ready) if ready else 0.0
-        if gather:
-            self.host.done.wait(gather)
-            ready = self._selector.select(0)  # those that woke us, and those come since
+        ready = self._selector.select(0)  # replies waiting already: busy, serve them now
+        if not ready and wait > 0:
+            ready = self._selector.select(wait)  # idle: sleep until the next
+            gather = self._gather_for(ready) if ready else 0.0
+            if gather:
+                self.host.done.wait(gather)
+                ready = self._selector.select(0)  # those that woke us, and those come since
         for key, events in ready:
             lane = key.data
             if lane is None:
@@ -285,16 +287,22 @@ class Dispatcher:
     def _gather_for(self, ready: list[tuple[selectors.SelectorKey, int]]) -> float:
         """How long the replies that woke the thread may wait for others (see the module's
         docstring); 0: serve them now. They wait only while every worker has its next call
-        queued (the host has more cells than workers), and only if each comes from such a
-        worker, so that no worker idles meanwhile; nothing waits for the wake-up socket. A
-        worker's second call waits behind its first, so a round trip is about two calls
-        long: an eighth of it is a quarter of the call that runs meanwhile. (``inflight`` is
+        queued (the host has more cells than workers), only if each comes from such a
+        worker, and for a quarter of the shortest of those next calls at most, so that no
+        worker idles meanwhile; nothing waits behind the wake-up socket. (``inflight`` is
         read without the host's lock: a hint, no more.)"""
-        if self._round_trip <= 0.0 or not self.host.backlog():
+        if not self.host.backlog():
             return 0.0
-        if not all(key.data is not None and len(key.data.link.inflight) > 1 for key, _ in ready):
-            return 0.0
-        return min(MAX_GATHER, self._round_trip / 8)
+        gather = MAX_GATHER
+        for key, _ in ready:
+            lane = key.data
+            if lane is None:
+                return 0.0
+            queued = [batch.seconds for batch in lane.link.inflight if batch is not lane.batch]
+            if not queued:
+                return 0.0
+            gather = min(gather, min(queued) / 4)
+        return gather
 
     def _serve_lane(self, lane: Lane, events: int) -> None:
         channel = lane.channel
@@ -364,7 +372,6 @@ class Dispatcher:
         lane.batch = batch
         lane.timeout = host.guard + host.spec.timeout * (link.cells_in_flight() - 1)
         lane.deadline = now + lane.timeout
-        lane.sent = now
         sent = pack_cells(
             [(c.year, c.member, token) for c, token in zip(batch.cells, batch.tokens, strict=True)]
         )
@@ -388,7 +395,6 @@ class Dispatcher:
             return
         if batch is None:
             raise Pyro5.errors.ProtocolError("a reply to no call")
-        self._round_trip += 0.1 * (time.monotonic() - lane.sent - self._round_trip)
         if reply.raised:  # an exception crossed the wire: not our worker
             self._set_aside(lane, f"raised {type(reply.value).__name__} instead of answering")
             return

@@ -138,7 +138,6 @@ class Manager:
         self._ever_lost: list[str] = []
         self._mean_elapsed: dict[str, float] = {}
         self._usable, self._counted_at = 0, -_COUNT_EVERY  # see _usable_workers
-        self._backlog = False  # see backlog
         self._breaker = HostBreaker(config.quarantine_after, config.quarantine_for)
         self._writer = writer
         self._ends: list[EndRow] = []  # rows noted by _save, not yet handed to the writer
@@ -417,9 +416,9 @@ class Manager:
         return self.schedule.queued
 
     def backlog(self) -> bool:
-        """More cells wait than there are workers (as of the last claim): every worker has
-        its next batch queued behind the one it runs."""
-        return self._backlog
+        """More cells wait than there are workers: each worker gets its next batch queued
+        behind the one it runs. (The dispatcher asks without the lock: a hint.)"""
+        return self.schedule.counts[Status.OUTSTANDING] > len(self._links)
 
     def claim(self, link: WorkerLink) -> Batch | None:
         """Take the next cells for ``link`` (a batch when tasks are short); None when there
@@ -431,8 +430,7 @@ class Manager:
                 return None
             # a second batch waits behind the first on its worker: only worth it while
             # there is work for every worker, else an idle one should take the cells
-            self._backlog = schedule.counts[Status.OUTSTANDING] > len(self._links)
-            ahead = bool(link.inflight) and not self._backlog
+            ahead = bool(link.inflight) and not self.backlog()
             cell = None if ahead else schedule.take_preferred(link.name, link.host, link.tasks)
             if cell is None:
                 if schedule.is_finished:
@@ -445,7 +443,8 @@ class Manager:
             for cell in cells:
                 schedule.start(cell, link.name, link.host, now)
             self._writer.put_start(start_rows(cells))
-            batch = Batch(cells[0].task, cells, [c.attempts for c in cells])
+            seconds = len(cells) * self._mean_elapsed.get(cell.task, 0.0)
+            batch = Batch(cells[0].task, cells, [c.attempts for c in cells], seconds)
             link.inflight.append(batch)
             self._calls += 1
             return batch
