@@ -503,6 +503,9 @@ def connect(link: WorkerLink) -> Proxy | None:
 def _proxy(link: WorkerLink) -> Proxy:
     proxy = Proxy(link.entry.uri)
     proxy._pyroTimeout = CALL_TIMEOUT
+    # the handshake and the join in JSON, as the lanes' calls: serpent compiles every
+    # message it reads, and a thousand joins at the start are the manager's busiest second
+    proxy._pyroSerializer = "json"
     authenticate(proxy)
     return proxy
 
