@@ -62,6 +62,7 @@ BATCH_SECONDS = 0.5
 MAX_CALL_RATE = 500.0
 MAX_BATCH = 64
 _COUNT_EVERY = 0.5  # seconds between counts of the usable workers
+_WORKING = Status.WORKING  # looked up once: an enum member's lookup is a descriptor call
 
 
 class LauncherHooks(Protocol):
@@ -440,8 +441,9 @@ class Manager:
             size = self._batch_size(cell.task)
             while len(cells) < size and (more := schedule.get_next_outstanding(cell.task)):
                 cells.append(more)
+            name, host = link.name, link.host
             for cell in cells:
-                schedule.start(cell, link.name, link.host, now)
+                schedule.start(cell, name, host, now)
             self._writer.put_start(start_rows(cells))
             seconds = len(cells) * self._mean_elapsed.get(cell.task, 0.0)
             batch = Batch(cells[0].task, cells, [c.attempts for c in cells], seconds)
@@ -469,7 +471,7 @@ class Manager:
         return self._usable
 
     def _is_current(self, link: WorkerLink, cell: Task, token: int) -> bool:
-        return cell.status is Status.WORKING and cell.worker == link.name and cell.attempts == token
+        return cell.attempts == token and cell.worker == link.name and cell.status is _WORKING
 
     def finish(self, link: WorkerLink, batch: Batch, answers: list[Answer]) -> ErrorKind | None:
         """Record ``batch``'s answers; return the hand-back kind, if the worker handed back."""

@@ -399,7 +399,7 @@ def parse_answers(raw: Any, expected: int) -> list[Answer]:
     answers = []
     for index, status in enumerate(statuses):
         at = _FIGURES * index
-        elapsed = _elapsed(_seconds(numbers[at]))
+        elapsed = _seconds(numbers[at])
         usage = None if numbers[at + 1] == "-" else _usage(numbers[at + 1 : at + _FIGURES])
         extra = details.get(index)
         if extra is None and status == COMPLETE:  # most answers: nothing more to check
@@ -420,12 +420,14 @@ def _by_index(details: dict[Any, Any]) -> dict[int, Any]:
 
 
 def _seconds(text: str) -> float:
+    """An elapsed time as packed on the wire: a finite number of seconds, not negative."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise ProtocolError(
-            f"answer elapsed must be a number of seconds, not {text!r:.40}"
-        ) from None
+        value = math.nan
+    if not 0 <= value < math.inf:  # NaN is not >= 0
+        raise ProtocolError(f"answer elapsed must be a number of seconds, not {text!r:.40}")
+    return value
 
 
 def _count(value: Any) -> str:
