@@ -18,9 +18,9 @@ more than the work it wakes for: meanwhile the task processes have run, and the
 interpreter's code and data come back from memory (checking one answer took 35 µs at 128
 calls a second, 5 µs in a loop). So when the replies that woke it come from workers whose
 next calls are already queued there, it lets more gather, for at most ``MAX_GATHER`` (and a
-quarter of those next calls), and serves them together: no worker idles for it, and a call costs the
-manager half the CPU. A busy thread (replies waiting already) and the end of a run, where
-workers have one call each, serve replies at once.
+quarter of those next calls), and serves them together: no worker idles for it, and a call
+costs the manager half the CPU. A busy thread (replies waiting already) and the end of a
+run, where workers have one call each, serve replies at once.
 
 A lane never dies of what a worker sends: a malformed answer sets the worker aside for the
 run (its cells go back without using an attempt), and any bug here does the same and is
@@ -253,7 +253,8 @@ class Dispatcher:
             self._wake_out.close()
 
     def _step(self, wait: float = IDLE_ROUND) -> None:
-        """Serve what the sockets have; then, every IDLE_ROUND, what the clock decides: calls
+        """Serve what the sockets have (after a sleep, once more have gathered: see
+        :meth:`_gather_for`); then, every IDLE_ROUND, what the clock decides: calls
         past their time limit (at least 10 s: a quarter second late is nothing), and idle
         lanes whose host's rest or worker's pause has ended."""
         now = time.monotonic()

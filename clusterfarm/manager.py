@@ -62,7 +62,6 @@ BATCH_SECONDS = 0.5
 MAX_CALL_RATE = 500.0
 MAX_BATCH = 64
 _COUNT_EVERY = 0.5  # seconds between counts of the usable workers
-_WORKING = Status.WORKING  # looked up once: an enum member's lookup is a descriptor call
 
 
 class LauncherHooks(Protocol):
@@ -437,16 +436,16 @@ class Manager:
                 if schedule.is_finished:
                     self._finish_run()
                 return None
-            cells = [cell]
-            size = self._batch_size(cell.task)
-            while len(cells) < size and (more := schedule.get_next_outstanding(cell.task)):
+            task, cells = cell.task, [cell]
+            size = self._batch_size(task)
+            while len(cells) < size and (more := schedule.get_next_outstanding(task)):
                 cells.append(more)
             name, host = link.name, link.host
-            for cell in cells:
-                schedule.start(cell, name, host, now)
+            for each in cells:
+                schedule.start(each, name, host, now)
             self._writer.put_start(start_rows(cells))
-            seconds = len(cells) * self._mean_elapsed.get(cell.task, 0.0)
-            batch = Batch(cells[0].task, cells, [c.attempts for c in cells], seconds)
+            seconds = len(cells) * self._mean_elapsed.get(task, 0.0)
+            batch = Batch(task, cells, [c.attempts for c in cells], seconds)
             link.inflight.append(batch)
             self._calls += 1
             return batch
@@ -471,7 +470,7 @@ class Manager:
         return self._usable
 
     def _is_current(self, link: WorkerLink, cell: Task, token: int) -> bool:
-        return cell.attempts == token and cell.worker == link.name and cell.status is _WORKING
+        return cell.attempts == token and cell.worker == link.name and cell.status is Status.WORKING
 
     def finish(self, link: WorkerLink, batch: Batch, answers: list[Answer]) -> ErrorKind | None:
         """Record ``batch``'s answers; return the hand-back kind, if the worker handed back."""

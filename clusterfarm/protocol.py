@@ -420,14 +420,13 @@ def _by_index(details: dict[Any, Any]) -> dict[int, Any]:
 
 
 def _seconds(text: str) -> float:
-    """An elapsed time as packed on the wire: a finite number of seconds, not negative."""
+    """An elapsed time as packed on the wire (its text), checked as :func:`_elapsed` does."""
     try:
-        value = float(text)
+        return _elapsed(float(text))
     except ValueError:
-        value = math.nan
-    if not 0 <= value < math.inf:  # NaN is not >= 0
-        raise ProtocolError(f"answer elapsed must be a number of seconds, not {text!r:.40}")
-    return value
+        raise ProtocolError(
+            f"answer elapsed must be a number of seconds, not {text!r:.40}"
+        ) from None
 
 
 def _count(value: Any) -> str:

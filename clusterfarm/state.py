@@ -79,9 +79,9 @@ _MIGRATIONS = {
     ),
 }
 
-# The writer's two statements: a cell sent to a worker (one per cell of a batch, in one
-# executemany), and a cell's end (or hand-back). Version and params hash are not in either:
-# they are set for every cell that is not complete when the run loads (RunState.load).
+# What the writer writes of a cell: its start (sent to a worker) and its end (or hand-back),
+# in multi-row statements (_RowWriter). Version and params hash are in neither: they are set
+# for every cell that is not complete when the run loads (RunState.load).
 _START_COLUMNS = ("attempts", "worker", "host", "started", "task", "year", "member")
 _END_COLUMNS = (
     "status", "attempts", "worker", "host", "started", "finished", "elapsed",
