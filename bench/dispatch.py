@@ -50,7 +50,7 @@ GOALS = {
 def clusterfarm_figures(work: Path) -> dict[str, float]:
     """Measure clusterfarm: the whole local-mode command, then runs on pre-started workers."""
     from clusterfarm.launchers.local import LocalLauncher
-    from clusterfarm.nameserver import NameServer
+    from clusterfarm.wire.nameserver import NameServer
 
     figures: dict[str, float] = {}
     years, members = NOOP_CELLS
@@ -92,8 +92,8 @@ def clusterfarm_figures(work: Path) -> dict[str, float]:
 
 def cluster_secret(work: Path) -> str:
     """A secret for the benchmark's own cluster: in ``work/secret``, and this process's."""
-    from clusterfarm.secret import new_secret, write_secret
-    from clusterfarm.transport import set_secret
+    from clusterfarm.wire.pyro import set_secret
+    from clusterfarm.wire.secret import new_secret, write_secret
 
     secret = write_secret(work / "secret", new_secret())
     set_secret(secret)

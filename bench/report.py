@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from clusterfarm.state import connect  # noqa: E402
-from clusterfarm.trace import INSERT_ATTEMPT  # noqa: E402
+from clusterfarm.record.state import connect  # noqa: E402
+from clusterfarm.record.trace import INSERT_ATTEMPT  # noqa: E402
 from tests.browser import Browser, chromium_missing  # noqa: E402
 
 GOALS = {"size": "<= 5 MB", "load": "<= 5 s"}

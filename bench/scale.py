@@ -50,15 +50,15 @@ def host(prefix: str, count: int, ns_port: int) -> None:
     """Serve ``count`` workers named ``<prefix>.<n>`` from this process until stdin closes."""
     import threading
 
-    from clusterfarm.executor import Executor
-    from clusterfarm.guard import GuardedDaemon
-    from clusterfarm.nameserver import locate
-    from clusterfarm.secret import use_cluster_secret
-    from clusterfarm.settings import load_settings
+    from clusterfarm.config.settings import load_settings
     from clusterfarm.tasks.registry import load_task_modules
-    from clusterfarm.transport import WORKER_PREFIX, configure_pyro, raise_open_files_limit
-    from clusterfarm.worker import Own, PyroWorker
-    from clusterfarm.worker_daemon import metadata
+    from clusterfarm.wire.gate import GuardedDaemon
+    from clusterfarm.wire.nameserver import locate
+    from clusterfarm.wire.pyro import WORKER_PREFIX, configure_pyro, raise_open_files_limit
+    from clusterfarm.wire.secret import use_cluster_secret
+    from clusterfarm.worker.daemon import metadata
+    from clusterfarm.worker.executor import Executor
+    from clusterfarm.worker.service import Own, PyroWorker
 
     configure_pyro()
     raise_open_files_limit()
@@ -89,7 +89,7 @@ class Pool:
     """Worker-hosting processes registered with one nameserver; grows on demand."""
 
     def __init__(self, work: Path) -> None:
-        from clusterfarm.secret import new_secret, write_secret
+        from clusterfarm.wire.secret import new_secret, write_secret
 
         self.work = work
         self.port = free_port()
@@ -316,8 +316,8 @@ def bare_read(run_dir: Path) -> None:
 
 
 def status(run_dir: Path) -> Any:
-    from clusterfarm.report import read_report
-    from clusterfarm.state import connect
+    from clusterfarm.record.state import connect
+    from clusterfarm.record.status import read_report
 
     db = connect(run_dir, create=False)
     try:
@@ -327,9 +327,9 @@ def status(run_dir: Path) -> Any:
 
 
 def rerun(work: Path, args: list[str]) -> None:
-    from clusterfarm import runner
-    from clusterfarm.settings import load_settings
-    from clusterfarm.view import QuietView
+    from clusterfarm.config.settings import load_settings
+    from clusterfarm.manager import runner
+    from clusterfarm.show.console import QuietView
 
     years, members = args[args.index("--years") + 1], args[args.index("--members") + 1]
     settings = load_settings(None).with_run(

@@ -21,9 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from clusterfarm.config.settings import load_settings  # noqa: E402
 from clusterfarm.launchers.slurm.launcher import SlurmLauncher  # noqa: E402
-from clusterfarm.nameserver import NameServer  # noqa: E402
-from clusterfarm.settings import load_settings  # noqa: E402
+from clusterfarm.wire.nameserver import NameServer  # noqa: E402
 from tests.conftest import cli_env  # noqa: E402
 from tests.slurm import Lab, slurm_missing, start_cluster  # noqa: E402
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from netns import make_lab, netns_missing  # noqa: E402
 from sshd import SSHLab, start_sshds  # noqa: E402
 
-from clusterfarm.nameserver import NameServer  # noqa: E402
+from clusterfarm.wire.nameserver import NameServer  # noqa: E402
 
 WORKERS_PER_HOST = 2
 

@@ -5,9 +5,9 @@ __version__ = "0.1.0"
 import importlib
 from typing import TYPE_CHECKING
 
+from clusterfarm.config.settings import Settings
 from clusterfarm.errors import ClusterFarmError, InputError
-from clusterfarm.schedule import PyroTask, PyroTaskSchedule, Status, Task, TaskSchedule
-from clusterfarm.settings import Settings
+from clusterfarm.record.schedule import PyroTask, PyroTaskSchedule, Status, Task, TaskSchedule
 from clusterfarm.tasks.registry import TaskContext, task
 
 if TYPE_CHECKING:

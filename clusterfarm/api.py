@@ -9,7 +9,7 @@
     rows = farm.trace()                                 # one row per attempt (pandas if present)
     ds = open_tracks("runs/a", years=2000)              # xarray.Dataset (list without xarray)
 
-:meth:`Farm.run` goes through :func:`clusterfarm.runner.execute`, the code path of
+:meth:`Farm.run` goes through :func:`clusterfarm.manager.runner.execute`, the code path of
 ``clusterfarm run``; errors are the :class:`~clusterfarm.errors.ClusterFarmError` classes the
 command line turns into exit codes. A run that ends with failed cells is not an error (its
 report says so); losing every worker raises :class:`~clusterfarm.errors.WorkerError`, and an
@@ -25,11 +25,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from clusterfarm.config.settings import Settings, load_settings
+from clusterfarm.config.specs import parse_spec
 from clusterfarm.errors import EXIT_INFRA, EXIT_INTERRUPTED, UsageError, WorkerError
-from clusterfarm.report import RunReport, read_report
-from clusterfarm.settings import Settings, load_settings
-from clusterfarm.specs import parse_spec
-from clusterfarm.view import View
+from clusterfarm.record.status import RunReport, read_report
+from clusterfarm.show.console import View
 
 Spec = str | int | Iterable[int] | None
 PROGRESS = ("auto", "notebook", "rich", "plain", "none")
@@ -44,7 +44,7 @@ class Farm:
     """
 
     def __init__(self, settings: str | os.PathLike[str] | Settings | None = None, **overrides: Any):
-        from clusterfarm.transport import configure_pyro
+        from clusterfarm.wire.pyro import configure_pyro
 
         if not isinstance(settings, Settings):
             settings = load_settings(os.fspath(settings) if settings is not None else None)
@@ -68,9 +68,9 @@ class Farm:
 
         ``local=N`` starts N local workers (as ``--local N``); ``progress`` is ``auto``
         (a live block in Jupyter, else as on the command line), ``notebook``, ``rich``,
-        ``plain``, ``none`` or a :class:`~clusterfarm.view.View`.
+        ``plain``, ``none`` or a :class:`~clusterfarm.show.console.View`.
         """
-        from clusterfarm import runner
+        from clusterfarm.manager import runner
 
         changes = {"task": task, "years": _spec(years), "members": _spec(members), **overrides}
         settings = _with_run(self.settings, changes)
@@ -94,7 +94,7 @@ class Farm:
     def trace(self) -> Any:
         """Every attempt, as ``clusterfarm trace`` prints it: a pandas DataFrame when pandas
         is installed (times as UTC timestamps), else a list of dicts."""
-        from clusterfarm.trace import trace_rows
+        from clusterfarm.record.trace import trace_rows
 
         with _state(self.run_dir) as db:
             rows = trace_rows(db)
@@ -102,7 +102,7 @@ class Farm:
             import pandas
         except ImportError:
             return rows
-        from clusterfarm.trace import COLUMNS, TIME_COLUMNS
+        from clusterfarm.record.trace import COLUMNS, TIME_COLUMNS
 
         frame = pandas.DataFrame(rows, columns=list(COLUMNS))
         for column in TIME_COLUMNS:
@@ -120,7 +120,7 @@ def open_tracks(run_dir: str | os.PathLike[str], years: Spec = None, members: Sp
     ``track`` and ``obs``; ``year``, ``member``, ``track_id``, ``row_size`` per track) when
     xarray is installed, else a list of numpy structured arrays, one per track."""
     from clusterfarm.analysis.gather import gather_tracks, tracks_dataset
-    from clusterfarm.trace import run_id
+    from clusterfarm.record.trace import run_id
 
     wanted_years = set(parse_spec(_spec(years) or "", "year")) if years is not None else None
     wanted_members = (
@@ -152,7 +152,7 @@ class _state:
         self.run_dir = run_dir
 
     def __enter__(self) -> sqlite3.Connection:
-        from clusterfarm.state import connect
+        from clusterfarm.record.state import connect
 
         self.db = connect(self.run_dir, create=False)
         return self.db
@@ -171,7 +171,7 @@ def _spec(value: Spec) -> str | None:
 
 
 def _with_run(settings: Settings, changes: dict[str, Any]) -> Settings:
-    from clusterfarm.settings import RunSettings
+    from clusterfarm.config.settings import RunSettings
 
     known = set(RunSettings.__dataclass_fields__)
     unknown = sorted(set(changes) - known)
@@ -189,8 +189,8 @@ def _call(changes: dict[str, Any], local: int | None) -> str:
 
 
 def _view(progress: str | View) -> View:
-    from clusterfarm.notebook import NotebookView, in_notebook
-    from clusterfarm.view import make_view
+    from clusterfarm.show.console import make_view
+    from clusterfarm.show.notebook import NotebookView, in_notebook
 
     if not isinstance(progress, str):
         return progress

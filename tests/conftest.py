@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from clusterfarm.nameserver import NameServer, list_workers, locate
-from clusterfarm.secret import new_secret, write_secret
-from clusterfarm.transport import set_secret
+from clusterfarm.wire.nameserver import NameServer, list_workers, locate
+from clusterfarm.wire.pyro import set_secret
+from clusterfarm.wire.secret import new_secret, write_secret
 
 TESTS = Path(__file__).resolve().parent
 PLUGINS = TESTS / "plugins"

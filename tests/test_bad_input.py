@@ -144,7 +144,7 @@ def _set_up(setup: str | None, place: Path, mounts: Mounts) -> Path:
 
 def _damaged_state(run_dir: Path) -> None:
     """A state database with a page overwritten, as a bad disk or a stray write leaves it."""
-    from clusterfarm.state import connect
+    from clusterfarm.record.state import connect
 
     db = connect(run_dir)
     db.executemany(

@@ -1,6 +1,6 @@
 """The per-host circuit breaker."""
 
-from clusterfarm.breaker import HostBreaker
+from clusterfarm.manager.quarantine import HostBreaker
 
 
 def test_host_rests_after_a_streak_of_failures_and_comes_back():

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from Pyro5 import errors, protocol, serializers
 
-from clusterfarm.channel import HEADER, Channel, ChannelClosed
+from clusterfarm.wire.channel import HEADER, Channel, ChannelClosed
 
 JSON = serializers.JsonSerializer.serializer_id
 

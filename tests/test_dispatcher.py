@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from clusterfarm.dispatcher import MAX_GATHER, Batch, Dispatcher, Lane, WorkerLink
-from clusterfarm.nameserver import WorkerEntry
+from clusterfarm.manager.dispatcher import MAX_GATHER, Batch, Dispatcher, Lane, WorkerLink
+from clusterfarm.wire.nameserver import WorkerEntry
 
 
 class Host:

@@ -187,7 +187,7 @@ def test_stopped_worker_hands_its_cell_back_without_using_an_attempt(
     code, report, err = finish(run)
     assert code == 0, err  # with retries = 0, a counted attempt would have ended F
     assert report["complete"] == 10
-    from clusterfarm.nameserver import list_workers, locate
+    from clusterfarm.wire.nameserver import list_workers, locate
 
     names = [w.name for w in list_workers(locate(nameserver.host, nameserver.port))]
     assert names == ["clusterfarm.worker.test.1"]
@@ -255,7 +255,7 @@ def test_worker_short_of_disk_hands_cells_back_without_using_attempts(tmp_path):
 
 
 def test_disk_check_asks_the_file_systems_at_most_once_a_second(tmp_path):
-    from clusterfarm.worker import DiskCheck, Own
+    from clusterfarm.worker.service import DiskCheck, Own
 
     check = DiskCheck()
     own = Own(str(tmp_path), str(tmp_path), str(tmp_path), 10.0, 1e12)

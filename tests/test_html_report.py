@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from clusterfarm.html_report import COLORS
+from clusterfarm.show.report import COLORS
 from tests.browser import Browser, chromium_missing
 from tests.conftest import PLUGIN_SETTINGS, run_cli, write_settings
 

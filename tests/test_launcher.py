@@ -11,13 +11,13 @@ from pathlib import Path
 import paramiko
 import pytest
 
+from clusterfarm.config.settings import Host
 from clusterfarm.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK
 from clusterfarm.launchers.base import HostOutcome, Launcher, exit_code, outcomes_table
 from clusterfarm.launchers.local import LocalLauncher
 from clusterfarm.launchers.ssh.daemons import is_our_worker, recorded
 from clusterfarm.launchers.ssh.session import resolve
-from clusterfarm.nameserver import NameServer, list_workers, locate
-from clusterfarm.settings import Host
+from clusterfarm.wire.nameserver import NameServer, list_workers, locate
 from tests.conftest import cli_env, descendants
 from tests.faults import wait_gone
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from clusterfarm.config.settings import load_settings
+from clusterfarm.launchers.roster import workers_table
 from clusterfarm.launchers.slurm import commands
 from clusterfarm.launchers.slurm.launcher import SlurmLauncher, with_jobs
-from clusterfarm.roster import workers_table
-from clusterfarm.settings import load_settings
 from tests.slurm import Lab
 
 pytestmark = pytest.mark.slow
@@ -138,7 +138,7 @@ def test_start_workers_registers_an_array_that_runs_40_cells_and_stop_leaves_not
 @pytest.fixture
 def nameserver_on(lab: Lab) -> Iterator[object]:
     """A nameserver at the lab's settings address (start-workers needs one running)."""
-    from clusterfarm.nameserver import NameServer
+    from clusterfarm.wire.nameserver import NameServer
 
     server = NameServer("127.0.0.1", lab.port)
     yield server

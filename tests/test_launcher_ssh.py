@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from clusterfarm.nameserver import NameServer, list_workers, locate
+from clusterfarm.wire.nameserver import NameServer, list_workers, locate
 from tests.conftest import alive, descendants
 from tests.sshd import SSHLab, SSHServer, free_port, make_key
 

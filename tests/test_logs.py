@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from clusterfarm.logs import setup_logging
-from clusterfarm.settings import LoggingSettings, load_settings
+from clusterfarm.config.logging_setup import setup_logging
+from clusterfarm.config.settings import LoggingSettings, load_settings
 from tests.conftest import PLUGIN_SETTINGS, run_cli, write_settings
 
 

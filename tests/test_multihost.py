@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from clusterfarm.nameserver import NameServer, list_workers, locate
+from clusterfarm.wire.nameserver import NameServer, list_workers, locate
 from tests.conftest import alive, run_cli
 from tests.netns import Lab
 from tests.sshd import SSHLab, SSHServer, table_rows

@@ -2,9 +2,9 @@
 
 import sys
 
-from clusterfarm.notebook import NotebookView, in_notebook
-from clusterfarm.schedule import TaskSchedule
-from clusterfarm.view import Board
+from clusterfarm.record.schedule import TaskSchedule
+from clusterfarm.show.console import Board
+from clusterfarm.show.notebook import NotebookView, in_notebook
 
 
 def test_the_block_is_rendered_as_html_with_one_coloured_span_per_cell():

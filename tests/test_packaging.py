@@ -30,8 +30,7 @@ def test_wheel_carries_the_default_settings_and_finds_them(tmp_path):
     )
     (wheel,) = (tmp_path / "dist").glob("clusterfarm-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "clusterfarm/_settings/default.toml" in names
-    assert "clusterfarm/_settings/example-cluster.toml" in names
+    assert "clusterfarm/config/default.toml" in names
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
     found = subprocess.run(
@@ -40,7 +39,7 @@ def test_wheel_carries_the_default_settings_and_finds_them(tmp_path):
             "-I",
             "-c",
             "import sys; sys.path.insert(0, sys.argv[1]);"
-            "from clusterfarm.settings import load_settings, default_settings_path;"
+            "from clusterfarm.config.settings import load_settings, default_settings_path;"
             "print(default_settings_path()); print(load_settings().run.timeout)",
             str(target),
         ],
@@ -49,5 +48,5 @@ def test_wheel_carries_the_default_settings_and_finds_them(tmp_path):
         text=True,
         cwd=tmp_path,
     ).stdout.split()
-    assert found[0] == str(target / "clusterfarm/_settings/default.toml")
+    assert found[0] == str(target / "clusterfarm/config/default.toml")
     assert found[1] == "900.0"

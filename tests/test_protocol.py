@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from clusterfarm.protocol import (
+from clusterfarm.wire.protocol import (
     ErrorKind,
     JoinAnswer,
     ProtocolError,

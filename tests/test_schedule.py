@@ -3,7 +3,7 @@
 import pytest
 
 from clusterfarm import PyroTask, PyroTaskSchedule
-from clusterfarm.schedule import Status, Task, TaskSchedule
+from clusterfarm.record.schedule import Status, Task, TaskSchedule
 
 
 def make(years=(2000, 2001), members=range(4), tasks=("vort_track",), retries=2):
@@ -130,7 +130,7 @@ def test_cancelled_try_is_forgotten():
 
 
 def summary_schedule(years=(2000, 2001), members=range(3), retries=0):
-    from clusterfarm.schedule import TaskShape
+    from clusterfarm.record.schedule import TaskShape
 
     shapes = {"track": TaskShape(), "summary": TaskShape(per_year=True, after=("track",))}
     return TaskSchedule(years, members, ["track", "summary"], retries, shapes)
@@ -187,7 +187,7 @@ def test_prerequisites_complete_from_an_earlier_run_release_their_dependents():
 
 def test_a_dependency_missing_from_the_run_or_listed_after_is_refused():
     from clusterfarm.errors import UsageError
-    from clusterfarm.schedule import TaskShape
+    from clusterfarm.record.schedule import TaskShape
 
     with pytest.raises(UsageError, match="run both: --task track,summary"):
         TaskSchedule([2000], [0], ["summary"], shapes={"summary": TaskShape(True, ("track",))})
@@ -201,7 +201,7 @@ def test_a_dependency_missing_from_the_run_or_listed_after_is_refused():
 
 
 def test_per_cell_dependency_waits_for_the_same_member():
-    from clusterfarm.schedule import TaskShape
+    from clusterfarm.record.schedule import TaskShape
 
     schedule = TaskSchedule(
         [2000], range(2), ["a", "b"], shapes={"a": TaskShape(), "b": TaskShape(after=("a",))}

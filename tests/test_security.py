@@ -14,7 +14,7 @@ import Pyro5.api
 import Pyro5.errors
 import pytest
 
-from clusterfarm.nameserver import locate
+from clusterfarm.wire.nameserver import locate
 from tests.conftest import PLUGIN_SETTINGS, alive, cli_env, handshake, stop_process, write_settings
 from tests.faults import cmdline, worker_daemons
 from tests.test_faults import FAST_LIVENESS, finish, start_run, wait_until

@@ -5,8 +5,15 @@ from pathlib import Path
 
 import pytest
 
+from clusterfarm.config.settings import (
+    default_settings_path,
+    load_settings,
+    parse_settings,
+    to_toml,
+)
 from clusterfarm.errors import SettingsError
-from clusterfarm.settings import default_settings_path, load_settings, parse_settings, to_toml
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -106,7 +113,7 @@ def test_launcher_auto_means_ssh_with_hosts_and_local_without(tmp_path):
 
 
 def test_example_slurm_settings_are_valid(monkeypatch):
-    example = Path(__file__).resolve().parent.parent / "settings" / "example-slurm.toml"
+    example = ROOT / "settings" / "example-slurm.toml"
     settings = load_settings(str(example))
     assert settings.launcher == "slurm"
     assert settings.slurm.sbatch_args == ("--constraint=haswell",)
@@ -136,7 +143,7 @@ def test_select_hosts_refuses_unknown_names(tmp_path):
 
 
 def test_printed_settings_read_back_to_the_same_settings():
-    example = load_settings(str(default_settings_path().parent / "example-cluster.toml"))
+    example = load_settings(str(ROOT / "settings" / "example-cluster.toml"))
     printed = to_toml(example)
     again = parse_settings(tomllib.loads(printed), "printed")
     assert again.hosts == example.hosts

@@ -2,8 +2,8 @@
 
 import pytest
 
+from clusterfarm.config.specs import format_spec, parse_spec
 from clusterfarm.errors import UsageError
-from clusterfarm.specs import format_spec, parse_spec
 
 
 @pytest.mark.parametrize(

@@ -3,11 +3,11 @@
 import threading
 import time
 
-from clusterfarm.ledger import Ledger, check_result, input_identity
-from clusterfarm.protocol import ErrorKind
-from clusterfarm.report import read_report
-from clusterfarm.schedule import Status, TaskSchedule
-from clusterfarm.state import RunState, StateWriter, connect, end_row, start_rows
+from clusterfarm.record.ledger import Ledger, check_result, input_identity
+from clusterfarm.record.schedule import Status, TaskSchedule
+from clusterfarm.record.state import RunState, StateWriter, connect, end_row, start_rows
+from clusterfarm.record.status import read_report
+from clusterfarm.wire.protocol import ErrorKind
 
 LEDGER = Ledger({"noop": "1"}, {"noop": "abc"}, lambda cell: cell.output)
 
@@ -65,7 +65,7 @@ def test_changed_version_or_params_recomputes(tmp_path):
 
 
 def test_missing_or_changed_output_recomputes(tmp_path):
-    from clusterfarm.ledger import file_checksum
+    from clusterfarm.record.ledger import file_checksum
 
     output = tmp_path / "x.nc"
     output.write_text("tracks")
@@ -239,7 +239,7 @@ def test_an_invocation_records_its_manager_and_its_heartbeat(tmp_path, monkeypat
     import os
     import socket
 
-    from clusterfarm.liveness import ManagerHeartbeat
+    from clusterfarm.record.manager_heartbeat import ManagerHeartbeat
 
     monkeypatch.chdir(tmp_path)
     schedule, state = fresh(tmp_path / "run")
@@ -274,7 +274,7 @@ def test_an_older_run_dir_gains_the_new_columns_in_place(tmp_path):
     )
     old.commit()
     old.close()
-    from clusterfarm.state import connect_read_only
+    from clusterfarm.record.state import connect_read_only
 
     reader = connect_read_only(tmp_path)  # status reads it as it is: no migration, no write
     assert read_report(reader).cwd is None

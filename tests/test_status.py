@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from clusterfarm.liveness import STALE_AFTER, gone_since
+from clusterfarm.record.manager_heartbeat import STALE_AFTER, gone_since
 from tests.conftest import PLUGIN_SETTINGS, alive, cli_env, descendants, run_cli
 
 

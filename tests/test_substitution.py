@@ -4,9 +4,9 @@ import os
 
 import pytest
 
+from clusterfarm.config.settings import load_settings
+from clusterfarm.config.substitution import substitute
 from clusterfarm.errors import SettingsError
-from clusterfarm.settings import load_settings
-from clusterfarm.substitution import substitute
 
 ENV = {"HOME": "/home/ada", "EMPTY": "", "DATA": "/data"}
 

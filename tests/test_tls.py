@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from clusterfarm.certs import issue, read_ca, write_credential
 from clusterfarm.errors import EXIT_INFRA, EXIT_USAGE
+from clusterfarm.wire.certs import issue, read_ca, write_credential
 from tests.conftest import cli_env, run_cli, stop_process, write_settings
 
 # A plain Pyro5 client, in a process of its own (TLS settings are per process): with a CA

@@ -7,7 +7,7 @@ import sqlite3
 import pandas
 import pytest
 
-from clusterfarm.trace import read_attempts
+from clusterfarm.record.trace import read_attempts
 from tests.conftest import PLUGIN_SETTINGS, run_cli, write_settings
 
 

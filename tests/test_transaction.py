@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from clusterfarm.transaction import transaction
+from clusterfarm.record.transaction import transaction
 
 
 def open_db(path: Path) -> sqlite3.Connection:

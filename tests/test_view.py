@@ -8,15 +8,15 @@ import pty
 import select
 import sys
 
-from clusterfarm.events import (
+from clusterfarm.manager.events import (
     CellChange,
     CellsChanged,
     WorkerJoined,
     WorkerLeft,
     WorkersPending,
 )
-from clusterfarm.schedule import TaskSchedule
-from clusterfarm.view import Board, PlainView
+from clusterfarm.record.schedule import TaskSchedule
+from clusterfarm.show.console import Board, PlainView
 from tests.conftest import cli_env, run_cli
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from clusterfarm.settings import default_settings_path
+from clusterfarm.config.settings import default_settings_path
 from tests.conftest import run_cli
 
 DEFAULT_SETTINGS = default_settings_path()

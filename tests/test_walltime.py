@@ -7,9 +7,9 @@ import time
 
 import Pyro5.api
 
-from clusterfarm.nameserver import locate
-from clusterfarm.transport import authenticate
-from clusterfarm.walltime import EXIT_MARGIN, Walltime, end_time_of, slurm_job_end
+from clusterfarm.wire.nameserver import locate
+from clusterfarm.wire.pyro import authenticate
+from clusterfarm.worker.walltime import EXIT_MARGIN, Walltime, end_time_of, slurm_job_end
 
 SCONTROL_LINE = (
     "JobId=12 JobName=w UserId=root(0) JobState=RUNNING Reason=None "

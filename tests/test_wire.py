@@ -17,7 +17,7 @@ from pathlib import Path
 import Pyro5.api
 import pytest
 
-from clusterfarm.transport import authenticate
+from clusterfarm.wire.pyro import authenticate
 from tests.conftest import PLUGIN_SETTINGS, cli_env, run_cli, write_settings
 from tests.test_faults import FAST_LIVENESS, finish, start_run
 

@@ -7,9 +7,9 @@ import time
 import Pyro5.api
 import pytest
 
-from clusterfarm.nameserver import locate
-from clusterfarm.protocol import parse_answers
-from clusterfarm.transport import authenticate
+from clusterfarm.wire.nameserver import locate
+from clusterfarm.wire.protocol import parse_answers
+from clusterfarm.wire.pyro import authenticate
 from tests.conftest import alive, handshake
 
 RUN = "test-run"

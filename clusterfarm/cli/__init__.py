@@ -16,6 +16,8 @@ from typing import Any
 import click
 
 from clusterfarm import __version__
+from clusterfarm.config.settings import Settings, check_seconds, load_settings
+from clusterfarm.config.specs import MAX_MEMBER, MAX_YEAR
 from clusterfarm.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -23,8 +25,6 @@ from clusterfarm.errors import (
     ClusterFarmError,
     SettingsError,
 )
-from clusterfarm.settings import Settings, check_seconds, load_settings
-from clusterfarm.specs import MAX_MEMBER, MAX_YEAR
 
 _options: dict[str, Any] = {"settings": None, "verbose": False, "debug": False}
 
@@ -137,12 +137,12 @@ def settings(secret: str = "none") -> Settings:
     ``secret``: ``"read"`` the cluster's secret (connections to a cluster's nameserver and
     workers present it), ``"create"`` it when missing too, or ``"none"``.
     """
-    from clusterfarm.transport import configure_pyro
+    from clusterfarm.wire.pyro import configure_pyro
 
     config = load()
     configure_pyro(config.security)
     if secret != "none":
-        from clusterfarm.secret import use_cluster_secret
+        from clusterfarm.wire.secret import use_cluster_secret
 
         use_cluster_secret(config.security, create=secret == "create")
     return config
@@ -163,7 +163,7 @@ def settings_command() -> None:
     The parameters of the run's tasks, and of every task with a ``[tasks.<name>]`` table,
     are printed in full: defaults and the values set.
     """
-    from clusterfarm.settings import to_toml
+    from clusterfarm.config.settings import to_toml
     from clusterfarm.tasks.registry import resolve_task_params, with_prerequisites
 
     # not settings(): printing them must work while the certificate files are still missing

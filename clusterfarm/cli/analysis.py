@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from clusterfarm.cli import MEMBER, YEAR, Whole, cli, common, settings
+from clusterfarm.config.specs import MAX_MEMBER
 from clusterfarm.errors import UsageError, writing
-from clusterfarm.specs import MAX_MEMBER
 
 
 @cli.command("sample-data")
@@ -51,7 +51,7 @@ def sample_data(
 ) -> None:
     """Write synthetic 20CR-like u850/v850 files with known vortex tracks (and the truth)."""
     from clusterfarm.analysis import write_sample_data
-    from clusterfarm.specs import parse_spec
+    from clusterfarm.config.specs import parse_spec
 
     year_list = parse_spec(years, "year")
     with writing(f"--out {out}", "give a folder you can write to"):
@@ -169,7 +169,7 @@ def export(run_dir: str | None, years: str | None, members: str | None, fmt: str
     """Write vort_track tracks in a community exchange format (one file)."""
     from clusterfarm.analysis import find_results
     from clusterfarm.analysis.export import export_tracks
-    from clusterfarm.specs import parse_spec
+    from clusterfarm.config.specs import parse_spec
 
     results_dir = _results_dir(run_dir)
     wanted_years = set(parse_spec(years, "year")) if years else None

@@ -12,8 +12,8 @@ from typing import Any
 import click
 
 from clusterfarm.cli import PORT, Seconds, Whole, _options, cli, common, load, settings
+from clusterfarm.config.settings import Host, Settings
 from clusterfarm.errors import EXIT_FAILED, EXIT_OK, UsageError
-from clusterfarm.settings import Host, Settings
 
 
 @cli.command()
@@ -28,7 +28,7 @@ def nameserver(host: str | None, port: int | None) -> None:
     """Run a Pyro5 nameserver in the foreground until Ctrl-C or SIGTERM."""
     import signal
 
-    from clusterfarm.nameserver import NameServer
+    from clusterfarm.wire.nameserver import NameServer
 
     config = settings(secret="create").nameserver
     server = NameServer(host or config.host, config.port if port is None else port)
@@ -97,10 +97,10 @@ def worker(
     exit_when_idle: float,
 ) -> None:
     """Run one worker daemon in the foreground, registered with the nameserver."""
-    from clusterfarm import worker_daemon
-    from clusterfarm.logs import setup_logging
-    from clusterfarm.secret import use_cluster_secret, use_secret_from_stdin
-    from clusterfarm.transport import address_towards
+    from clusterfarm.config.logging_setup import setup_logging
+    from clusterfarm.wire.pyro import address_towards
+    from clusterfarm.wire.secret import use_cluster_secret, use_secret_from_stdin
+    from clusterfarm.worker import daemon as worker_daemon
 
     config = settings()
     if secret_stdin:  # local mode: the run's own secret, from the manager
@@ -142,7 +142,7 @@ def worker(
 @common
 def workers(as_json: bool) -> None:
     """List the workers registered with the nameserver and what they are doing."""
-    from clusterfarm.roster import describe_workers, workers_table
+    from clusterfarm.launchers.roster import describe_workers, workers_table
 
     config = settings(secret="read")
     described = describe_workers(config.nameserver.host, config.nameserver.port)
@@ -196,9 +196,9 @@ def _ssh_hosts(config: Settings, host_names: str | None) -> tuple[Host, ...]:
 
 def _report_hosts(launcher: Any, action: str, call: Callable[[], object]) -> int:
     """Run a launcher action; print one row per host (with its error), then a summary line."""
+    from clusterfarm.config.logging_setup import setup_logging
     from clusterfarm.errors import LaunchError
     from clusterfarm.launchers.base import exit_code, outcomes_table
-    from clusterfarm.logs import setup_logging
 
     setup_logging(launcher.settings, verbose=_options["verbose"])
     try:
@@ -227,9 +227,9 @@ def _no_hosts_with_slurm(host_names: str | None) -> None:
 def _slurm_action(action: str, call: Callable[[Any], object], grace: float | None = None) -> int:
     """start-workers / stop-workers with the SLURM launcher: a row per worker job, then a
     summary line (or one ``Error:`` line)."""
+    from clusterfarm.config.logging_setup import setup_logging
     from clusterfarm.errors import EXIT_INFRA, LaunchError
     from clusterfarm.launchers.slurm.launcher import STOP_GRACE, SlurmLauncher, rows_table
-    from clusterfarm.logs import setup_logging
 
     config = settings()
     setup_logging(config, verbose=_options["verbose"])
@@ -262,7 +262,7 @@ def start_workers(
     """Start the worker daemons (SSH to every host, or one SLURM job array); wait until they
     are registered."""
     from clusterfarm.launchers.ssh.launcher import SSHLauncher
-    from clusterfarm.secret import read_secret
+    from clusterfarm.wire.secret import read_secret
 
     config = settings(secret="create")
     if config.launcher == "slurm":  # the jobs read the secret from the shared home
@@ -329,7 +329,7 @@ def doctor(host_names: str | None, connect_timeout: float, accept_new_host_keys:
 @common
 def certs(out: str, host_names: str | None, force: bool) -> None:
     """Make a CA and a certificate per host (and the manager) for [security] tls."""
-    from clusterfarm.certs import alt_names_of, make_certs
+    from clusterfarm.wire.certs import alt_names_of, make_certs
 
     # not settings(): the certificates it would check are the ones being made
     config = load()
@@ -351,7 +351,7 @@ def certs(out: str, host_names: str | None, force: bool) -> None:
 @common
 def logs(worker: str, lines: int, run_dir: str | None) -> None:
     """Show the end of WORKER's log (e.g. berlin.0), over SSH for a remote host."""
-    from clusterfarm.launchers.logs import worker_log_tail
+    from clusterfarm.launchers.worker_logs import worker_log_tail
 
     config = settings()
     if run_dir is not None:

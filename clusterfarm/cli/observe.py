@@ -8,7 +8,7 @@ import click
 
 from clusterfarm.cli import cli, common, settings
 from clusterfarm.errors import EXIT_OK
-from clusterfarm.trace import FORMATS
+from clusterfarm.record.trace import FORMATS
 
 
 def _run_dir(run_dir: str | None) -> Path:
@@ -28,8 +28,8 @@ def _run_dir(run_dir: str | None) -> Path:
 @common
 def trace(run_dir: str | None, fmt: str) -> int:
     """Print one row per attempt of every cell: where, when, outcome, CPU, memory, I/O."""
-    from clusterfarm.state import connect
-    from clusterfarm.trace import format_trace, trace_rows
+    from clusterfarm.record.state import connect
+    from clusterfarm.record.trace import format_trace, trace_rows
 
     db = connect(_run_dir(run_dir), create=False)
     try:
@@ -46,8 +46,8 @@ def trace(run_dir: str | None, fmt: str) -> int:
 @common
 def report(run_dir: str | None, out: str) -> int:
     """Write a self-contained HTML report of a run: grid, timeline, figures, provenance."""
-    from clusterfarm.html_report import write_report
-    from clusterfarm.state import connect
+    from clusterfarm.record.state import connect
+    from clusterfarm.show.report import write_report
 
     path = _run_dir(run_dir)
     db = connect(path, create=False)

@@ -10,8 +10,8 @@ from typing import Any
 import click
 
 from clusterfarm.cli import MEMBER, YEAR, Seconds, Whole, _options, cli, common, load, settings
+from clusterfarm.config.settings import MAX_WORKERS_PER_HOST, MIN_TIMEOUT
 from clusterfarm.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ClusterFarmError
-from clusterfarm.settings import MAX_WORKERS_PER_HOST, MIN_TIMEOUT
 
 
 @cli.command()
@@ -52,8 +52,8 @@ def run(
     as_json: bool,
 ) -> int:
     """Farm the (task, year, member) schedule out to the workers and show progress."""
-    from clusterfarm import runner
-    from clusterfarm.view import make_view, report_footer, report_json
+    from clusterfarm.manager import runner
+    from clusterfarm.show.console import make_view, report_footer, report_json
 
     overrides = {
         "years": years,
@@ -102,10 +102,10 @@ def status(run_dir: str | None, as_json: bool, plan: bool) -> int:
     read-only run dir works.
     """
 
-    from clusterfarm.report import read_report
-    from clusterfarm.runner import stale_cells
-    from clusterfarm.state import connect_read_only
-    from clusterfarm.view import report_json, report_text, stale_lines
+    from clusterfarm.manager.runner import stale_cells
+    from clusterfarm.record.state import connect_read_only
+    from clusterfarm.record.status import read_report
+    from clusterfarm.show.console import report_json, report_text, stale_lines
 
     # no connections, so no TLS set-up; and a broken task table must not hide the progress
     # (the plan of the next run below says what is wrong with it)
@@ -142,10 +142,10 @@ def status(run_dir: str | None, as_json: bool, plan: bool) -> int:
 def run_task(year: int, member: int, task: str | None) -> int:
     """Run one task in this process, without the cluster (for debugging a task)."""
 
-    from clusterfarm.cells import run_cells
-    from clusterfarm.protocol import parse_answer
     from clusterfarm.tasks.registry import resolve_task_params
-    from clusterfarm.usage import named
+    from clusterfarm.wire.protocol import parse_answer
+    from clusterfarm.worker.task_process import run_cells
+    from clusterfarm.worker.usage import named
 
     config = settings()
     name = task or config.run.tasks[0]

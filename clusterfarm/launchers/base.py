@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from clusterfarm.config.settings import Host
 from clusterfarm.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, ClusterFarmError, WorkerError
-from clusterfarm.nameserver import WorkerEntry
-from clusterfarm.settings import Host
+from clusterfarm.wire.nameserver import WorkerEntry
 
 LOG = logging.getLogger("clusterfarm.launchers")
 START_TIMEOUT = 30.0  # seconds for started workers to register

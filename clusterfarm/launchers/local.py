@@ -18,8 +18,8 @@ from pathlib import Path
 
 from clusterfarm.errors import WorkerError
 from clusterfarm.launchers.base import START_TIMEOUT, tail_file
-from clusterfarm.nameserver import WorkerEntry, list_workers, locate
-from clusterfarm.transport import WORKER_PREFIX
+from clusterfarm.wire.nameserver import WorkerEntry, list_workers, locate
+from clusterfarm.wire.pyro import WORKER_PREFIX
 
 LOCAL_HOST = "local"
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from clusterfarm import __version__
+from clusterfarm.config.settings import Settings
 from clusterfarm.launchers.base import text_table
-from clusterfarm.settings import Settings
 
 # runs where the workers will, with their python: stdlib only, and no clusterfarm needed
 PROBE = r"""

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clusterfarm.config.settings import Settings
 from clusterfarm.errors import SettingsError, UnknownTaskError
-from clusterfarm.settings import Settings
 
 TaskFunction = Callable[[int, int, "TaskContext"], "dict[str, Any] | None"]
 InputsFunction = Callable[[int, int, dict[str, Any], Path], list[Path]]

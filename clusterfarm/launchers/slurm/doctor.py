@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from clusterfarm.config.settings import Settings
 from clusterfarm.launchers.base import setup_then
 from clusterfarm.launchers.preflight import PROBE, Check, judge
 from clusterfarm.launchers.slurm import commands
 from clusterfarm.launchers.slurm.commands import SlurmUnavailable
 from clusterfarm.launchers.slurm.launcher import SlurmLauncher
-from clusterfarm.settings import Settings
 
 CHECKS = ("sbatch", "python", "clusterfarm", "data_dir", "disk", "nameserver")
 WAIT = 120.0  # seconds the probe job may wait in the queue and run

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clusterfarm.config.settings import Settings
 from clusterfarm.errors import LaunchError, NameServerError, UsageError
 from clusterfarm.launchers.base import START_TIMEOUT, setup_then, tail_file, text_table
 from clusterfarm.launchers.slurm import commands
 from clusterfarm.launchers.slurm.commands import Job, JobUnknown, SlurmUnavailable
-from clusterfarm.nameserver import WorkerEntry, list_workers, locate
-from clusterfarm.settings import Settings
-from clusterfarm.transport import WORKER_PREFIX
+from clusterfarm.wire.nameserver import WorkerEntry, list_workers, locate
+from clusterfarm.wire.pyro import WORKER_PREFIX
 
 LOG = logging.getLogger("clusterfarm.launchers.slurm")
 STOP_GRACE = 10.0  # seconds workers get to hand back their cells after SIGTERM

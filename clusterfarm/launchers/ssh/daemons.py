@@ -96,7 +96,7 @@ def start(
     """
     secret_file = workdir / "secret"
     if secret is not None:
-        from clusterfarm.secret import write_secret
+        from clusterfarm.wire.secret import write_secret
 
         write_secret(secret_file, secret)
     started: dict[str, int] = {}

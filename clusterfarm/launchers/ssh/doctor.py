@@ -13,12 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from clusterfarm.config.settings import Host, Settings
 from clusterfarm.errors import LaunchError
 from clusterfarm.launchers.preflight import PROBE, Add, Check, judge
 from clusterfarm.launchers.ssh.launcher import COMMAND_TIMEOUT, remote_command, remote_failure
 from clusterfarm.launchers.ssh.session import CONNECT_TIMEOUT, connect
-from clusterfarm.settings import Host, Settings
-from clusterfarm.transport import is_loopback
+from clusterfarm.wire.pyro import is_loopback
 
 CHECKS = ("ssh login", "python", "clusterfarm", "data_dir", "disk", "nameserver", "address")
 

@@ -21,6 +21,7 @@ from typing import Any
 import Pyro5.errors
 
 from clusterfarm import __version__
+from clusterfarm.config.settings import Host, Settings, WorkerSettings
 from clusterfarm.errors import LaunchError, NameServerError, UsageError, WorkerError
 from clusterfarm.launchers.base import (
     SETUP_FAILED,
@@ -30,9 +31,8 @@ from clusterfarm.launchers.base import (
     setup_then,
 )
 from clusterfarm.launchers.ssh.session import CONNECT_TIMEOUT, CommandResult, Remote, connect
-from clusterfarm.nameserver import WorkerEntry, list_workers, locate
-from clusterfarm.settings import Host, Settings, WorkerSettings
-from clusterfarm.transport import WORKER_PREFIX
+from clusterfarm.wire.nameserver import WorkerEntry, list_workers, locate
+from clusterfarm.wire.pyro import WORKER_PREFIX
 
 LOG = logging.getLogger("clusterfarm.launchers.ssh")
 HELPER = "clusterfarm.launchers.ssh.daemons"

@@ -24,8 +24,8 @@ from typing import Any
 
 import paramiko
 
+from clusterfarm.config.settings import Host
 from clusterfarm.errors import LaunchError
-from clusterfarm.settings import Host
 
 LOG = logging.getLogger("clusterfarm.launchers.ssh")
 # paramiko logs each failed connection from its own thread; our one-line errors say it better

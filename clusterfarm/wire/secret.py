@@ -1,0 +1,81 @@
+"""The secret every connection presents (SPEC §12): made, stored, read, handed on.
+
+Local mode makes a fresh secret per run and hands it to its workers on their stdin, so it
+never touches a disk or a command line. A cluster shares one secret in ``[security]
+secret_file`` (default ``~/.clusterfarm/secret``, mode 600): made on the manager's machine by
+the first ``clusterfarm nameserver`` or ``start-workers``, copied to each host by
+``start-workers`` over the SSH connection it already has, read from a shared home by SLURM
+jobs. With ``[security] auth = false`` there is no secret and anybody may connect.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from clusterfarm.config.settings import SecuritySettings
+from clusterfarm.errors import SettingsError
+from clusterfarm.wire.pyro import set_secret
+
+
+def new_secret() -> str:
+    """A fresh secret: 256 random bits as hex."""
+    return secrets.token_hex(32)
+
+
+def secret_path(security: SecuritySettings) -> Path:
+    return Path(security.secret_file).expanduser()
+
+
+def read_secret(security: SecuritySettings, create: bool = False) -> str | None:
+    """The cluster's secret (None with auth off); with ``create``, made when missing."""
+    if not security.auth:
+        return None
+    path = secret_path(security)
+    if not path.exists() and create:
+        return write_secret(path, new_secret())
+    try:
+        secret = path.read_text().strip()
+    except FileNotFoundError:
+        raise SettingsError(
+            f"{path} (security.secret_file): no cluster secret here; run "
+            "`clusterfarm nameserver` or `clusterfarm start-workers` on the manager's machine "
+            "once to make it (start-workers copies it to the hosts)"
+        ) from None
+    except OSError as exc:
+        raise SettingsError(f"{path} (security.secret_file): cannot read it ({exc})") from exc
+    if len(secret) < 16:
+        raise SettingsError(
+            f"{path} (security.secret_file): too short to be a secret; delete it and run "
+            "`clusterfarm start-workers` to make a new one"
+        )
+    if path.stat().st_mode & 0o077:
+        raise SettingsError(
+            f"{path} (security.secret_file): other users may read it; chmod 600 {path}"
+        )
+    return secret
+
+
+def write_secret(path: Path, secret: str) -> str:
+    """Store ``secret`` at ``path``, readable by its owner only; return it."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(secret + "\n")
+    os.chmod(path, 0o600)
+    return secret
+
+
+def use_cluster_secret(security: SecuritySettings, create: bool = False) -> None:
+    """Make this process present (and its daemons demand) the cluster's secret."""
+    set_secret(read_secret(security, create))
+
+
+def use_secret_from_stdin() -> None:
+    """Take the secret from the first line of stdin (how local mode hands it to workers)."""
+    line = sys.stdin.readline().strip()
+    if not line:
+        raise SettingsError("--secret-stdin: no secret on the first line of stdin")
+    set_secret(line)

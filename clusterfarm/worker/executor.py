@@ -1,0 +1,317 @@
+"""Run tasks in a warm child process that the worker can kill.
+
+The worker daemon keeps one child (``python -m clusterfarm.executor``) and sends it one batch
+at a time over a pipe: the cells and, once per batch, what they share (task, parameters,
+folders). The child builds the task's context once, runs the cells one after another and
+sends their answers back together, at the end of the batch or whenever one has waited
+``FLUSH_SECONDS`` (so a slow cell never holds back the news of those before it, and the
+daemon still knows which cell is running). A timeout or cancel kills the child's whole
+process group and a fresh child is started in the background, so the daemon never dies with
+its task. The child's stdin is a lifeline: when the daemon goes away (even by SIGKILL) the
+child sees end-of-file and exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection, Pipe
+from pathlib import Path
+from typing import Any
+
+from clusterfarm.wire.protocol import ErrorKind, failed
+
+LOG = logging.getLogger("clusterfarm.executor")
+
+# The child's answers wait at most this long before they are sent; the daemon allows a cell
+# its time limit from the last news it had, so this is also the slack of that limit.
+FLUSH_SECONDS = 0.05
+
+# what the child sends besides answers: ("log", level, logger, text) and ("done", [answers]);
+# plain tuples, not classes: the child runs as __main__, whose classes the daemon can't load
+LOG_LINE = "log"
+DONE = "done"
+READY = "ready"
+
+# why the daemon killed the child, as the error kind of the cell that was running
+_KILL_KINDS = {
+    "timeout": ErrorKind.TIMEOUT,
+    "cancelled": ErrorKind.CANCELLED,
+    "abandoned": ErrorKind.ABANDONED,
+    "shutdown": ErrorKind.STOPPING,
+    "draining": ErrorKind.DRAINING,
+}
+
+
+class Executor:
+    """The daemon's handle on its child process: run one batch at a time, kill on demand."""
+
+    def __init__(self, task_modules: tuple[str, ...] = (), output: int | None = None) -> None:
+        self._task_modules = task_modules
+        self._output = output  # where the child's stdout and stderr go (None: the daemon's)
+        self._lock = threading.Lock()  # guards the child handle, not the job
+        self._child: subprocess.Popen[bytes] | None = None
+        self._conn: Connection | None = None
+        self._ready = threading.Event()
+        self._killed_reason: str | None = None
+        self._spawn_in_background()
+
+    # -- child lifecycle --------------------------------------------------------------------
+
+    def _spawn_in_background(self) -> None:
+        self._ready.clear()
+        threading.Thread(target=self._spawn, name="executor-spawn", daemon=True).start()
+
+    def _spawn(self) -> None:
+        parent_end, child_end = Pipe()
+        command = [sys.executable, "-m", "clusterfarm.worker.executor", str(child_end.fileno())]
+        command += list(self._task_modules)
+        output = self._output
+        child = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=output,
+            stderr=subprocess.STDOUT if output is not None else None,
+            pass_fds=(child_end.fileno(),),
+            start_new_session=True,  # its own process group, so a kill takes its children too
+        )
+        child_end.close()
+        try:
+            _receive(parent_end, None)  # the child says hello once its imports are done
+        except (EOFError, OSError):
+            LOG.error("task process %d died while starting", child.pid)
+        with self._lock:
+            self._child, self._conn = child, parent_end
+        self._ready.set()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
+
+    @property
+    def pid(self) -> int | None:
+        return self._child.pid if self._child else None
+
+    def kill(self, reason: str) -> None:
+        """Kill the running job's process group (timeout, cancel, shutdown...)."""
+        with self._lock:
+            child = self._child
+            self._killed_reason = reason
+        if child is not None and child.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        """Stop the child for good."""
+        self._ready.wait(10)
+        self.kill("shutdown")
+        with self._lock:
+            if self._child is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._child.wait(5)
+                if self._child.stdin:
+                    self._child.stdin.close()
+            if self._conn is not None:
+                self._conn.close()
+
+    # -- running a batch --------------------------------------------------------------------
+
+    def new_job(self) -> None:
+        """Forget earlier kills: a kill from now on is meant for the next batch."""
+        with self._lock:
+            self._killed_reason = None
+
+    def run_batch(
+        self, context: dict[str, Any], cells: list[tuple[int, int]], timeout: float
+    ) -> list[tuple[Any, ...]]:
+        """Run ``cells`` of one task one after another in the child; one wire answer each.
+
+        ``context`` holds what the cells share (see :func:`run_cells`). ``timeout`` holds
+        for every cell on its own, counted from the last news of the child. When a cell
+        times out, crashes or is cancelled, the cells after it are answered ``not_started``.
+        Call :meth:`new_job` first; a kill between the two cancels the batch before it
+        starts. Never raises for task trouble.
+        """
+        started = time.monotonic()
+        if not self._ready.wait(max(timeout, 30.0)):
+            first = failed(ErrorKind.CRASH, "task process did not start").to_wire()
+            return _unfinished(len(cells), first)
+        with self._lock:
+            conn, child, reason = self._conn, self._child, self._killed_reason
+        assert conn is not None and child is not None
+        if reason is not None:  # cancelled while the child was still starting
+            kind = _KILL_KINDS.get(reason, ErrorKind.CANCELLED)
+            return _unfinished(len(cells), failed(kind, f"task {reason}").to_wire())
+        answers: list[tuple[Any, ...]] = []
+        try:
+            conn.send((context, cells))
+            while len(answers) < len(cells):
+                news = _receive(conn, time.monotonic() + timeout + FLUSH_SECONDS)
+                if news is None:
+                    self.kill("timeout")
+                    break
+                answers.extend(news)
+                started = time.monotonic()
+            else:
+                return answers
+        except (EOFError, OSError):
+            pass  # the child died: killed by us, or crashed
+        running = cells[len(answers)]
+        first = self._replace_child(child, timeout, started)
+        _remove_partial_output(context, running, child.pid)
+        return answers + _unfinished(len(cells) - len(answers), first)
+
+    def _replace_child(
+        self, child: subprocess.Popen[bytes], timeout: float, started: float
+    ) -> tuple[Any, ...]:
+        """Start a fresh child after ``child`` died; describe why the running cell ended."""
+        reason = self._killed_reason
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(5)
+        self._spawn_in_background()
+        elapsed = time.monotonic() - started
+        if reason == "timeout":
+            message = f"task exceeded its time limit of {timeout:g} s"
+            return failed(ErrorKind.TIMEOUT, message, elapsed).to_wire()
+        if reason is not None:
+            kind = _KILL_KINDS.get(reason, ErrorKind.CANCELLED)
+            return failed(kind, f"task {reason}", elapsed).to_wire()
+        message = f"task process died (exit code {child.returncode})"
+        return failed(ErrorKind.CRASH, message, elapsed).to_wire()
+
+
+def _unfinished(count: int, first: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """The answers of ``count`` cells that did not finish: ``first`` for the running one."""
+    if not count:
+        return []
+    rest = failed(
+        ErrorKind.NOT_STARTED, "not started: an earlier cell of its batch ended the task process"
+    ).to_wire()
+    return [first] + [rest] * (count - 1)
+
+
+def _remove_partial_output(context: dict[str, Any], cell: tuple[int, int], pid: int) -> None:
+    """Remove the temporary output a killed cell may have left (see ``atomic_output``)."""
+    from clusterfarm.tasks.registry import get_task, temporary_output
+
+    try:
+        spec = get_task(context["task"])
+        final = spec.output_path(Path(context["results_dir"]), cell[0], cell[1])
+        temporary_output(final, pid).unlink(missing_ok=True)
+    except Exception:  # best effort: a leftover is untidy, not wrong
+        LOG.debug("could not look for a partial output of %s", cell, exc_info=True)
+
+
+def _receive(conn: Connection, deadline: float | None) -> Any:
+    """The child's next news, passing on its log records; None when ``deadline`` passes."""
+    while True:
+        if deadline is not None and not conn.poll(max(0.0, deadline - time.monotonic())):
+            return None
+        message = conn.recv()
+        if isinstance(message, tuple) and message[0] == LOG_LINE:
+            _, level, logger, text = message
+            logging.getLogger(logger).log(level, "%s", text)
+            continue
+        if isinstance(message, tuple) and message[0] == DONE:
+            return message[1]
+        return message
+
+
+# -- the child side -----------------------------------------------------------------------
+
+
+class _Outbox:
+    """The child's answers on their way to the daemon: sent together, never held long."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._pending: list[tuple[Any, ...]] = []
+        self._since = 0.0
+        self._cond = threading.Condition()
+        threading.Thread(target=self._flush_late, name="outbox", daemon=True).start()
+
+    def send(self, message: Any) -> None:
+        with self._cond:
+            self.conn.send(message)
+
+    def add(self, answer: tuple[Any, ...]) -> None:
+        with self._cond:
+            if not self._pending:
+                self._since = time.monotonic()
+                self._cond.notify()
+            self._pending.append(answer)
+
+    def flush(self) -> None:
+        with self._cond:
+            if self._pending:
+                self.conn.send((DONE, self._pending))
+                self._pending = []
+
+    def _flush_late(self) -> None:
+        with self._cond:
+            while True:
+                if not self._pending:
+                    self._cond.wait()
+                    continue
+                late = self._since + FLUSH_SECONDS - time.monotonic()
+                if late > 0:
+                    self._cond.wait(late)
+                    continue
+                with contextlib.suppress(OSError, ValueError):
+                    self.conn.send((DONE, self._pending))
+                self._pending = []
+
+
+class _PipeHandler(logging.Handler):
+    """Sends the task process's log records to the daemon, over the job pipe."""
+
+    def __init__(self, outbox: _Outbox) -> None:
+        super().__init__()
+        self.outbox = outbox
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.outbox.send((LOG_LINE, record.levelno, record.name, self.format(record)))
+        except (OSError, ValueError):
+            self.handleError(record)
+
+
+def _watch_lifeline() -> None:
+    # the daemon never writes to our stdin: end-of-file means it is gone
+    with contextlib.suppress(OSError):
+        while os.read(0, 1024):
+            pass
+    os._exit(1)
+
+
+def main(argv: list[str]) -> None:
+    """The child process: receive batches, run them, send answers, until the daemon goes."""
+    from clusterfarm.tasks.registry import load_task_modules
+    from clusterfarm.worker.task_process import become_subreaper, run_cells
+
+    threading.Thread(target=_watch_lifeline, name="lifeline", daemon=True).start()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    become_subreaper()  # a task's orphaned grandchildren become ours, so we can end them
+    outbox = _Outbox(Connection(int(argv[0])))
+    root = logging.getLogger()
+    root.addHandler(_PipeHandler(outbox))
+    root.setLevel(logging.INFO)
+    load_task_modules(tuple(argv[1:]))
+    outbox.send(READY)
+    while True:
+        try:
+            context, cells = outbox.conn.recv()
+        except (EOFError, OSError):
+            return
+        for answer in run_cells(context, cells):
+            outbox.add(answer)
+        outbox.flush()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
