@@ -21,12 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from clusterfarm.record.state import connect  # noqa: E402
-from clusterfarm.record.trace import INSERT_ATTEMPT  # noqa: E402
-from tests.browser import Browser, chromium_missing  # noqa: E402
+from clusterfarm.record.state import connect
+from clusterfarm.record.trace import INSERT_ATTEMPT
+from tests.harness.browser import Browser, chromium_missing
 
 GOALS = {"size": "<= 5 MB", "load": "<= 5 s"}
 WORKERS = [f"clusterfarm.worker.host{h}.{n}" for h in range(4) for n in range(2)]

@@ -52,7 +52,7 @@ def host(prefix: str, count: int, ns_port: int) -> None:
 
     from clusterfarm.config.settings import load_settings
     from clusterfarm.tasks.registry import load_task_modules
-    from clusterfarm.wire.gate import GuardedDaemon
+    from clusterfarm.wire.gate import GatedDaemon
     from clusterfarm.wire.nameserver import locate
     from clusterfarm.wire.pyro import WORKER_PREFIX, configure_pyro, raise_open_files_limit
     from clusterfarm.wire.secret import use_cluster_secret
@@ -64,7 +64,7 @@ def host(prefix: str, count: int, ns_port: int) -> None:
     raise_open_files_limit()
     use_cluster_secret(load_settings(None).security)  # $CLUSTERFARM_SECRET_FILE, set below
     load_task_modules()
-    daemon = GuardedDaemon(host="127.0.0.1", port=0)
+    daemon = GatedDaemon(host="127.0.0.1", port=0)
     ns = locate("127.0.0.1", ns_port)
     tmp = tempfile.gettempdir()
     own = Own(tmp, tmp, tmp, 60.0, 0.0)
@@ -317,25 +317,28 @@ def bare_read(run_dir: Path) -> None:
 
 def status(run_dir: Path) -> Any:
     from clusterfarm.record.state import connect
-    from clusterfarm.record.status import read_report
+    from clusterfarm.record.status import read_status
 
     db = connect(run_dir, create=False)
     try:
-        return read_report(db)
+        return read_status(db)
     finally:
         db.close()
 
 
 def rerun(work: Path, args: list[str]) -> None:
     from clusterfarm.config.settings import load_settings
+    from clusterfarm.launchers.pools import pool_for
     from clusterfarm.manager import runner
+    from clusterfarm.show.board import BoardDisplay
     from clusterfarm.show.console import QuietView
 
     years, members = args[args.index("--years") + 1], args[args.index("--members") + 1]
     settings = load_settings(None).with_run(
         task="noop", years=years, members=members, run_dir=args[args.index("--run-dir") + 1]
     )
-    report, code = runner.execute(runner.RunRequest(settings, local=2), QuietView())
+    request = runner.RunRequest(settings)
+    report, code = runner.execute(request, BoardDisplay(QuietView()), pool_for(settings, 2))
     assert code == 0 and report.ran == 0, (code, report.ran)
 
 

@@ -1,6 +1,6 @@
 """SLURM start-up and shut-down: submit to registered workers, and stop to nothing left.
 
-Starts the single-node SLURM cluster of the tests (tests/slurm.py, root only), a nameserver,
+Starts the single-node SLURM cluster of the tests (tests/harness/slurm.py, root only), a nameserver,
 then times, for 2 and 4 workers: ``SlurmLauncher.start`` (sbatch of one array until every
 worker is registered with the nameserver) and ``SlurmLauncher.stop`` (``scancel --signal=TERM``
 to the daemons, then until no job of ours is in ``squeue``). Stops the cluster at the end.
@@ -18,14 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from clusterfarm.config.settings import load_settings  # noqa: E402
-from clusterfarm.launchers.slurm.launcher import SlurmLauncher  # noqa: E402
-from clusterfarm.wire.nameserver import NameServer  # noqa: E402
-from tests.conftest import cli_env  # noqa: E402
-from tests.slurm import Lab, slurm_missing, start_cluster  # noqa: E402
+from clusterfarm.config.settings import load_settings
+from clusterfarm.launchers.slurm.launcher import SlurmLauncher
+from clusterfarm.wire.nameserver import NameServer
+from tests.harness.cli import cli_env
+from tests.harness.slurm import Lab, slurm_missing, start_cluster
 
 
 def main() -> None:

@@ -22,13 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from netns import make_lab, netns_missing  # noqa: E402
-from sshd import SSHLab, start_sshds  # noqa: E402
-
-from clusterfarm.wire.nameserver import NameServer  # noqa: E402
+from clusterfarm.wire.nameserver import NameServer
+from tests.harness.netns import make_lab, netns_missing
+from tests.harness.sshd import SSHLab, start_sshds
 
 WORKERS_PER_HOST = 2
 

@@ -33,11 +33,9 @@ import netCDF4
 import numpy as np
 
 # run from a source checkout without installing: the package sits next to bench/
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from clusterfarm import analysis  # noqa: E402
-from clusterfarm.analysis.score import Tally  # noqa: E402
-from clusterfarm.tasks.registry import TaskContext, get_task, load_task_modules  # noqa: E402
+from clusterfarm import analysis
+from clusterfarm.analysis.score import Tally
+from clusterfarm.tasks.registry import TaskContext, get_task, load_task_modules
 
 BENCH = Path(__file__).resolve().parent
 TOBAC_ENV = BENCH / ".venv-tobac"

@@ -31,11 +31,9 @@ import netCDF4
 import numpy as np
 
 # run from a source checkout without installing: the package sits next to bench/
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from clusterfarm import analysis  # noqa: E402
-from clusterfarm.analysis import sample  # noqa: E402
-from clusterfarm.analysis.vorticity import cyclonic_vorticity  # noqa: E402
+from clusterfarm import analysis
+from clusterfarm.analysis import sample
+from clusterfarm.analysis.vorticity import cyclonic_vorticity
 
 YEAR = 2000
 ROOT = Path(__file__).resolve().parents[1]

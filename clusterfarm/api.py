@@ -28,8 +28,8 @@ from typing import Any
 from clusterfarm.config.settings import Settings, load_settings
 from clusterfarm.config.specs import parse_spec
 from clusterfarm.errors import EXIT_INFRA, EXIT_INTERRUPTED, UsageError, WorkerError
-from clusterfarm.record.status import RunReport, read_report
-from clusterfarm.show.console import View
+from clusterfarm.record.status import RunStatus, read_status
+from clusterfarm.show.board import View
 
 Spec = str | int | Iterable[int] | None
 PROGRESS = ("auto", "notebook", "rich", "plain", "none")
@@ -63,20 +63,24 @@ class Farm:
         local: int | None = None,
         progress: str | View = "auto",
         **overrides: Any,
-    ) -> RunReport:
+    ) -> RunStatus:
         """Run ``task`` over ``years`` × ``members`` (default: the settings'); wait for the end.
 
         ``local=N`` starts N local workers (as ``--local N``); ``progress`` is ``auto``
         (a live block in Jupyter, else as on the command line), ``notebook``, ``rich``,
-        ``plain``, ``none`` or a :class:`~clusterfarm.show.console.View`.
+        ``plain``, ``none`` or a :class:`~clusterfarm.show.board.View`.
         """
+        from clusterfarm.launchers.pools import pool_for
         from clusterfarm.manager import runner
+        from clusterfarm.show.board import BoardDisplay
 
         changes = {"task": task, "years": _spec(years), "members": _spec(members), **overrides}
         settings = _with_run(self.settings, changes)
         argv = ("clusterfarm.api", f"Farm.run({_call(changes, local)})")
-        request = runner.RunRequest(settings, local, argv=argv)
-        report, code = runner.execute(request, _view(progress))
+        request = runner.RunRequest(settings, argv=argv)
+        report, code = runner.execute(
+            request, BoardDisplay(_view(progress)), pool_for(settings, local)
+        )
         if code == EXIT_INTERRUPTED:
             raise KeyboardInterrupt(f"run interrupted; state saved in {settings.run.run_dir}")
         if code == EXIT_INFRA:
@@ -86,10 +90,10 @@ class Farm:
             )
         return report
 
-    def status(self) -> RunReport:
+    def status(self) -> RunStatus:
         """The progress of this run dir's latest run, live or finished."""
         with _state(self.run_dir) as db:
-            return read_report(db)
+            return read_status(db)
 
     def trace(self) -> Any:
         """Every attempt, as ``clusterfarm trace`` prints it: a pandas DataFrame when pandas

@@ -1,7 +1,8 @@
 """The one exception hierarchy of clusterfarm.
 
 Every error a user can cause or meet derives from :class:`ClusterFarmError`; the CLI turns
-each into one ``Error: ...`` line and the exit code of SPEC §5 (``exit_code``).
+each into one ``Error: ...`` line and its class's ``exit_code``: 0 everything asked for is
+complete, 1 failures or timeouts, 2 bad input, 3 infrastructure unavailable, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -41,12 +42,6 @@ class UnknownTaskError(UsageError):
 
 class InputError(ClusterFarmError):
     """A task's input is missing or malformed; such a failure is not retried."""
-
-    exit_code = EXIT_FAILED
-
-
-class TaskError(ClusterFarmError):
-    """A task failed for a reason other than its input."""
 
     exit_code = EXIT_FAILED
 

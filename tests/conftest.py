@@ -1,80 +1,41 @@
-"""Shared fixtures: a real nameserver, real worker daemons, the CLI as a subprocess.
+"""The fixtures: a real nameserver, real worker daemons, and the real hosts of the SSH,
+SLURM and disk tests. What tests share besides fixtures is in :mod:`tests.harness`.
 
 Every process a fixture starts is stopped by pid at teardown.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from clusterfarm.wire.nameserver import NameServer, list_workers, locate
-from clusterfarm.wire.pyro import set_secret
-from clusterfarm.wire.secret import new_secret, write_secret
+from tests.harness.cli import PLUGIN_SETTINGS, cli_env, run_cli, write_settings
+from tests.harness.processes import stop_process
 
-TESTS = Path(__file__).resolve().parent
-PLUGINS = TESTS / "plugins"
+# A session started in the background of a shell without job control (`bin/test &` in a
+# script) has SIGINT ignored, and every process it starts would inherit that: the tests that
+# press Ctrl-C on a run need the default back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
-# The cluster secret of this test session (SPEC §12): in a throw-away file that the default
-# settings find through $CLUSTERFARM_SECRET_FILE, so no test touches ~/.clusterfarm. This
-# process presents it too (and its in-process nameservers demand it).
-SECRET = new_secret()
-SECRET_FILE = Path(tempfile.mkdtemp(prefix="cf-secret-")) / "secret"
-write_secret(SECRET_FILE, SECRET)
-os.environ["CLUSTERFARM_SECRET_FILE"] = str(SECRET_FILE)
-set_secret(SECRET)
-
-
-def handshake() -> dict[str, str]:
-    """What a plain Pyro5 client sets as ``proxy._pyroHandshake`` (SPEC §12)."""
-    return {"secret": SECRET}
+# fixtures that stand up real hosts: a test using one is marked ``hosts`` (bin/test --fast
+# leaves those out)
+HOST_FIXTURES = frozenset(
+    {"sshd_server", "ssh_lab", "netns_hosts", "slurm_cluster", "walltime_run", "mounts"}
+)
 
 
-def cli_env(**extra: str) -> dict[str, str]:
-    """The environment for clusterfarm subprocesses: test plugins importable."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PLUGINS), env.get("PYTHONPATH")]))
-    env.pop("CLUSTERFARM_SETTINGS", None)
-    env.update(extra)
-    return env
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def run_cli(*args: str, cwd: Path, timeout: float = 120, **env: str) -> Result:
-    """Run ``clusterfarm ARGS`` as a subprocess and return its exit code and output."""
-    done = subprocess.run(
-        [sys.executable, "-m", "clusterfarm", *args],
-        cwd=cwd,
-        env=cli_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    return Result(done.returncode, done.stdout, done.stderr)
-
-
-def write_settings(path: Path, text: str) -> Path:
-    path.write_text(text)
-    return path
-
-
-PLUGIN_SETTINGS = '[tasks]\nmodules = ["cf_test_tasks"]\n'
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HOST_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.hosts)
 
 
 @pytest.fixture
@@ -135,57 +96,15 @@ def start_worker(
         stop_process(process)
 
 
-def stop_process(process: subprocess.Popen[Any], grace: float = 10.0) -> None:
-    """Stop a process a test started, by pid: SIGTERM, then SIGKILL after ``grace`` s."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def descendants(pid: int) -> set[int]:
-    """All processes below ``pid`` (children, grandchildren...), from /proc."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        parents.setdefault(ppid, []).append(int(entry.name))
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    """True if ``pid`` is a running (not zombie) process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 # -- SSH: a real sshd on 127.0.0.1, and hosts as network namespaces (root) ---------------------
-# helpers live in tests/sshd.py and tests/netns.py; imported here so that collecting the
+# helpers live in tests/harness/sshd.py and netns.py; imported here so that collecting the
 # suite needs neither sshd nor root
 
 
 @pytest.fixture(scope="session")
 def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """A real OpenSSH server on 127.0.0.1 (free port, throw-away keys); skipped without sshd."""
-    from tests.sshd import sshd_missing, start_sshds
+    from tests.harness.sshd import sshd_missing, start_sshds
 
     if reason := sshd_missing():
         pytest.skip(reason)
@@ -197,7 +116,7 @@ def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 @pytest.fixture
 def ssh_lab(tmp_path: Path, nameserver: NameServer) -> Iterator[object]:
     """Settings, HOME and workdir for the SSH commands; kills any worker a test left."""
-    from tests.sshd import SSHLab
+    from tests.harness.sshd import SSHLab
 
     lab = SSHLab(tmp_path, nameserver.host, nameserver.port, run_cli)
     yield lab
@@ -207,8 +126,8 @@ def ssh_lab(tmp_path: Path, nameserver: NameServer) -> Iterator[object]:
 @pytest.fixture(scope="session")
 def netns_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """Three hosts as network namespaces on a bridge, an sshd in each (root only)."""
-    from tests.netns import make_lab, netns_missing
-    from tests.sshd import start_sshds
+    from tests.harness.netns import make_lab, netns_missing
+    from tests.harness.sshd import start_sshds
 
     if reason := netns_missing():
         pytest.skip(reason)
@@ -224,13 +143,13 @@ def netns_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         lab.close()
 
 
-# -- SLURM: a real single-node cluster (root); helpers in tests/slurm.py ---------------------
+# -- SLURM: a real single-node cluster (root); helpers in tests/harness/slurm.py -------------
 
 
 @pytest.fixture(scope="session")
 def slurm_cluster() -> Iterator[object]:
     """A real SLURM cluster on this machine for the whole session; always stopped after."""
-    from tests.slurm import slurm_missing, start_cluster
+    from tests.harness.slurm import slurm_missing, start_cluster
 
     if reason := slurm_missing():
         pytest.skip(reason)
@@ -253,7 +172,7 @@ def walltime_run(
     slurm_cluster: object, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[object, subprocess.Popen[str]]]:
     """A run of five 20-second cells on two workers with a 1-minute limit, in the background."""
-    from tests.slurm import Lab
+    from tests.harness.slurm import Lab
 
     lab = Lab(tmp_path_factory.mktemp("walltime"))
     lab.write(slurm='time = "1"\nworkers = 2\n', tasks="[tasks.sleep]\nseconds = 20\n")
@@ -269,7 +188,7 @@ def walltime_run(
 
 @pytest.fixture(scope="session", autouse=True)
 def _start_walltime_run_early(request: pytest.FixtureRequest) -> None:
-    from tests.slurm import slurm_missing
+    from tests.harness.slurm import slurm_missing
 
     # without SLURM the test itself skips, saying why; skipping here would skip every test
     if not slurm_missing() and any(item.name == WALLTIME_TEST for item in request.session.items):
@@ -282,7 +201,7 @@ def _start_walltime_run_early(request: pytest.FixtureRequest) -> None:
 @pytest.fixture
 def mounts() -> Iterator[object]:
     """Full tmpfs disks and read-only folders for one test, all undone at teardown."""
-    from tests.mounts import Mounts
+    from tests.harness.mounts import Mounts
 
     made = Mounts()
     try:

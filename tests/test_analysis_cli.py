@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from clusterfarm.tasks.vort_track import DEFAULTS, PARAM_HELP
-from tests.conftest import run_cli
+from tests.harness.cli import run_cli
 
 
+@pytest.mark.slow
 def test_tasks_lists_every_vort_track_parameter_with_default_and_meaning(tmp_path: Path) -> None:
     done = run_cli("tasks", "vort_track", cwd=tmp_path)
     assert done.code == 0, done.err
@@ -29,6 +32,7 @@ def test_tasks_of_an_unknown_name_is_one_error_line(tmp_path: Path) -> None:
     assert len(done.err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_hard_sample_data_scores_with_intensity_error(tmp_path: Path) -> None:
     made = run_cli("sample-data", "--out", "data", "--years", "2000", "--members", "1",
                    "--difficulty", "hard", cwd=tmp_path)  # fmt: skip

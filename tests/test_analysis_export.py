@@ -10,7 +10,7 @@ import pytest
 
 from clusterfarm.analysis import Track, read_tracks, result_path, write_tracks
 from clusterfarm.analysis.export import export_tracks
-from tests.conftest import run_cli
+from tests.harness.cli import run_cli
 
 huracanpy = pytest.importorskip("huracanpy")
 

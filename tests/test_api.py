@@ -14,7 +14,7 @@ from clusterfarm import ClusterFarmError, Farm, open_tracks
 from clusterfarm.analysis import read_tracks, write_sample_data
 from clusterfarm.analysis.gather import gather_tracks
 from clusterfarm.errors import SettingsError, StateError, UsageError
-from tests.conftest import PLUGIN_SETTINGS, cli_env, write_settings
+from tests.harness.cli import PLUGIN_SETTINGS, cli_env, write_settings
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +27,7 @@ def tracked(tmp_path_factory):
     return farm, report
 
 
+@pytest.mark.slow
 def test_farm_run_completes_the_8_cells_with_the_figures_of_run_json(tracked):
     farm, report = tracked
     assert report.complete == 8 and report.failure == 0 and report.failures == []
@@ -97,6 +98,7 @@ def test_errors_are_the_clusterfarm_error_classes(tmp_path):
         farm.run("noop", years=2000, members=0, local=1, progress="fancy")
 
 
+@pytest.mark.slow
 def test_a_script_runs_a_farm_in_a_subprocess(tmp_path):
     settings = write_settings(tmp_path / "farm.toml", PLUGIN_SETTINGS)
     script = textwrap.dedent(

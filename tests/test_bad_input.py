@@ -1,5 +1,6 @@
-"""Every bad input gets one ``Error:`` line naming what and where, the exit code of SPEC §5
-and no traceback: one table, each row a real ``python -m clusterfarm`` process."""
+"""Every bad input gets one ``Error:`` line naming what and where, its exit code (2 bad input,
+3 infrastructure) and no traceback: one table, each row a real ``python -m clusterfarm``
+process."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
-from tests.mounts import Mounts, tmpfs_missing
+from tests.harness.cli import run_cli
+from tests.harness.mounts import Mounts, tmpfs_missing
 
 USAGE, INFRA = 2, 3
 NOOP_RUN = ("--task", "noop", "--years", "2000", "--members", "0-1", "--local", "1")
@@ -29,7 +30,9 @@ class Case:
 
 
 def case(*args: str, code: int = USAGE, complaint: str, **extra: object) -> object:
-    return pytest.param(Case(args, code, complaint, **extra), id=" ".join(args)[:60])  # type: ignore[arg-type]
+    marks = [pytest.mark.hosts] if extra.get("setup") in ("read_only", "full_disk") else []
+    bad = Case(args, code, complaint, **extra)  # type: ignore[arg-type]
+    return pytest.param(bad, id=" ".join(args)[:60], marks=marks)
 
 
 CASES = [
@@ -117,10 +120,10 @@ CASES = [
 
 
 @pytest.mark.parametrize("bad", CASES)
-def test_bad_input_is_one_error_line_with_the_spec_exit_code(bad, tmp_path, mounts):
+def test_bad_input_is_one_error_line_with_the_spec_exit_code(bad, tmp_path, request):
     if bad.settings is not None:
         (tmp_path / "clusterfarm.toml").write_bytes(bad.settings)
-    place = _set_up(bad.setup, tmp_path / "place", mounts)
+    place = _set_up(bad.setup, tmp_path / "place", request)
     args = [arg.replace("{place}", str(place)) for arg in bad.args]
     result = run_cli(*args, cwd=tmp_path)
     lines = result.err.strip().splitlines()
@@ -130,16 +133,21 @@ def test_bad_input_is_one_error_line_with_the_spec_exit_code(bad, tmp_path, moun
     assert result.code == bad.code, result.err
 
 
-def _set_up(setup: str | None, place: Path, mounts: Mounts) -> Path:
+def _set_up(setup: str | None, place: Path, request: pytest.FixtureRequest) -> Path:
     if setup == "damaged_state":
         _damaged_state(place)
     elif setup == "read_only":
-        mounts.read_only(place)
+        mounts(request).read_only(place)
     elif setup == "full_disk":
         if reason := tmpfs_missing():
             pytest.skip(reason)
-        mounts.full_disk(place)
+        mounts(request).full_disk(place)
     return place
+
+
+def mounts(request: pytest.FixtureRequest) -> Mounts:
+    """The ``mounts`` fixture, made only for the cases that mount something."""
+    return request.getfixturevalue("mounts")
 
 
 def _damaged_state(run_dir: Path) -> None:

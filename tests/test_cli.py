@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from clusterfarm.cli import cli
-from tests.conftest import run_cli, write_settings
+from tests.harness.cli import run_cli, write_settings
 
 
 def test_help_lists_the_commands():

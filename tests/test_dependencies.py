@@ -11,7 +11,7 @@ import pytest
 
 from clusterfarm.errors import UnknownTaskError
 from clusterfarm.tasks.registry import load_task_modules, task, with_prerequisites
-from tests.conftest import run_cli
+from tests.harness.cli import run_cli
 
 YEARS, MEMBERS = "2000-2002", "0-3"
 
@@ -49,6 +49,7 @@ def cell_times(work, column="finished"):
     return {(t, y, m): f for t, y, m, f in rows}
 
 
+@pytest.mark.slow
 def test_each_year_summary_comes_after_its_members_and_before_the_last_tracking(project):
     code, report = run_both(project)
     assert code == 0, report
@@ -66,6 +67,7 @@ def test_each_year_summary_comes_after_its_members_and_before_the_last_tracking(
     assert cell_times(project, "started")[("year_summary", 2000, -1)] < last_tracking
 
 
+@pytest.mark.slow
 def test_summary_file_holds_the_ensemble_statistics(project):
     import netCDF4
 
@@ -81,6 +83,7 @@ def test_summary_file_holds_the_ensemble_statistics(project):
         assert ds.Conventions == "CF-1.8"
 
 
+@pytest.mark.slow
 def test_corrupt_year_fails_its_cells_and_summary_and_a_fixed_rerun_does_exactly_those(project):
     u_file = project / "data/2001/u850_2001.nc"
     shutil.copy(u_file, project / "u850_backup.nc")
@@ -100,6 +103,7 @@ def test_corrupt_year_fails_its_cells_and_summary_and_a_fixed_rerun_does_exactly
     assert code == 0 and report["ran"] == 5 and report["skipped"] == 10
 
 
+@pytest.mark.slow
 def test_changed_parameter_reruns_everything_it_affects_and_says_why(project):
     assert run_both(project)[0] == 0
     (project / "clusterfarm.toml").write_text("[tasks.vort_track]\nthreshold = 1.2e-5\n")
@@ -113,6 +117,7 @@ def test_changed_parameter_reruns_everything_it_affects_and_says_why(project):
     assert code == 0 and report["ran"] == 0 and report["skipped"] == 15
 
 
+@pytest.mark.slow
 def test_changed_input_file_reruns_that_year(project):
     assert run_both(project)[0] == 0
     v_file = project / "data/2002/v850_2002.nc"
@@ -124,6 +129,7 @@ def test_changed_input_file_reruns_that_year(project):
     assert code == 0 and report["ran"] == 5
 
 
+@pytest.mark.slow
 def test_summary_alone_brings_in_the_tracking_it_needs(project):
     result = run_cli(
         "run",

@@ -12,9 +12,11 @@ import time
 
 import pytest
 
-from tests.conftest import run_cli, write_settings
-from tests.faults import complete_cells
-from tests.test_faults import finish, start_run, wait_until
+from tests.harness.cli import finish, run_cli, start_run, write_settings
+from tests.harness.faults import complete_cells
+from tests.harness.processes import wait_until
+
+pytestmark = pytest.mark.hosts  # a small tmpfs, mounted as root
 
 CELLS = 2000
 

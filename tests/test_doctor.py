@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from clusterfarm.launchers.ssh.doctor import CHECKS
-from tests.sshd import SSHLab, SSHServer, free_port, make_key, table_rows
+from tests.harness.sshd import SSHLab, SSHServer, free_port, make_key, table_rows
 
 pytestmark = pytest.mark.usefixtures("sshd_server")
 

@@ -6,15 +6,20 @@ import json
 import re
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from tests.conftest import PLUGIN_SETTINGS, cli_env, run_cli, stop_process, write_settings
-from tests.faults import (
+from tests.harness.cli import (
+    FAST_LIVENESS,
+    PLUGIN_SETTINGS,
+    finish,
+    run_cli,
+    start_run,
+    write_settings,
+)
+from tests.harness.faults import (
     busy_on,
     complete_cells,
     freeze,
@@ -25,36 +30,7 @@ from tests.faults import (
     wait_gone,
     worker_daemons,
 )
-
-FAST_LIVENESS = "[run]\nheartbeat = 0.3\nlost_after = 1.5\n"
-
-
-def start_run(cwd, *args, as_json=True):
-    """``clusterfarm run ARGS`` in the background (with ``--json`` unless told otherwise)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "clusterfarm", "run", *(["--json"] if as_json else []), *args],
-        cwd=cwd,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def finish(process, timeout=120):
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        stop_process(process)  # a test that fails leaves no run behind
-        raise
-    return process.returncode, (json.loads(out) if out.strip() else None), err
-
-
-def wait_until(condition, timeout=30, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+from tests.harness.processes import wait_until
 
 
 def wait_busy_worker(process, cwd, name):
@@ -80,6 +56,7 @@ def cluster(tmp_path, nameserver):
     return settings
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_task_run_completes_and_its_task_process_is_gone(tmp_path):
     write_settings(
         tmp_path / "clusterfarm.toml",
@@ -96,6 +73,7 @@ def test_worker_killed_mid_task_run_completes_and_its_task_process_is_gone(tmp_p
     wait_gone(tasks)
 
 
+@pytest.mark.slow
 def test_hanging_task_times_out_and_the_worker_goes_on(tmp_path):
     write_settings(tmp_path / "clusterfarm.toml", PLUGIN_SETTINGS + "[tasks.hang_on]\nmember = 1\n")
     began = time.monotonic()
@@ -122,6 +100,7 @@ def test_hanging_task_times_out_and_the_worker_goes_on(tmp_path):
     assert time.monotonic() - began < 1 + 8  # the timeout plus start-up, not much more
 
 
+@pytest.mark.slow
 def test_task_that_kills_its_worker_ends_F_instead_of_looping(tmp_path):
     write_settings(tmp_path / "clusterfarm.toml", PLUGIN_SETTINGS + FAST_LIVENESS)
     code, report, err = finish(
@@ -144,6 +123,7 @@ def test_task_that_kills_its_worker_ends_F_instead_of_looping(tmp_path):
     assert failure["attempts"] == 2 and failure["error_kind"] == "lost"
 
 
+@pytest.mark.slow
 def test_frozen_worker_is_declared_lost_its_cell_redone_and_it_comes_back(
     tmp_path, cluster, start_worker
 ):
@@ -171,6 +151,7 @@ def test_frozen_worker_is_declared_lost_its_cell_redone_and_it_comes_back(
     assert used_after > 0, "the worker that came back was not used again"
 
 
+@pytest.mark.slow
 def test_stopped_worker_hands_its_cell_back_without_using_an_attempt(
     tmp_path, cluster, start_worker, nameserver
 ):
@@ -235,6 +216,7 @@ def test_soak_worker_killed_and_restarted_every_two_seconds(tmp_path, cluster, s
     assert max(settled) - settled[0] < 20_000
 
 
+@pytest.mark.slow
 def test_worker_short_of_disk_hands_cells_back_without_using_attempts(tmp_path):
     write_settings(tmp_path / "clusterfarm.toml", "[workers]\nmin_free_mb = 1e12\n")
     process = start_run(
@@ -265,6 +247,7 @@ def test_disk_check_asks_the_file_systems_at_most_once_a_second(tmp_path):
     assert check.problem(plenty, str(tmp_path)) is not None
 
 
+@pytest.mark.slow
 def test_host_that_keeps_failing_is_quarantined_and_shown_so(
     tmp_path, cluster, start_worker, nameserver
 ):

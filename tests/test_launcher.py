@@ -18,8 +18,9 @@ from clusterfarm.launchers.local import LocalLauncher
 from clusterfarm.launchers.ssh.daemons import is_our_worker, recorded
 from clusterfarm.launchers.ssh.session import resolve
 from clusterfarm.wire.nameserver import NameServer, list_workers, locate
-from tests.conftest import cli_env, descendants
-from tests.faults import wait_gone
+from tests.harness.cli import cli_env
+from tests.harness.faults import wait_gone
+from tests.harness.processes import descendants
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The SLURM launcher against a real single-node SLURM (tests/slurm.py): no fakes of sbatch,
+"""The SLURM launcher against a real single-node SLURM (tests/harness/slurm.py): no fakes of sbatch,
 squeue, scancel or scontrol. Root only; the cluster starts once per session (conftest.py).
 
 Each test names its jobs by its own nameserver port (``clusterfarm@127.0.0.1:<port>``), so it
@@ -22,7 +22,7 @@ from clusterfarm.config.settings import load_settings
 from clusterfarm.launchers.roster import workers_table
 from clusterfarm.launchers.slurm import commands
 from clusterfarm.launchers.slurm.launcher import SlurmLauncher, with_jobs
-from tests.slurm import Lab
+from tests.harness.slurm import Lab
 
 pytestmark = pytest.mark.slow
 

@@ -23,23 +23,14 @@ from typing import Any
 import pytest
 
 from clusterfarm.wire.nameserver import NameServer, list_workers, locate
-from tests.conftest import alive, descendants
-from tests.sshd import SSHLab, SSHServer, free_port, make_key
+from tests.harness.processes import alive, descendants
+from tests.harness.sshd import SSHLab, SSHServer, free_port, make_key, started_lab
 
 pytestmark = pytest.mark.usefixtures("sshd_server")
 
 
 def registered(nameserver: NameServer) -> dict[str, int | None]:
     return {w.name: w.pid for w in list_workers(locate(nameserver.host, nameserver.port))}
-
-
-def started_lab(lab: SSHLab, server: SSHServer, workers: int = 2) -> Path:
-    """Trust ``server``, write settings for one host ``loc`` on it and start its workers."""
-    lab.trust(server)
-    settings = lab.settings(lab.host("loc", server, workers=workers))
-    result = lab.cli(settings, "start-workers")
-    assert result.code == 0, result.err
-    return settings
 
 
 def test_start_workers_copies_the_secret_and_its_workers_refuse_clients_without_it(
@@ -50,7 +41,7 @@ def test_start_workers_copies_the_secret_and_its_workers_refuse_clients_without_
     import Pyro5.api
     import Pyro5.errors
 
-    from tests.conftest import SECRET
+    from tests.harness.secret import SECRET
 
     settings = started_lab(ssh_lab, sshd_server, workers=1)
     copied = ssh_lab.workdir / "secret"

@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import time
 
-from tests.conftest import PLUGIN_SETTINGS, alive, run_cli, write_settings
+import pytest
+
+from tests.harness.cli import PLUGIN_SETTINGS, run_cli, write_settings
+from tests.harness.processes import alive
 
 
 def run_one(tmp_path, task, extra="", *args):
@@ -32,6 +35,7 @@ def test_processes_a_task_leaves_running_end_with_its_cell(tmp_path):
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_a_task_killed_inside_atomic_output_leaves_no_temporary_file(tmp_path):
     code, report, err = run_one(
         tmp_path, "hang_in_output", "[run]\nretries = 0\n", "--timeout", "1"

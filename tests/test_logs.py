@@ -11,7 +11,7 @@ import pytest
 
 from clusterfarm.config.logging_setup import setup_logging
 from clusterfarm.config.settings import LoggingSettings, load_settings
-from tests.conftest import PLUGIN_SETTINGS, run_cli, write_settings
+from tests.harness.cli import PLUGIN_SETTINGS, run_cli, write_settings
 
 
 def json_lines(folder, pattern):
@@ -119,7 +119,7 @@ def test_logs_of_unknown_workers_is_one_clear_line(tmp_path, worker, complaint):
 
 @pytest.mark.slow
 def test_logs_of_a_remote_worker_come_over_ssh(ssh_lab, sshd_server):
-    from tests.test_launcher_ssh import started_lab
+    from tests.harness.sshd import started_lab
 
     settings = started_lab(ssh_lab, sshd_server, workers=1)
     shown = ssh_lab.cli(settings, "logs", "loc.0", "-n", "5")

@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 from clusterfarm.wire.nameserver import NameServer, list_workers, locate
-from tests.conftest import alive, run_cli
-from tests.netns import Lab
-from tests.sshd import SSHLab, SSHServer, table_rows
+from tests.harness.cli import run_cli
+from tests.harness.netns import Lab
+from tests.harness.processes import alive
+from tests.harness.sshd import SSHLab, SSHServer, table_rows
 
 HOSTS = ("alpha", "bravo", "charlie")
 
@@ -107,8 +108,8 @@ def test_host_cut_off_mid_task_is_lost_in_time_and_its_cells_are_redone(
     import subprocess
     import sys
 
-    from tests.conftest import cli_env
-    from tests.faults import complete_cells
+    from tests.harness.cli import cli_env
+    from tests.harness.faults import complete_cells
 
     ssh, lab, servers = cluster
     hosts = [

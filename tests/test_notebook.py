@@ -3,7 +3,7 @@
 import sys
 
 from clusterfarm.record.schedule import TaskSchedule
-from clusterfarm.show.console import Board
+from clusterfarm.show.board import Board
 from clusterfarm.show.notebook import NotebookView, in_notebook
 
 

@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from tests.conftest import PLUGIN_SETTINGS, alive, cli_env, descendants, run_cli, write_settings
-from tests.faults import complete_cells
+from tests.harness.cli import PLUGIN_SETTINGS, cli_env, run_cli, write_settings
+from tests.harness.faults import complete_cells
+from tests.harness.processes import alive, descendants
 
 
 @pytest.fixture
@@ -27,6 +28,7 @@ def run_json(project, *args):
     return result.code, json.loads(result.out)
 
 
+@pytest.mark.slow
 def test_run_completes_every_cell_and_rerun_redoes_nothing(project):
     code, first = run_json(project, "--task", "noop", "--years", "2000-2002", "--members", "0-9")
     assert code == 0
@@ -36,12 +38,14 @@ def test_run_completes_every_cell_and_rerun_redoes_nothing(project):
     assert code == 0 and second["ran"] == 0 and second["skipped"] == 30
 
 
+@pytest.mark.slow
 def test_extending_the_years_runs_only_the_new_cells(project):
     run_json(project, "--task", "noop", "--years", "2000", "--members", "0-4")
     code, wider = run_json(project, "--task", "noop", "--years", "2000-2001", "--members", "0-4")
     assert code == 0 and wider["ran"] == 5 and wider["skipped"] == 5
 
 
+@pytest.mark.slow
 def test_plain_progress_prints_year_strings_and_a_final_block(project):
     result = run_cli(
         "run",
@@ -64,6 +68,7 @@ def test_plain_progress_prints_year_strings_and_a_final_block(project):
     assert "ran 12, skipped 0" in result.out
 
 
+@pytest.mark.slow
 def test_failing_task_ends_F_after_all_attempts_and_exit_1(project):
     code, report = run_json(
         project, "--task", "fail_always", "--years", "2000", "--members", "0-1", "--retries", "2"
@@ -83,6 +88,7 @@ def test_failing_task_ends_F_after_all_attempts_and_exit_1(project):
     }
 
 
+@pytest.mark.slow
 def test_bad_input_fails_after_one_attempt(project):
     code, report = run_json(project, "--task", "bad_input", "--years", "2000", "--members", "0")
     assert code == 1
@@ -90,6 +96,7 @@ def test_bad_input_fails_after_one_attempt(project):
     assert report["failures"][0]["error_kind"] == "input"
 
 
+@pytest.mark.slow
 def test_a_task_that_fails_once_is_retried_to_success(project, tmp_path):
     markers = tmp_path / "markers"
     markers.mkdir()
@@ -100,12 +107,14 @@ def test_a_task_that_fails_once_is_retried_to_success(project, tmp_path):
     assert code == 0 and report["complete"] == 4 and report["ran"] == 4
 
 
+@pytest.mark.slow
 def test_failed_cells_get_fresh_attempts_on_rerun(project):
     run_json(project, "--task", "bad_input", "--years", "2000", "--members", "0-1")
     code, again = run_json(project, "--task", "bad_input", "--years", "2000", "--members", "0-1")
     assert code == 1 and again["ran"] == 2 and again["skipped"] == 0
 
 
+@pytest.mark.slow
 def test_timeout_marks_T(project):
     code, report = run_json(
         project,
@@ -124,6 +133,7 @@ def test_timeout_marks_T(project):
     assert report["failures"][0]["error_kind"] == "timeout"
 
 
+@pytest.mark.slow
 def test_task_output_lands_in_results_dir(project):
     code, report = run_json(project, "--task", "write_file", "--years", "2001", "--members", "3")
     assert code == 0
@@ -178,6 +188,7 @@ def wait_gone(pids, timeout=10):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.slow
 def test_interrupt_exits_130_stops_everything_and_resume_does_the_rest(project, signum):
     manager = RunningManager(project)
     started = manager.wait_for_progress()
@@ -194,6 +205,7 @@ def test_interrupt_exits_130_stops_everything_and_resume_does_the_rest(project, 
     assert report["ran"] == 80 - done and report["skipped"] == done
 
 
+@pytest.mark.slow
 def test_sigkill_of_manager_takes_local_workers_down_and_resume_does_the_rest(project):
     manager = RunningManager(project)
     started = manager.wait_for_progress()
@@ -206,6 +218,7 @@ def test_sigkill_of_manager_takes_local_workers_down_and_resume_does_the_rest(pr
     assert report["ran"] == 80 - done
 
 
+@pytest.mark.slow
 def test_status_reads_a_live_run_from_another_process(project):
     manager = RunningManager(project)
     manager.wait_for_progress(cells=2)
@@ -221,6 +234,7 @@ def test_status_reads_a_live_run_from_another_process(project):
     assert "2000: " + "+" * 80 in final.out and "80/80 complete" in final.out
 
 
+@pytest.mark.slow
 def test_second_manager_on_the_same_run_dir_is_refused(project):
     manager = RunningManager(project)
     manager.wait_for_progress(cells=1)
@@ -256,6 +270,7 @@ def test_task_scratch_dir_is_under_the_worker_workdir_and_removed(project):
     assert list((workdir / "scratch").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_status_still_shows_progress_when_it_cannot_plan_the_next_run(project):
     run_json(project, "--task", "noop", "--years", "2000", "--members", "0-2")
     write_settings(project / "clusterfarm.toml", '[tasks]\nmodules = ["no_such_plugin"]\n')

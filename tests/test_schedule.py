@@ -2,8 +2,7 @@
 
 import pytest
 
-from clusterfarm import PyroTask, PyroTaskSchedule
-from clusterfarm.record.schedule import Status, Task, TaskSchedule
+from clusterfarm.record.schedule import Status, TaskSchedule
 
 
 def make(years=(2000, 2001), members=range(4), tasks=("vort_track",), retries=2):
@@ -90,10 +89,6 @@ def test_several_tasks_prefix_each_line_with_the_task_name():
 def test_print_years_prints_the_progress(capsys):
     make(years=[2000, 2001, 2002], members=range(2)).print_years([2001, 2002])
     assert capsys.readouterr().out == "2001: --\n2002: --\n"
-
-
-def test_stormtracks_names_are_aliases():
-    assert PyroTask is Task and PyroTaskSchedule is TaskSchedule
 
 
 def test_empty_schedule_is_refused():

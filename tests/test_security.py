@@ -15,9 +15,17 @@ import Pyro5.errors
 import pytest
 
 from clusterfarm.wire.nameserver import locate
-from tests.conftest import PLUGIN_SETTINGS, alive, cli_env, handshake, stop_process, write_settings
-from tests.faults import cmdline, worker_daemons
-from tests.test_faults import FAST_LIVENESS, finish, start_run, wait_until
+from tests.harness.cli import (
+    FAST_LIVENESS,
+    PLUGIN_SETTINGS,
+    cli_env,
+    finish,
+    start_run,
+    write_settings,
+)
+from tests.harness.faults import cmdline, worker_daemons
+from tests.harness.processes import alive, stop_process, wait_for_text, wait_until
+from tests.harness.secret import handshake
 
 REFUSED = "authentication required"
 
@@ -35,6 +43,7 @@ def refusal(uri: str, secret: str | None) -> str | None:
         return str(exc)
 
 
+@pytest.mark.slow
 def test_a_local_run_refuses_every_client_without_its_secret(tmp_path):
     write_settings(tmp_path / "clusterfarm.toml", "[tasks.sleep]\nseconds = 1.0\n")
     process = start_run(
@@ -68,6 +77,7 @@ def test_a_cluster_refuses_clients_without_its_secret_and_serves_those_with_it(
 
 
 @pytest.mark.parametrize("silent", [200])
+@pytest.mark.slow
 def test_silent_connections_lock_nobody_out_of_the_nameserver_or_a_worker(
     nameserver, start_worker, silent
 ):
@@ -91,8 +101,8 @@ def test_silent_connections_lock_nobody_out_of_the_nameserver_or_a_worker(
             sock.close()
 
 
+@pytest.mark.slow
 def test_a_nameserver_killed_and_restarted_mid_run_costs_no_cell_and_no_worker(tmp_path):
-    from tests.test_tls import wait_for
 
     port_probe = socket.socket()
     port_probe.bind(("127.0.0.1", 0))
@@ -118,7 +128,7 @@ def test_a_nameserver_killed_and_restarted_mid_run_costs_no_cell_and_no_worker(t
 
     try:
         server = start("ns", "nameserver")
-        wait_for(tmp_path / "ns.log", "listening at", server)
+        wait_for_text(tmp_path / "ns.log", "listening at", server)
         workers = [
             start(
                 f"w{n}", "worker", "--host", "127.0.0.1", "--name", f"ns.{n}", "--orphan-after", "2"
@@ -126,14 +136,14 @@ def test_a_nameserver_killed_and_restarted_mid_run_costs_no_cell_and_no_worker(t
             for n in range(2)
         ]
         for n, worker in enumerate(workers):
-            wait_for(tmp_path / f"w{n}.log", "listening at", worker)
+            wait_for_text(tmp_path / f"w{n}.log", "listening at", worker)
         run = start_run(tmp_path, "--task", "sleep", "--years", "2000", "--members", "0-19")
         time.sleep(1.5)
         server.send_signal(signal.SIGKILL)
         server.wait()
         time.sleep(3.0)  # longer than the workers' orphan_after: they stay, a manager uses them
         server = start("ns2", "nameserver")
-        wait_for(tmp_path / "ns2.log", "listening at", server)
+        wait_for_text(tmp_path / "ns2.log", "listening at", server)
         code, report, err = finish(run)
         assert code == 0 and report["progress"] == {"sleep": {"2000": "+" * 20}}, err
         assert all(alive(worker.pid) for worker in workers)

@@ -3,19 +3,29 @@
 import threading
 import time
 
-from clusterfarm.record.ledger import Ledger, check_result, input_identity
+from clusterfarm.record.ledger import Ledger
 from clusterfarm.record.schedule import Status, TaskSchedule
-from clusterfarm.record.state import RunState, StateWriter, connect, end_row, start_rows
-from clusterfarm.record.status import read_report
+from clusterfarm.record.state import RunState, connect
+from clusterfarm.record.state_writer import StateWriter, end_row, start_rows
+from clusterfarm.record.status import read_status
+from clusterfarm.tasks.files import check_result, input_identity
 from clusterfarm.wire.protocol import ErrorKind
 
 LEDGER = Ledger({"noop": "1"}, {"noop": "abc"}, lambda cell: cell.output)
 
 
-def writer_for(state, on_commit=lambda changes: None):
-    writer = StateWriter(state.db, state.path)
-    writer.on_commit = on_commit
-    return writer
+class Shown:
+    """The display's side of the writer: what it was shown, in order."""
+
+    def __init__(self, on_saved=lambda changes: None):
+        self.on_saved = on_saved
+
+    def cells_saved(self, changes):
+        self.on_saved(changes)
+
+
+def writer_for(state, on_saved=lambda changes: None):
+    return StateWriter(state.db, state.path, Shown(on_saved))
 
 
 def fresh(tmp_path, members=range(3)):
@@ -65,7 +75,7 @@ def test_changed_version_or_params_recomputes(tmp_path):
 
 
 def test_missing_or_changed_output_recomputes(tmp_path):
-    from clusterfarm.record.ledger import file_checksum
+    from clusterfarm.tasks.files import file_checksum
 
     output = tmp_path / "x.nc"
     output.write_text("tracks")
@@ -122,7 +132,7 @@ def test_writer_hands_on_only_what_it_committed(tmp_path):
     state.load(schedule, LEDGER)
     seen_in_db = []
 
-    def on_commit(changes):
+    def on_saved(changes):
         # by the time we hear of a change, another connection can read it
         reader = connect(tmp_path, create=False)
         for change in changes:
@@ -133,7 +143,7 @@ def test_writer_hands_on_only_what_it_committed(tmp_path):
             seen_in_db.append(stored == change.status)
         reader.close()
 
-    writer = writer_for(state, on_commit)
+    writer = writer_for(state, on_saved)
     cell = schedule.get_next_outstanding()
     schedule.start(cell, "w", "h", 1.0)
     writer.put_start(start_rows([cell]))
@@ -182,7 +192,7 @@ def test_report_reads_the_latest_invocation(tmp_path):
     writer.put_ends([end_row(cell)], [])
     writer.close()
     state.end_invocation(invocation, ran=1, skipped=0, state="finished", exit_code=1)
-    report = read_report(state.db)
+    report = read_status(state.db)
     assert report.to_json()["progress"] == {"noop": {"2000": "T--"}}
     assert report.failures == [
         {
@@ -232,7 +242,7 @@ def test_report_strings_each_year_in_member_order_whatever_the_insert_order(tmp_
     expected = {
         str(y): "".join(stored.get((y, m), "-") for m in members) for y in (2000, 2001, 2003)
     }
-    assert read_report(state.db).to_json()["progress"] == {"noop": expected}
+    assert read_status(state.db).to_json()["progress"] == {"noop": expected}
 
 
 def test_an_invocation_records_its_manager_and_its_heartbeat(tmp_path, monkeypatch):
@@ -251,7 +261,7 @@ def test_an_invocation_records_its_manager_and_its_heartbeat(tmp_path, monkeypat
     with ManagerHeartbeat(tmp_path / "run", invocation, interval=0.05):
         time.sleep(0.3)
     assert state.db.execute(query, (invocation,)).fetchone()[3] > first
-    report = read_report(state.db)
+    report = read_status(state.db)
     assert report.state == "running" and report.gone_since is None  # this process: alive
     state.close()
 
@@ -277,7 +287,7 @@ def test_an_older_run_dir_gains_the_new_columns_in_place(tmp_path):
     from clusterfarm.record.state import connect_read_only
 
     reader = connect_read_only(tmp_path)  # status reads it as it is: no migration, no write
-    assert read_report(reader).cwd is None
+    assert read_status(reader).cwd is None
     reader.close()
     db = connect(tmp_path)
     columns = {row[1] for row in db.execute("PRAGMA table_info(invocations)")}

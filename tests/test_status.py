@@ -12,8 +12,11 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from clusterfarm.record.manager_heartbeat import STALE_AFTER, gone_since
-from tests.conftest import PLUGIN_SETTINGS, alive, cli_env, descendants, run_cli
+from tests.harness.cli import PLUGIN_SETTINGS, cli_env, run_cli
+from tests.harness.processes import alive, descendants
 
 
 def status_json(run_dir, cwd):
@@ -22,6 +25,7 @@ def status_json(run_dir, cwd):
     return json.loads(result.out)
 
 
+@pytest.mark.slow
 def test_status_of_a_killed_run_says_the_manager_is_gone(tmp_path):
     (tmp_path / "clusterfarm.toml").write_text("[tasks.sleep]\nseconds = 120\n")
     manager = subprocess.Popen(
@@ -88,6 +92,7 @@ def _ended_pid() -> int:
     return process.pid
 
 
+@pytest.mark.slow
 def test_status_from_another_directory_resolves_paths_from_where_the_run_started(tmp_path):
     project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
     project.mkdir()

@@ -18,8 +18,10 @@ import pytest
 from cryptography import x509
 
 from clusterfarm.errors import EXIT_INFRA, EXIT_USAGE
-from clusterfarm.wire.certs import issue, read_ca, write_credential
-from tests.conftest import cli_env, run_cli, stop_process, write_settings
+from clusterfarm.wire.certs import issue, write_credential
+from tests.harness.cli import cli_env, run_cli, write_settings
+from tests.harness.pki import read_ca
+from tests.harness.processes import stop_process, wait_for_text
 
 # A plain Pyro5 client, in a process of its own (TLS settings are per process): with a CA
 # file it is a TLS client presenting the given certificate. Prints one outcome per URI.
@@ -148,6 +150,7 @@ def test_certs_keeps_an_existing_ca_unless_forced(tmp_path):
 # -- a run over TLS ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_local_run_over_tls_completes_with_every_connection_encrypted(pki, tmp_path):
     settings = write_settings(tmp_path / "tls.toml", security(pki / "certs"))
     pyro_log = tmp_path / "pyro5.log"
@@ -190,15 +193,6 @@ class Cluster:
         return f"PYRO:Pyro.NameServer@127.0.0.1:{self.port}"
 
 
-def wait_for(path: Path, text: str, process: subprocess.Popen[bytes]) -> str:
-    deadline = time.monotonic() + 20
-    while text not in (content := path.read_text() if path.exists() else ""):
-        assert process.poll() is None, content
-        assert time.monotonic() < deadline, content
-        time.sleep(0.05)
-    return content
-
-
 @pytest.fixture(scope="module")
 def cluster(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A TLS nameserver (certificate naming 127.0.0.1 only) and one TLS worker."""
@@ -220,12 +214,12 @@ def cluster(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clu
             work / "ns.toml", nameserver_at("127.0.0.1", 9090) + security(pki / "certs", "ns")
         )
         server, log = start("nameserver", ns_settings, "nameserver", "--port", "0")  # a free one
-        port = int(wait_for(log, "listening at", server).split(":")[-1].split()[0])
+        port = int(wait_for_text(log, "listening at", server).split(":")[-1].split()[0])
         settings = write_settings(
             work / "tls.toml", nameserver_at("127.0.0.1", port) + security(pki / "certs")
         )
         worker, log = start("worker", settings, "worker", "--host", "127.0.0.1", "--name", "tls.0")
-        wait_for(log, "listening at", worker)
+        wait_for_text(log, "listening at", worker)
         listed = run_cli("--settings", str(settings), "workers", "--json", cwd=work)
         assert listed.code == 0, listed.err
         [entry] = json.loads(listed.out)
@@ -284,6 +278,7 @@ def test_nameserver_and_worker_refuse_a_client_without_a_certificate_of_the_clus
     assert probe(cluster.ns_uri, **identity(pki, "certs", "certs")) == [{"ok": True}]
 
 
+@pytest.mark.slow
 def test_silent_connections_do_not_lock_others_out_of_a_tls_daemon(pki, cluster):
     worker_port = int(cluster.worker_uri.rsplit(":", 1)[1])
     ports = (cluster.port, worker_port)

@@ -8,7 +8,7 @@ import pandas
 import pytest
 
 from clusterfarm.record.trace import read_attempts
-from tests.conftest import PLUGIN_SETTINGS, run_cli, write_settings
+from tests.harness.cli import PLUGIN_SETTINGS, run_cli, write_settings
 
 
 @pytest.fixture
@@ -46,6 +46,7 @@ def test_trace_loads_into_pandas_with_one_row_per_attempt_failed_ones_included(f
     assert set(frame.host) == {"local"} and set(frame.invocation) == {1}
 
 
+@pytest.mark.slow
 def test_trace_csv_and_json_hold_the_same_rows(failing_run):
     tsv = pandas.read_csv(io.StringIO(run_cli("trace", cwd=failing_run).out), sep="\t")
     csv = pandas.read_csv(io.StringIO(run_cli("trace", "--format", "csv", cwd=failing_run).out))
@@ -55,6 +56,7 @@ def test_trace_csv_and_json_hold_the_same_rows(failing_run):
     assert [r["attempt"] for r in rows] == list(tsv.attempt)
 
 
+@pytest.mark.slow
 def test_attempts_of_earlier_invocations_stay_and_the_run_id_does_not_change(failing_run):
     db = sqlite3.connect(failing_run / "clusterfarm-run/state.sqlite")
     (first_id,) = db.execute("SELECT value FROM meta WHERE key='run_id'").fetchone()
@@ -75,6 +77,7 @@ def test_trace_of_a_dir_without_a_run_is_one_error_line_and_exit_2(tmp_path):
     assert bad.code == 2 and "Error:" in bad.err
 
 
+@pytest.mark.slow
 def test_a_run_dir_from_before_the_record_still_traces_and_reports(failing_run, tmp_path):
     db = sqlite3.connect(failing_run / "clusterfarm-run/state.sqlite")
     with db:  # what a run dir written before this record looks like

@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from clusterfarm.wire.protocol import USAGE_FIELDS, pack_answers, parse_answers
+from clusterfarm.wire.protocol import USAGE_FIELDS, named, pack_answers, parse_answers
 from clusterfarm.worker.task_process import run_cells
-from clusterfarm.worker.usage import DETAIL_SECONDS, Meter, named
+from clusterfarm.worker.usage import DETAIL_SECONDS, Meter
 
 linux_only = pytest.mark.skipif(
     not os.path.exists("/proc/self/io"), reason="per-cell peak RSS and I/O need Linux /proc"

@@ -19,7 +19,7 @@ import pytest
 from clusterfarm.analysis import read_tracks, relative_vorticity, score_tracks
 from clusterfarm.analysis.sample import LATS, LONS, sample_winds
 from clusterfarm.analysis.tracking import Track
-from tests.conftest import run_cli
+from tests.harness.cli import run_cli
 
 STEPS = 40
 YEAR = 2000

@@ -1,11 +1,13 @@
 """vort_track through the farm: sample data, a local run, score and plot from the CLI."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
 from clusterfarm.config.settings import default_settings_path
-from tests.conftest import run_cli
+from tests.harness.cli import cli_env, run_cli
 
 DEFAULT_SETTINGS = default_settings_path()
 
@@ -34,6 +36,7 @@ def tracked(tmp_path_factory):
     return work, json.loads(ran.out)
 
 
+@pytest.mark.slow
 def test_every_cell_completes_with_a_track_count(tracked):
     work, report = tracked
     assert report["complete"] == 6
@@ -90,3 +93,34 @@ def test_missing_input_fails_the_cell_as_input_after_one_attempt(tmp_path):
     (failure,) = json.loads(result.out)["failures"]
     assert failure["error_kind"] == "input" and failure["attempts"] == 1
     assert "u850_2000.nc" in failure["error"]
+
+
+def test_the_manager_of_a_vort_track_run_never_imports_numpy_netcdf4_or_cftime(tracked):
+    """The manager lists the inputs (provenance, the kept results' check in local mode) but
+    never reads them: the science loads only in the task processes."""
+    work, _ = tracked
+    # the command line's own main, then every module the process ended up with
+    script = (
+        "import json, sys\n"
+        "from clusterfarm.cli import main\n"
+        "try:\n"
+        "    main(sys.argv[2:])\n"
+        "finally:\n"
+        "    open(sys.argv[1], 'w').write(json.dumps(sorted(sys.modules)))\n"
+    )
+    args = ["run", "--local", "1", "--task", "vort_track", "--years", "2000", "--members", "0-1"]
+    args += ["--run-dir", "imports", "--progress", "none"]
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(work / "modules.json"), *args],
+        cwd=work,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = set(json.loads((work / "modules.json").read_text()))
+    assert "clusterfarm.tasks.vort_track" in loaded  # the run's inputs were listed here
+    science = {name for name in loaded if name.split(".")[0] in ("numpy", "netCDF4", "cftime")}
+    assert not science
+    provenance = json.loads((work / "imports" / "provenance.json").read_text())
+    assert "u850_2000.nc" in json.dumps(provenance)

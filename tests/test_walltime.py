@@ -6,6 +6,7 @@ import threading
 import time
 
 import Pyro5.api
+import pytest
 
 from clusterfarm.wire.nameserver import locate
 from clusterfarm.wire.pyro import authenticate
@@ -50,6 +51,7 @@ def test_the_watch_stops_the_worker_at_the_margin():
     assert stopped.wait(2)
 
 
+@pytest.mark.slow
 def test_a_worker_near_its_jobs_end_hands_back_a_cell_that_would_not_fit_and_leaves(
     start_worker, nameserver
 ):

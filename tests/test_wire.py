@@ -18,8 +18,15 @@ import Pyro5.api
 import pytest
 
 from clusterfarm.wire.pyro import authenticate
-from tests.conftest import PLUGIN_SETTINGS, cli_env, run_cli, write_settings
-from tests.test_faults import FAST_LIVENESS, finish, start_run
+from tests.harness.cli import (
+    FAST_LIVENESS,
+    PLUGIN_SETTINGS,
+    cli_env,
+    finish,
+    run_cli,
+    start_run,
+    write_settings,
+)
 
 FAST = FAST_LIVENESS.replace("[run]\n", "[run]\nretries = 1\n")
 
@@ -55,6 +62,7 @@ def outputs(results: Path) -> list[dict[str, str]]:
     return [json.loads(p.read_text()) for p in sorted(results.rglob("write_paths_*.nc"))]
 
 
+@pytest.mark.slow
 def test_two_runs_over_one_pool_each_get_exactly_their_own_results(
     tmp_path, nameserver, start_worker
 ):
@@ -129,6 +137,7 @@ class GarbageWorker:
 @pytest.mark.parametrize(
     "how", ["short list", "not a tuple", "elapsed abc", "bad details", "raises"]
 )
+@pytest.mark.slow
 def test_a_worker_answering_garbage_is_set_aside_and_the_run_completes(
     tmp_path, nameserver, start_worker, how
 ):
@@ -150,6 +159,7 @@ def test_a_worker_answering_garbage_is_set_aside_and_the_run_completes(
         daemon.shutdown()
 
 
+@pytest.mark.slow
 def test_a_call_unanswered_past_its_guard_times_out_its_cell_and_the_worker_is_asked_to_stop(
     tmp_path, nameserver, start_worker
 ):
@@ -176,7 +186,7 @@ def test_a_call_unanswered_past_its_guard_times_out_its_cell_and_the_worker_is_a
         code, report, err = finish(start_run(tmp_path, *args), timeout=120)
         assert code == 0, err
         assert fake.hung.is_set() and fake.cancelled.is_set()
-        assert time.monotonic() - began > 10  # the guard: the time limit, at least 10 s more
+        assert time.monotonic() - began > 10  # the call's limit: the task's, and at least 10 s more
         assert report["complete"] == 20
         db = sqlite3.connect(tmp_path / "clusterfarm-run" / "state.sqlite")
         (error,) = db.execute("SELECT error FROM attempts WHERE error_kind = 'timeout'").fetchone()
@@ -185,6 +195,7 @@ def test_a_call_unanswered_past_its_guard_times_out_its_cell_and_the_worker_is_a
         daemon.shutdown()
 
 
+@pytest.mark.slow
 def test_a_worker_without_the_runs_task_is_passed_by(tmp_path, nameserver, start_worker):
     start_worker("bare.0", settings_text="")  # no plugin module: no write_paths there
     start_worker("full.0")
@@ -196,6 +207,7 @@ def test_a_worker_without_the_runs_task_is_passed_by(tmp_path, nameserver, start
     assert all("bare" not in worker for _, _, worker in rows)
 
 
+@pytest.mark.slow
 def test_when_no_worker_has_the_task_the_run_stops_with_one_line(
     tmp_path, nameserver, start_worker
 ):
@@ -215,6 +227,7 @@ def test_when_no_worker_has_the_task_the_run_stops_with_one_line(
     shutil.which("unshare") is None or os.geteuid() != 0,
     reason="a mount namespace needs root and unshare (util-linux)",
 )
+@pytest.mark.hosts
 def test_resume_on_a_manager_that_cannot_see_the_data_recomputes_nothing(
     tmp_path, nameserver, start_worker
 ):

@@ -10,7 +10,8 @@ import pytest
 from clusterfarm.wire.nameserver import locate
 from clusterfarm.wire.protocol import parse_answers
 from clusterfarm.wire.pyro import authenticate
-from tests.conftest import alive, handshake
+from tests.harness.processes import alive
+from tests.harness.secret import handshake
 
 RUN = "test-run"
 
@@ -42,7 +43,7 @@ def batch(proxy, task, cells, run_id=RUN, expected=None):
 def worker_proxy(nameserver, start_worker):
     """A plain Pyro5 proxy of a real worker, found through the nameserver."""
     start_worker("test.0")
-    # written as a user would, without clusterfarm code (SPEC §12: the secret, then calls)
+    # written as a user would, without clusterfarm code (the secret in the handshake, then calls)
     ns = Pyro5.api.Proxy(f"PYRO:Pyro.NameServer@{nameserver.host}:{nameserver.port}")
     ns._pyroHandshake = handshake()
     uri = ns.lookup("clusterfarm.worker.test.0")
@@ -103,6 +104,7 @@ def test_crashing_task_process_is_replaced(worker_proxy):
     assert worker_proxy.info()["task_pid"] not in (None, before)
 
 
+@pytest.mark.slow
 def test_timeout_kills_the_task_not_the_daemon(worker_proxy):
     join(worker_proxy, timeout=0.5)
     started = time.monotonic()
@@ -183,6 +185,7 @@ def test_batch_answers_one_outcome_per_cell_in_order(worker_proxy):
     assert worker_proxy.info()["done"] == 3
 
 
+@pytest.mark.slow
 def test_batch_time_limit_holds_per_cell_and_later_cells_are_not_started(worker_proxy):
     join(worker_proxy, timeout=0.5)
     answers = batch(worker_proxy, "hang", [[2000, 0, 1], [2000, 1, 1], [2000, 2, 1]])
@@ -219,6 +222,7 @@ def test_join_says_which_tasks_and_versions_the_worker_has(worker_proxy):
     assert answer["version"] and answer["worker"] == "clusterfarm.worker.test.0"
 
 
+@pytest.mark.slow
 def test_a_worker_started_for_a_run_leaves_once_no_manager_calls(start_worker, nameserver):
     process = start_worker("test.3", "--exit-when-idle", "1")
     uri = locate(nameserver.host, nameserver.port).lookup("clusterfarm.worker.test.3")

@@ -2,13 +2,15 @@
 
 Vorticity on the sphere (:mod:`.vorticity`), smoothing (:mod:`.smooth`), local maxima
 (:mod:`.extrema`), linking them into tracks (:mod:`.tracking`), the pipeline of these
-(:mod:`.cyclones`), reading reanalysis-like winds (:mod:`.winds`, :mod:`.packing`), CF
+(:mod:`.cyclones`), reading reanalysis-like winds (:mod:`.winds`, :mod:`.packing`; where
+they are, :mod:`.wind_files`, needs only the standard library), CF
 trajectory files (:mod:`.trajectories`), exchange formats (:mod:`.export`), synthetic data
 with known tracks (:mod:`.sample`, :mod:`.storms`), scoring against them (:mod:`.score`), a
 year's ensemble statistics (:mod:`.summary`) and maps with coastlines (:mod:`.plot`,
 :mod:`.coastlines`). This is one of the two places in clusterfarm that import numpy and
 netCDF4. Names are imported from their modules on first use, so a worker running the task
-loads only the modules it needs (and matplotlib only when a plot is drawn).
+loads only the modules it needs (and matplotlib only when a plot is drawn). Runs in the task
+process and in the CLI's science commands; uses only :mod:`clusterfarm.errors` of clusterfarm.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ _WHERE = {
     "cyclonic_vorticity": "vorticity",
     "relative_vorticity": "vorticity",
     "WindReader": "winds",
-    "WindSource": "winds",
+    "WindSource": "wind_files",
     "Winds": "winds",
     "read_winds": "winds",
 }
@@ -129,4 +131,5 @@ if TYPE_CHECKING:
         write_tracks,
     )
     from clusterfarm.analysis.vorticity import cyclonic_vorticity, relative_vorticity
-    from clusterfarm.analysis.winds import WindReader, Winds, WindSource, read_winds
+    from clusterfarm.analysis.wind_files import WindSource
+    from clusterfarm.analysis.winds import WindReader, Winds, read_winds

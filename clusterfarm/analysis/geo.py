@@ -20,7 +20,7 @@ BoolArray = npt.NDArray[np.bool_]
 EARTH_RADIUS_M = 6.371e6
 EARTH_RADIUS_KM = EARTH_RADIUS_M / 1000.0
 
-#: The whole globe within ±80°, the default search area (SPEC §9).
+#: The whole globe within ±80°, the default search area.
 GLOBAL_BOX: tuple[float, float, float, float] = (-80.0, 80.0, 0.0, 360.0)
 
 

@@ -58,7 +58,7 @@ class Tally:
             self.true_intensities.extend(true_value.tolist())
 
     def summary(self) -> dict[str, Any]:
-        """The scores as a JSON-friendly dict (SPEC §3 ``score --json``)."""
+        """The scores as a JSON-friendly dict (what ``score --json`` prints)."""
         # with nothing to find (or nothing found) no track was missed (or wrong)
         recall = self.matched / self.truth_tracks if self.truth_tracks else 1.0
         precision = self.matched / self.found_tracks if self.found_tracks else 1.0

@@ -2,8 +2,8 @@
 
 :func:`write_tracks` stores tracks as dimensions ``track`` and ``obs``, ``row_size(track)``
 (the number of points of each track, ``sample_dimension = "obs"``), ``track_id(track)``
-(``cf_role = "trajectory_id"``) and ``time``, ``lat``, ``lon``, ``vorticity`` along ``obs``
-(SPEC §10); a file with no tracks is still valid. Optional track names become
+(``cf_role = "trajectory_id"``) and ``time``, ``lat``, ``lon``, ``vorticity`` along ``obs``;
+a file with no tracks is still valid. Optional track names become
 ``name(track)``. :func:`read_tracks` reads such a file back, and :func:`find_results` lists
 the vort_track result files of a results directory.
 """
@@ -25,7 +25,7 @@ from clusterfarm.errors import InputError
 TASK = "vort_track"
 _RESULT_NAME = re.compile(rf"{TASK}_(\d+)_m(\d+)\.nc")
 
-# netCDF type and attributes of each variable of a track file (SPEC §10)
+# netCDF type and attributes of each variable of a track file
 _VARIABLES: dict[str, tuple[str, dict[str, str]]] = {
     "track_id": ("i4", {"long_name": "track identifier", "cf_role": "trajectory_id"}),
     "row_size": (
@@ -146,7 +146,7 @@ def read_tracks(path: str | Path) -> TrackFile:
 
 
 def result_path(results_dir: str | Path, year: int, member: int) -> Path:
-    """Return where vort_track writes the tracks of one year and member (SPEC §10)."""
+    """Return where vort_track writes the tracks of one year and member."""
     return Path(results_dir) / TASK / str(year) / f"{TASK}_{year}_m{member:03d}.nc"
 
 

@@ -1,4 +1,4 @@
-"""Read one member-year of winds from reanalysis-like netCDF files (SPEC §9), chunk by chunk.
+"""Read one member-year of winds from reanalysis-like netCDF files, chunk by chunk.
 
 Files are found by path templates under ``data_dir`` (``{year}`` and, for one file per
 member, ``{member}``); only the requested member is read from disk. Layouts:
@@ -32,26 +32,11 @@ import numpy as np
 
 from clusterfarm.analysis.geo import FloatArray
 from clusterfarm.analysis.packing import Unpacker
-from clusterfarm.errors import InputError, SettingsError
+from clusterfarm.analysis.wind_files import WindSource, wind_paths
+from clusterfarm.errors import InputError
 
 #: default share of missing values above which a cell fails
 MAX_MISSING = 0.05
-
-
-@dataclass(frozen=True)
-class WindSource:
-    """Where the winds are: path templates, variable, dimension names and the level."""
-
-    u_path: str = "{year}/u850_{year}.nc"
-    v_path: str = "{year}/v850_{year}.nc"
-    u_var: str = "u850"
-    v_var: str = "v850"
-    time_dim: str = "time"
-    member_dim: str = "member"
-    lat_dim: str = "lat"
-    lon_dim: str = "lon"
-    level_dim: str = "level"
-    level: float | None = None
 
 
 @dataclass(frozen=True)
@@ -81,16 +66,6 @@ def read_winds(
     u = np.concatenate([c[1] for c in chunks]) if len(chunks) != 1 else chunks[0][1]
     v = np.concatenate([c[2] for c in chunks]) if len(chunks) != 1 else chunks[0][2]
     return Winds(u, v, reader.lats, reader.lons, reader.times, reader.time_units, reader.calendar)
-
-
-def wind_paths(
-    data_dir: str | Path, year: int, member: int, source: WindSource
-) -> tuple[Path, Path]:
-    """The u and v files that one year and member are read from."""
-    return (
-        _resolve(data_dir, source.u_path, year, member),
-        _resolve(data_dir, source.v_path, year, member),
-    )
 
 
 class WindReader:
@@ -318,15 +293,6 @@ class _Variable:
     def close(self) -> None:
         if self.dataset.isopen():
             self.dataset.close()
-
-
-def _resolve(data_dir: str | Path, template: str, year: int, member: int) -> Path:
-    try:
-        return Path(data_dir) / template.format(year=year, member=member)
-    except (KeyError, ValueError, IndexError) as exc:
-        raise SettingsError(
-            f"path template {template!r} is invalid ({exc!r}); use only {{year}} and {{member}}"
-        ) from exc
 
 
 def _repeats_first_lon(lons: FloatArray) -> bool:

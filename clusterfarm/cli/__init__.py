@@ -1,10 +1,11 @@
 """The ``clusterfarm`` command: parse, validate, call; one ``Error:`` line per failure.
 
 The only package that imports click. Each command turns its options into a call of the module
-that does the work; :func:`main` maps :class:`ClusterFarmError` to the exit codes of SPEC §5.
-The commands are grouped by what they work on: :mod:`.runs` (a run and its state),
-:mod:`.hosts` (nameserver, workers, hosts, certificates) and :mod:`.analysis` (sample data,
-scores, maps); this module holds the group, the options every command shares, and ``main``.
+that does the work; :func:`main` maps :class:`ClusterFarmError` to one ``Error:`` line
+and its exit code. The commands are grouped by what they work on: :mod:`.runs` (a run and its
+state), :mod:`.observe` (its trace and report), :mod:`.hosts` (nameserver, workers, hosts,
+certificates) and :mod:`.science` (sample data, scores, maps, exports, tasks); this module
+holds the group, the options every command shares, and ``main``.
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ def common(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def load(check_tasks: bool = True) -> Settings:
-    """Load the settings (SPEC §2 lookup) and check every ``[tasks.<name>]`` table."""
+    """Load the settings (``--settings``, ``$CLUSTERFARM_SETTINGS``, ``./clusterfarm.toml``,
+    else the default) and check every ``[tasks.<name>]`` table."""
     from clusterfarm.tasks.registry import resolve_task_params
 
     config = load_settings(_options["settings"])
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _one_line(exc: BaseException) -> tuple[str, int]:
-    """The ``Error:`` line and exit code (SPEC §5) for an error that ends a command."""
+    """The ``Error:`` line and exit code for an error that ends a command."""
     if isinstance(exc, ClusterFarmError):
         return str(exc), exc.exit_code
     if isinstance(exc, click.ClickException):
@@ -197,4 +199,4 @@ def _one_line(exc: BaseException) -> tuple[str, int]:
 
 
 # the commands register themselves with ``cli`` when their modules are imported
-from clusterfarm.cli import analysis, hosts, observe, runs  # noqa: E402, F401
+from clusterfarm.cli import hosts, observe, runs, science  # noqa: E402, F401

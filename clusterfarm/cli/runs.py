@@ -52,8 +52,11 @@ def run(
     as_json: bool,
 ) -> int:
     """Farm the (task, year, member) schedule out to the workers and show progress."""
+    from clusterfarm.launchers.pools import pool_for
     from clusterfarm.manager import runner
-    from clusterfarm.show.console import make_view, report_footer, report_json
+    from clusterfarm.show.board import BoardDisplay
+    from clusterfarm.show.console import make_view
+    from clusterfarm.show.text import status_footer, status_json
 
     overrides = {
         "years": years,
@@ -66,12 +69,12 @@ def run(
     config = settings()
     config = config.with_run(**{k: v for k, v in overrides.items() if v is not None})
     view = make_view("none" if as_json else progress, sys.stdout.isatty())
-    request = runner.RunRequest(config, local, verbose=_options["verbose"])
-    report, code = runner.execute(request, view)
+    request = runner.RunRequest(config, verbose=_options["verbose"])
+    report, code = runner.execute(request, BoardDisplay(view), pool_for(config, local))
     if as_json:
-        click.echo(report_json(report))
+        click.echo(status_json(report))
     elif progress != "none":
-        click.echo("\n".join(report_footer(report)))
+        click.echo("\n".join(status_footer(report)))
     if code == EXIT_INTERRUPTED:
         click.echo(
             f"Interrupted: state saved in {config.run.run_dir}; run the same command "
@@ -102,10 +105,10 @@ def status(run_dir: str | None, as_json: bool, plan: bool) -> int:
     read-only run dir works.
     """
 
-    from clusterfarm.manager.runner import stale_cells
+    from clusterfarm.manager.prepare import stale_cells
     from clusterfarm.record.state import connect_read_only
-    from clusterfarm.record.status import read_report
-    from clusterfarm.show.console import report_json, report_text, stale_lines
+    from clusterfarm.record.status import read_status
+    from clusterfarm.show.text import stale_lines, status_json, status_text
 
     # no connections, so no TLS set-up; and a broken task table must not hide the progress
     # (the plan of the next run below says what is wrong with it)
@@ -113,7 +116,7 @@ def status(run_dir: str | None, as_json: bool, plan: bool) -> int:
     path = Path(run_dir or config.run.run_dir)
     db = connect_read_only(path)
     try:
-        report = read_report(db)
+        report = read_status(db)
     finally:
         db.close()
     stale: list[Any] | None = None
@@ -125,9 +128,9 @@ def status(run_dir: str | None, as_json: bool, plan: bool) -> int:
         except ClusterFarmError as exc:  # the progress is still worth showing
             stale, unknown = None, f"(cannot tell which cells the next run redoes: {exc})"
     if as_json:
-        click.echo(report_json(report, stale))
+        click.echo(status_json(report, stale))
     else:
-        lines = [report_text(report), *stale_lines(stale or []), unknown]
+        lines = [status_text(report), *stale_lines(stale or []), unknown]
         if stale is not None:
             lines.append("(inputs and outputs are checked where the data is, when the run starts)")
         click.echo("\n".join(lines).rstrip())
@@ -143,9 +146,8 @@ def run_task(year: int, member: int, task: str | None) -> int:
     """Run one task in this process, without the cluster (for debugging a task)."""
 
     from clusterfarm.tasks.registry import resolve_task_params
-    from clusterfarm.wire.protocol import parse_answer
+    from clusterfarm.wire.protocol import named, parse_answer
     from clusterfarm.worker.task_process import run_cells
-    from clusterfarm.worker.usage import named
 
     config = settings()
     name = task or config.run.tasks[0]

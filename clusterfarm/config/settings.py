@@ -1,4 +1,4 @@
-"""Load, validate and print clusterfarm settings (SPEC §2).
+"""Load, validate and print clusterfarm settings.
 
 The packaged ``settings/default.toml`` is the single source of defaults: a user's file is
 merged over it, ``${VAR}`` / ``${VAR:-default}`` are substituted in every string, and the
@@ -24,6 +24,9 @@ from clusterfarm.config.substitution import substitute
 from clusterfarm.errors import SettingsError, UsageError
 
 ENV_VARIABLE = "CLUSTERFARM_SETTINGS"
+# CLUSTERFARM_RECORD=off: no cell's cost is measured and no earlier attempt is kept, in every
+# process of the run (only bench/trace_cost.py sets it, to show what the record costs)
+RECORD = os.environ.get("CLUSTERFARM_RECORD", "on") != "off"
 LOCAL_FILE = "clusterfarm.toml"
 _HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -35,7 +38,7 @@ _SLURM_MEM = re.compile(r"^\d+[KMGT]?$")
 # Limits that keep a typo from hurting (each error message states its limit)
 MAX_SECONDS = 10_000_000.0  # any duration: about 16 weeks; threads cannot wait much longer
 MIN_TIMEOUT = 0.1  # [run] timeout
-MIN_HEARTBEAT = 0.1  # [run] heartbeat: the monitor pings busy workers this often
+MIN_HEARTBEAT = 0.1  # [run] heartbeat: quiet busy workers are pinged this often
 MAX_CELLS = 1_000_000  # cells (tasks x years x members) of one run: about 0.5 GB in the manager
 MAX_WORKERS_PER_HOST = 256  # run --local N, workers.per_host, hosts[].workers
 
@@ -200,7 +203,8 @@ def default_settings_path() -> Path:
 
 
 def find_settings_file(explicit: str | None = None) -> Path | None:
-    """Return the user's settings file by SPEC §2 lookup order, or None for the default."""
+    """Return the user's settings file (``explicit``, else ``$CLUSTERFARM_SETTINGS``, else
+    ``./clusterfarm.toml``), or None for the default."""
     if explicit:
         return Path(explicit)
     if os.environ.get(ENV_VARIABLE):

@@ -1,4 +1,4 @@
-"""Shell-like ``${VAR}`` substitution in settings strings (SPEC §2).
+"""Shell-like ``${VAR}`` substitution in settings strings.
 
 ``${VAR}`` is the variable's value (unset is an error); ``${VAR:-default}`` is the default
 when ``VAR`` is unset *or empty*, as in the shell, and the default may itself hold

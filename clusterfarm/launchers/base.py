@@ -110,7 +110,7 @@ def on_hosts(
 
 
 def exit_code(outcomes: Sequence[HostOutcome]) -> int:
-    """SPEC §5: 0 all hosts fine, 1 some failed, 3 every host failed."""
+    """The exit code of a command over hosts: 0 all fine, 1 some failed, 3 every one failed."""
     failed = sum(1 for outcome in outcomes if outcome.error)
     return EXIT_OK if not failed else EXIT_INFRA if failed == len(outcomes) else EXIT_FAILED
 

@@ -15,11 +15,11 @@ join again after a heartbeat, so a worker that comes back is used again.
 
 Replies are served a few at a time. When the dispatch thread has slept, waking costs far
 more than the work it wakes for: meanwhile the task processes have run, and the
-interpreter's code and data come back from memory (checking one answer took 35 µs at 128
-calls a second, 5 µs in a loop). So when the replies that woke it come from workers whose
+interpreter's code and data come back from memory (``docs/architecture.rst`` has the
+figures). So when the replies that woke it come from workers whose
 next calls are already queued there, it lets more gather, for at most ``MAX_GATHER`` (and a
 quarter of those next calls), and serves them together: no worker idles for it, and a call
-costs the manager half the CPU. A busy thread (replies waiting already) and the end of a
+costs the manager far less CPU. A busy thread (replies waiting already) and the end of a
 run, where workers have one call each, serve replies at once.
 
 A lane never dies of what a worker sends: a malformed answer sets the worker aside for the
@@ -46,7 +46,7 @@ from typing import Any, Protocol
 import Pyro5.errors
 from Pyro5.api import Proxy
 
-from clusterfarm.record.schedule import Task
+from clusterfarm.record.schedule import Cell
 from clusterfarm.wire.channel import Channel, ChannelClosed, Reply
 from clusterfarm.wire.nameserver import WorkerEntry
 from clusterfarm.wire.protocol import (
@@ -60,8 +60,9 @@ from clusterfarm.wire.protocol import (
     parse_answers,
 )
 from clusterfarm.wire.pyro import CALL_TIMEOUT, authenticate, tls_problem
+from clusterfarm.wire.worker_calls import cancel_aside
 
-LOG = logging.getLogger("clusterfarm.manager")
+LOG = logging.getLogger("clusterfarm.dispatcher")
 LANES = 2  # calls in flight per worker: one runs, the next waits there
 HELPERS = 16  # threads that join workers, ask them to cancel, report losses (they block)
 IDLE_ROUND = 0.25  # seconds: idle lanes look for cells at least this often
@@ -78,7 +79,7 @@ class Batch:
     """Cells sent in one call, with the attempt each had when sent."""
 
     task: str
-    cells: list[Task]
+    cells: list[Cell]
     tokens: list[int]
     seconds: float = 0.0  # how long it should run, from the task's cells so far (0: unknown)
 
@@ -127,7 +128,7 @@ class DispatchHost(Protocol):
 
     done: threading.Event
     spec: RunSpec
-    guard: float
+    call_limit: float
     heartbeat: float
 
     def work_mark(self) -> int: ...
@@ -371,7 +372,7 @@ class Dispatcher:
         host, link, channel = self.host, lane.link, lane.channel
         assert channel is not None
         lane.batch = batch
-        lane.timeout = host.guard + host.spec.timeout * (link.cells_in_flight() - 1)
+        lane.timeout = host.call_limit + host.spec.timeout * (link.cells_in_flight() - 1)
         lane.deadline = now + lane.timeout
         sent = pack_cells(
             [(c.year, c.member, token) for c, token in zip(batch.cells, batch.tokens, strict=True)]
@@ -533,54 +534,3 @@ def join_worker(host: DispatchHost, link: WorkerLink) -> Proxy | None:
         proxy._pyroRelease()
         return None
     return proxy
-
-
-def check_results_on(
-    entry: WorkerEntry, spec: RunSpec, cells: list[Task]
-) -> list[str | None] | None:
-    """Ask one worker whether earlier results still hold where it sees the files.
-
-    None when the worker cannot be asked (unreachable, another run's, or it answers
-    nonsense); otherwise one reason (or None: still good) per cell.
-    """
-    chunk = 5000
-    reasons: list[str | None] = []
-    try:
-        with Proxy(entry.uri) as proxy:
-            proxy._pyroTimeout = CALL_TIMEOUT + 0.01 * min(len(cells), chunk)
-            authenticate(proxy)
-            answer = JoinAnswer.from_wire(proxy.join(spec.to_wire()))
-            if answer.leased_by is not None or answer.error is not None:
-                return None
-            for start in range(0, len(cells), chunk):
-                part = cells[start : start + chunk]
-                items = [[c.task, c.year, c.member, c.inputs, c.output, c.output_sum] for c in part]
-                got = proxy.check_results(spec.run_id, items)
-                if not isinstance(got, list) or len(got) != len(part):
-                    return None
-                reasons += [None if r is None else str(r) for r in got]
-    except (Pyro5.errors.PyroError, ProtocolError) as exc:
-        LOG.warning("%s could not check earlier results: %s", entry.name, exc)
-        return None
-    return reasons
-
-
-def cancel_aside(entry: WorkerEntry, run_id: str | None = None) -> None:
-    """Ask a worker to stop its task, on a connection of its own (best effort)."""
-    call_aside(entry, "cancel", run_id)
-
-
-def quarantine_aside(entry: WorkerEntry, seconds: float) -> None:
-    """Tell a worker it is quarantined, so ``clusterfarm workers`` shows it (best effort)."""
-    call_aside(entry, "quarantine", seconds)
-
-
-def call_aside(entry: WorkerEntry, method: str, *args: Any) -> None:
-    """Call ``method`` on a worker over a short-lived connection of its own; ignore failure."""
-    try:
-        with Proxy(entry.uri) as proxy:
-            proxy._pyroTimeout = 5
-            authenticate(proxy)
-            getattr(proxy, method)(*args)
-    except Pyro5.errors.PyroError:
-        pass

@@ -1,27 +1,14 @@
-"""What the manager tells the view: plain immutable records, emitted after the state is saved."""
+"""What the manager tells the run's display about its workers: plain immutable records.
+
+The cells' own changes reach the display from the state writer once they are saved
+(:class:`~clusterfarm.record.state_writer.SavedCells`); these events say what the cells
+cannot: a worker joined or left, is held back, a host is quarantined, batch jobs wait.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
-
-
-class CellChange(NamedTuple):
-    """One cell's new state: its status character, who ran it, its last error."""
-
-    task: str
-    year: int
-    member: int
-    status: str
-    worker: str | None
-    error: str | None
-
-
-@dataclass(frozen=True)
-class CellsChanged:
-    """Cells whose new status is now in the state database."""
-
-    changes: list[CellChange]
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -64,4 +51,17 @@ class WorkerNote:
     note: str
 
 
-Event = CellsChanged | WorkerJoined | WorkerLeft | HostQuarantined | WorkerNote | WorkersPending
+Event = WorkerJoined | WorkerLeft | HostQuarantined | WorkerNote | WorkersPending
+
+
+class EventSink(Protocol):
+    """Who hears the manager's events (the run's display); called from any of its threads."""
+
+    def event(self, event: Event) -> None: ...
+
+
+class NoSink:
+    """Hears nothing (a run nobody watches: tests, benchmarks)."""
+
+    def event(self, event: Event) -> None:
+        pass

@@ -1,16 +1,21 @@
-"""The manager: farm the schedule's cells out to the workers and keep the state true.
+"""The manager: farm the schedule's cells out to the workers and keep the books.
 
-A :class:`~clusterfarm.manager.dispatcher.Dispatcher` joins each worker to the run and keeps two
-calls in flight on it, all from one thread. A
-:class:`~clusterfarm.manager.worker_heartbeats.Monitor` pings workers that have not answered for
-a while, on connections of its own, and declares a worker lost when it stays silent (a dead host
-sends no RST); the lost worker's cells go back to outstanding and its lanes join again when it
-comes back. Every status change goes to the :class:`StateWriter` (and so to SQLite) before the
-view hears of it; if the state cannot be written, dispatch stops at once. The manager never
-prints: it emits events to ``on_event``.
+The :class:`~clusterfarm.manager.dispatcher.Dispatcher` joins each worker to the run and keeps
+two calls in flight on it, all from one thread; it asks the manager for cells (``claim``) and
+hands it the answers (``finish``) through the :class:`~clusterfarm.manager.dispatcher.DispatchHost`
+interface. :class:`~clusterfarm.manager.worker_heartbeats.WorkerHeartbeats` pings workers that
+have not answered for a while, on connections of its own, and has a worker declared lost
+when it stays silent (a dead host sends no RST); the lost worker's cells go back to
+outstanding and its lanes join again when it comes back.
+
+Every status change goes to the :class:`~clusterfarm.record.state_writer.StateWriter`, which
+commits it and only then shows it to the run's display: the answer travels channel →
+dispatcher → manager → state writer → display, never back. If the state cannot be written,
+dispatch stops at once. The manager never prints: what the cells cannot say (workers joining,
+leaving, held back; hosts quarantined) it emits to its :class:`~.events.EventSink`.
 
 Locking: one lock, ``Manager._lock``, guards the schedule, every :class:`WorkerLink` field but
-its proxies, and the manager's own counters. The dispatch thread, its helpers and the monitor
+its proxies, and the manager's own counters. The dispatch thread, its helpers and the heartbeats
 take it for every read and write of those; nothing that blocks (a Pyro5 call, disk) happens
 while it is held, except queueing rows for the state writer, which never blocks.
 """
@@ -25,36 +30,34 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from clusterfarm.config.settings import RECORD
 from clusterfarm.manager.dispatcher import (
     Batch,
     Dispatcher,
     WorkerLink,
-    cancel_aside,
-    quarantine_aside,
 )
 from clusterfarm.manager.events import (
-    CellChange,
-    CellsChanged,
-    Event,
+    EventSink,
     HostQuarantined,
+    NoSink,
     WorkerJoined,
     WorkerLeft,
     WorkerNote,
 )
-from clusterfarm.manager.quarantine import HostBreaker
-from clusterfarm.manager.worker_heartbeats import Monitor
-from clusterfarm.record.schedule import Status, Task, TaskSchedule
-from clusterfarm.record.state import EndRow, StateWriter, end_row, start_rows
+from clusterfarm.manager.quarantine import HostQuarantine
+from clusterfarm.manager.worker_heartbeats import WorkerHeartbeats
+from clusterfarm.record.schedule import Cell, Status, TaskSchedule
+from clusterfarm.record.state_writer import EndRow, StateWriter, end_row, start_rows
 from clusterfarm.record.trace import AttemptRow, attempt_row
 from clusterfarm.wire.nameserver import WorkerEntry
 from clusterfarm.wire.protocol import Answer, ErrorKind, JoinAnswer, RunSpec
 from clusterfarm.wire.pyro import configure_pyro, raise_open_files_limit
-from clusterfarm.worker.task_process import RECORD
+from clusterfarm.wire.worker_calls import cancel_aside, quarantine_aside
 
 LOG = logging.getLogger("clusterfarm.manager")
 
-# Short tasks go out in batches so that a round trip (about 1 ms from an idle machine:
-# manager, daemon, task process and back) is not paid per cell: a batch holds about
+# Short tasks go out in batches so that a round trip (manager, daemon, task process and
+# back) is not paid per cell: a batch holds about
 # BATCH_SECONDS of task time (by the tasks' measured mean). With many workers the manager's
 # own rate of calls decides too: batches grow so that all workers together make at most
 # MAX_CALL_RATE calls a second. At most MAX_BATCH cells, and never more than a share of what
@@ -88,7 +91,7 @@ class RunConfig:
     quarantine_for: float = 60.0
 
     @property
-    def guard(self) -> float:
+    def call_limit(self) -> float:
         """How long the manager waits for an answer before it gives up on the worker."""
         timeout = self.spec.timeout
         return timeout + max(10.0, 0.1 * timeout)
@@ -114,7 +117,7 @@ class Manager:
         schedule: TaskSchedule,
         writer: StateWriter,
         config: RunConfig,
-        on_event: Callable[[Event], None] = lambda event: None,
+        events: EventSink | None = None,
         discover: Callable[[], list[WorkerEntry]] | None = None,
         launcher: LauncherHooks | None = None,
     ) -> None:
@@ -122,9 +125,9 @@ class Manager:
         self._launcher = launcher
         self.config = config
         self.spec = config.spec
-        self.guard = config.guard
+        self.call_limit = config.call_limit
         self.heartbeat = config.heartbeat
-        self.on_event = on_event
+        self.events = events or NoSink()
         self._discover = discover
         self._lock = threading.Lock()
         self._stopping = False
@@ -139,16 +142,15 @@ class Manager:
         self._ever_lost: list[str] = []
         self._mean_elapsed: dict[str, float] = {}
         self._usable, self._counted_at = 0, -_COUNT_EVERY  # see _usable_workers
-        self._breaker = HostBreaker(config.quarantine_after, config.quarantine_for)
+        self._quarantine = HostQuarantine(config.quarantine_after, config.quarantine_for)
         self._writer = writer
         self._ends: list[EndRow] = []  # rows noted by _save, not yet handed to the writer
         self._attempts: list[AttemptRow] = []
-        writer.on_commit = self._committed
         writer.on_failure = self._state_failed
 
     # -- saving, then showing ---------------------------------------------------------------
 
-    def _save(self, cell: Task, attempt: AttemptRow | None = None) -> None:
+    def _save(self, cell: Cell, attempt: AttemptRow | None = None) -> None:
         """Note ``cell``'s new state for the database (with the record of the attempt that
         ended), and the cells its end has failed; :meth:`_flush` hands them to the writer."""
         invocation = self.config.invocation
@@ -164,9 +166,6 @@ class Manager:
         if self._ends:
             self._writer.put_ends(self._ends, self._attempts)
             self._ends, self._attempts = [], []
-
-    def _committed(self, changes: list[CellChange]) -> None:
-        self.on_event(CellsChanged(changes))
 
     def _state_failed(self, problem: str) -> None:
         """The state cannot be written: stop at once, so nothing runs that is not saved."""
@@ -200,12 +199,12 @@ class Manager:
             self.schedule.counts[Status.OUTSTANDING],
             len(workers),
         )
-        monitor = Monitor(self, self.heartbeat, self.spec.lost_after, self._discover)
+        heartbeats = WorkerHeartbeats(self, self.heartbeat, self.spec.lost_after, self._discover)
         began, cpu = time.monotonic(), os.times()
         try:
             self._dispatcher.start()
             self.offer(*workers)
-            monitor.start()
+            heartbeats.start()
             since: float | None = None
             checked = 0.0
             while not self.done.wait(0.1):
@@ -218,7 +217,7 @@ class Manager:
         finally:
             self.done.set()
             LOG.info("dispatch over; winding down")
-            monitor.join(5)
+            heartbeats.join(5)
             self._wind_down()
         workers_lost = not self._stopping and not self.schedule.is_finished
         used = os.times()
@@ -339,7 +338,7 @@ class Manager:
         self._dispatcher.add(new)
 
     def links(self) -> list[WorkerLink]:
-        """Every worker this run knows (for the monitor)."""
+        """Every worker this run knows (for the heartbeats)."""
         with self._lock:
             return list(self._links.values())
 
@@ -348,7 +347,7 @@ class Manager:
         link.last_seen = time.monotonic()
 
     def declare_lost(self, link: WorkerLink, reason: str) -> None:
-        """The monitor's verdict: requeue the worker's cells and cut its connections."""
+        """The heartbeats' verdict: requeue the worker's cells and cut its connections."""
         self.lose(link, reason)
         link.cut()
 
@@ -367,11 +366,11 @@ class Manager:
             LOG.info(
                 "worker %s joined (%s, clusterfarm %s)", link.name, link.entry.uri, answer.version
             )
-            self.on_event(WorkerJoined(link.name, link.host))
+            self.events.event(WorkerJoined(link.name, link.host))
             if lacks:
                 note = f"cannot run {'; '.join(lacks.values())}"
                 LOG.warning("worker %s %s: it takes no such cells", link.name, note)
-                self.on_event(WorkerNote(link.name, note))
+                self.events.event(WorkerNote(link.name, note))
         if not can_run:
             self.set_aside(link, f"cannot run this run's tasks ({'; '.join(lacks.values())})")
             return False
@@ -385,7 +384,7 @@ class Manager:
             link.note = note
         if changed:
             LOG.info("worker %s is %s; waiting for it", link.name, note)
-            self.on_event(WorkerNote(link.name, note))
+            self.events.event(WorkerNote(link.name, note))
 
     def set_aside(self, link: WorkerLink, reason: str) -> None:
         """Use ``link``'s worker no more in this run; its cells go back, attempts not used."""
@@ -397,7 +396,7 @@ class Manager:
         self._dispatcher.wake()  # its cells came free
         LOG.warning("worker %s set aside: %s", link.name, reason)
         link.cut()
-        self.on_event(WorkerLeft(link.name, f"set aside: {reason}"))
+        self.events.event(WorkerLeft(link.name, f"set aside: {reason}"))
 
     def _hand_back(self, link: WorkerLink) -> None:
         now = time.time()
@@ -427,7 +426,7 @@ class Manager:
         schedule = self.schedule
         with self._lock:
             now = time.time()
-            if self.done.is_set() or not link.usable or self._breaker.is_resting(link.host, now):
+            if self.done.is_set() or not link.usable or self._quarantine.is_resting(link.host, now):
                 return None
             # a second batch waits behind the first on its worker: only worth it while
             # there is work for every worker, else an idle one should take the cells
@@ -470,7 +469,7 @@ class Manager:
             self._counted_at = now
         return self._usable
 
-    def _is_current(self, link: WorkerLink, cell: Task, token: int) -> bool:
+    def _is_current(self, link: WorkerLink, cell: Cell, token: int) -> bool:
         return cell.attempts == token and cell.worker == link.name and cell.status is Status.WORKING
 
     def finish(self, link: WorkerLink, batch: Batch, answers: list[Answer]) -> ErrorKind | None:
@@ -502,7 +501,7 @@ class Manager:
                 self._finish_run()
         return handed_back
 
-    def _apply(self, link: WorkerLink, cell: Task, answer: Answer, now: float) -> ErrorKind | None:
+    def _apply(self, link: WorkerLink, cell: Cell, answer: Answer, now: float) -> ErrorKind | None:
         cell.usage = answer.usage
         if answer.complete:
             self.schedule.complete(
@@ -517,7 +516,7 @@ class Manager:
             self._completions += 1
             mean = self._mean_elapsed.get(cell.task, answer.elapsed)
             self._mean_elapsed[cell.task] = 0.8 * mean + 0.2 * answer.elapsed
-            self._breaker.record(link.host, True, None, now)
+            self._quarantine.record(link.host, True, None, now)
             return None
         kind = answer.kind or ErrorKind.TASK
         if not kind.is_attempt:
@@ -536,23 +535,23 @@ class Manager:
             link.tasks = link.tasks - {task}
             link.lacks = {**link.lacks, task: error}
             LOG.warning("worker %s: %s; it takes no more %s cells", link.name, error, task)
-            self.on_event(WorkerNote(link.name, error))
+            self.events.event(WorkerNote(link.name, error))
         if kind in (ErrorKind.RESOURCE, ErrorKind.LEASED, ErrorKind.DRAINING):
             if link.note != error:  # said once, not at every refusal
                 link.note = error
                 LOG.warning("worker %s takes no cells for now: %s", link.name, error)
-                self.on_event(WorkerNote(link.name, error))
+                self.events.event(WorkerNote(link.name, error))
         if kind is ErrorKind.LEASED:
             link.lost = True  # it joins again when the other run lets it go
 
     def _host_failed(self, host: str, kind: ErrorKind, now: float) -> None:
         others = any(
-            link.usable and link.host != host and not self._breaker.is_resting(link.host, now)
+            link.usable and link.host != host and not self._quarantine.is_resting(link.host, now)
             for link in self._links.values()
         )
-        if self._breaker.record(host, False, kind, now, may_rest=others):
+        if self._quarantine.record(host, False, kind, now, may_rest=others):
             LOG.warning("host %s quarantined for %g s", host, self.config.quarantine_for)
-            self.on_event(
+            self.events.event(
                 HostQuarantined(host, self.config.quarantine_for, self.config.quarantine_after)
             )
             for link in self._links.values():
@@ -570,7 +569,7 @@ class Manager:
             reason = f"{reason}; {why}" if why else reason
         with self._lock:
             if link.lost:
-                return  # the monitor and a lane may both notice
+                return  # the heartbeats and a lane may both notice
             link.lost = True
             batches, link.inflight = link.inflight, []
             now = time.time()
@@ -604,13 +603,13 @@ class Manager:
             link.lost = True
             if not self._stopping and link.name not in self._ever_lost:
                 self._ever_lost.append(link.name)
-        self.on_event(WorkerLeft(link.name, reason))
+        self.events.event(WorkerLeft(link.name, reason))
 
 
 _WORDS = {"+": "complete", "F": "failure", "T": "timeout"}
 
 
-def _record(cell: Task, attempt: int, answer: Answer, now: float) -> AttemptRow:
+def _record(cell: Cell, attempt: int, answer: Answer, now: float) -> AttemptRow:
     """The attempts row of a try that a worker answered."""
     kind = answer.kind.value if answer.kind else None
     word = _WORDS[answer.status]

@@ -23,16 +23,17 @@ import time
 import tomllib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from clusterfarm.config.settings import Settings, to_toml
+from clusterfarm.manager.prepare import Prepared
 from clusterfarm.record import trace
 from clusterfarm.record.transaction import transaction
+from clusterfarm.tasks.registry import get_task
 from clusterfarm.versions import library_versions
-
-if TYPE_CHECKING:
-    from clusterfarm.config.settings import Settings
-    from clusterfarm.manager.runner import Prepared
-    from clusterfarm.wire.nameserver import WorkerEntry
+from clusterfarm.wire.nameserver import WorkerEntry
+from clusterfarm.wire.protocol import YEAR
+from clusterfarm.wire.worker_calls import describe_entries
 
 LOG = logging.getLogger("clusterfarm.provenance")
 PROVENANCE_FILE = "provenance.json"
@@ -48,8 +49,6 @@ def begin(
     argv: Sequence[str] | None = None,
 ) -> None:
     """Record how invocation ``invocation`` was called and what it runs with; write the file."""
-    from clusterfarm.config.settings import to_toml
-
     snapshot = {
         "settings": tomllib.loads(to_toml(settings)),
         "settings_source": settings.source,
@@ -75,9 +74,6 @@ def begin(
 def input_files(settings: Settings, prepared: Prepared) -> dict[str, Any]:
     """The input files the run's cells read: path, size, modification time, as this machine
     sees them (None where it cannot: a manager without the data mount)."""
-    from clusterfarm.record.schedule import YEAR
-    from clusterfarm.tasks.registry import get_task
-
     data_dir = Path(settings.run.data_dir).absolute()
     paths: dict[str, None] = {}
     for task in prepared.tasks:
@@ -111,8 +107,6 @@ def asking_workers(db: sqlite3.Connection, workers: list[WorkerEntry]) -> Iterat
     look at its installed packages) off the start of the dispatch; the store waits until the
     block is over, when nothing else writes to ``db``.
     """
-    from clusterfarm.launchers.roster import describe_entries
-
     found: dict[str, Any] = {}
 
     def ask() -> None:

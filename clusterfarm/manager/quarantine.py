@@ -1,8 +1,8 @@
-"""A circuit breaker per host: a host whose workers keep failing tasks is rested a while.
+"""Host quarantine: a host whose workers keep failing tasks is rested a while.
 
 A host that fails ``threshold`` tasks in a row (failures, timeouts, lost workers; not input
 errors, which are the data's fault) is quarantined for ``rest`` seconds; its workers take no
-cells meanwhile. The first success closes the breaker again. Pure logic, no clock of its own.
+cells meanwhile. Its first success ends the count. Pure logic, no clock of its own.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from clusterfarm.wire.protocol import ErrorKind
 
 
 @dataclass
-class HostBreaker:
+class HostQuarantine:
     """Counts consecutive failures per host and says which hosts are resting."""
 
     threshold: int = 5
@@ -24,7 +24,7 @@ class HostBreaker:
     def record(
         self, host: str, ok: bool, error_kind: str | None, now: float, may_rest: bool = True
     ) -> bool:
-        """Record one task outcome on ``host``; True if this opened the breaker.
+        """Record one task outcome on ``host``; True if this put the host in quarantine.
 
         ``may_rest`` is False when no other host could take over: then the host keeps working.
         """

@@ -1,13 +1,14 @@
-"""Liveness: ping the workers that have gone quiet, and notice new workers.
+"""The manager's worker heartbeats: ping the workers that have gone quiet, find new ones.
 
-A dead host sends no RST, so a call to it just waits. Every ``heartbeat`` seconds the monitor
-pings, in parallel and with a short timeout, each busy worker that has not answered anything
-for a heartbeat (the answers that flow anyway are the heartbeats of busy, short-task workers,
-so those cost nothing more); a worker silent for ``lost_after`` seconds is declared lost. One
-dead host with many workers costs one ping timeout per round, not one per worker. Apart from
-that, a second thread asks the nameserver for workers that appeared or were restarted since
-the run began, so a worker that comes back is used again; a slow nameserver never delays the
-pings.
+A dead host sends no RST, so a call to it just waits. Every ``heartbeat`` seconds a thread
+pings, in parallel and with a short timeout, each worker of the run that has said nothing
+for a heartbeat, busy ones first (the answers that flow anyway are the heartbeats of busy,
+short-task workers, so those cost nothing more; an idle worker is pinged so that it knows
+the run still holds it). A busy worker silent for ``lost_after`` seconds is declared lost.
+One dead host with many workers costs one ping timeout per round, not one per worker. Apart
+from that, a second thread asks the nameserver for workers that appeared or were restarted
+since the run began, so a worker that comes back is used again; a slow nameserver never
+delays the pings.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ from clusterfarm.wire.nameserver import WorkerEntry
 from clusterfarm.wire.protocol import RunSpec
 from clusterfarm.wire.pyro import authenticate
 
-LOG = logging.getLogger("clusterfarm.monitor")
+LOG = logging.getLogger("clusterfarm.heartbeats")
 MAX_PINGS_AT_ONCE = 32
 
 
-class MonitorHost(Protocol):
-    """What the monitor needs from the manager (the manager implements it)."""
+class HeartbeatHost(Protocol):
+    """What the heartbeats need from the manager (the manager implements it)."""
 
     done: threading.Event
     spec: RunSpec
@@ -44,12 +45,12 @@ class MonitorHost(Protocol):
     def offer(self, *entries: WorkerEntry) -> None: ...
 
 
-class Monitor:
+class WorkerHeartbeats:
     """The manager's heartbeat and discovery threads; they own their proxies."""
 
     def __init__(
         self,
-        host: MonitorHost,
+        host: HeartbeatHost,
         heartbeat: float,
         lost_after: float,
         discover: Callable[[], list[WorkerEntry]] | None,
@@ -61,7 +62,7 @@ class Monitor:
         self.ping_timeout = max(0.2, min(heartbeat, lost_after / 3))
         self._proxies: dict[str, Proxy] = {}
         self._threads = [
-            threading.Thread(target=self._beat, name="monitor", daemon=True),
+            threading.Thread(target=self._beat, name="heartbeats", daemon=True),
             threading.Thread(target=self._watch_directory, name="discover", daemon=True),
         ]
         self._nameserver_trouble = False
@@ -85,8 +86,8 @@ class Monitor:
                     quiet = self._quiet_links(time.monotonic())
                     for link, alive in zip(quiet, pool.map(self._ping, quiet), strict=True):
                         self._judge(link, alive)
-                except Exception:  # never let a monitor bug end liveness checks silently
-                    LOG.exception("monitor round failed")
+                except Exception:  # never let a bug here end the heartbeats silently
+                    LOG.exception("heartbeat round failed")
         for proxy in self._proxies.values():
             proxy._pyroRelease()
 

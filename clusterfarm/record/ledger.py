@@ -7,21 +7,20 @@ is recomputed, and so is every cell that waits for it.
 
 The check has two halves. :func:`plan_resume` needs no file: versions, parameters, and
 whether the output lies where the current settings put it (a changed ``results_dir``
-recomputes). :func:`check_result` reads the files, so it runs where the data is: in the
-manager's process in local mode, on a worker in a cluster (``PyroWorker.check_results``),
-never declaring inputs changed because the manager's own machine cannot see them.
+recomputes). :func:`clusterfarm.tasks.files.check_result` reads the files, so it runs where
+the data is: in the manager's process in local mode, on a worker in a cluster
+(``PyroWorker.check_results``), never declaring inputs changed because the manager's own
+machine cannot see them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from clusterfarm.record.schedule import YEAR, Task, TaskSchedule
+from clusterfarm.record.schedule import Cell, TaskSchedule
+from clusterfarm.wire.protocol import YEAR
 
 
 @dataclass(frozen=True)
@@ -30,7 +29,7 @@ class Ledger:
 
     versions: Mapping[str, str]
     params_hashes: Mapping[str, str]
-    output_path: Callable[[Task], str | None] = field(default=lambda cell: None)
+    output_path: Callable[[Cell], str | None] = field(default=lambda cell: None)
 
 
 @dataclass(frozen=True)
@@ -53,8 +52,8 @@ class Record:
 class Plan:
     """Which earlier results a run keeps, and why it recomputes the others."""
 
-    kept: list[tuple[Task, Record]] = field(default_factory=list)
-    stale: list[tuple[Task, str]] = field(default_factory=list)
+    kept: list[tuple[Cell, Record]] = field(default_factory=list)
+    stale: list[tuple[Cell, str]] = field(default_factory=list)
 
 
 def plan_resume(
@@ -76,7 +75,7 @@ def plan_resume(
     return plan
 
 
-def _why_stale(cell: Task, record: Record, ledger: Ledger) -> str | None:
+def _why_stale(cell: Cell, record: Record, ledger: Ledger) -> str | None:
     version = ledger.versions.get(cell.task)
     if record.version != version:
         return f"task version changed ({record.version} -> {version})"
@@ -87,23 +86,12 @@ def _why_stale(cell: Task, record: Record, ledger: Ledger) -> str | None:
     return None
 
 
-def needs_files_checked(cell: Task) -> bool:
+def needs_files_checked(cell: Cell) -> bool:
     """True when a kept cell has inputs or an output whose files must still be checked."""
     return cell.inputs is not None or bool(cell.output)
 
 
-def check_result(
-    input_files: list[Path], inputs: str | None, output: str | None, output_sum: str | None
-) -> str | None:
-    """Why a recorded result no longer holds where these files are, or None if it does."""
-    if inputs is not None and input_identity(input_files) != inputs:
-        return "input files changed"
-    if output:
-        return output_problem(output, output_sum)
-    return None
-
-
-def apply_record(cell: Task, record: Record) -> None:
+def apply_record(cell: Cell, record: Record) -> None:
     """Give a kept cell what an earlier run recorded of it."""
     cell.output, cell.worker, cell.host = record.output, record.worker, record.host
     cell.elapsed, cell.finished = record.elapsed, record.finished
@@ -112,7 +100,7 @@ def apply_record(cell: Task, record: Record) -> None:
 
 
 def _waits_for_stale(
-    schedule: TaskSchedule, cell: Task, kept: set[tuple[str, int, int]]
+    schedule: TaskSchedule, cell: Cell, kept: set[tuple[str, int, int]]
 ) -> str | None:
     for needed in schedule.prerequisites(cell):
         if needed.key not in kept:
@@ -120,44 +108,7 @@ def _waits_for_stale(
     return None
 
 
-def describe(cell: Task) -> str:
+def describe(cell: Cell) -> str:
     """``vort_track 2001 m003`` or ``year_summary 2001``."""
     member = "" if cell.member == YEAR else f" m{cell.member:03d}"
     return f"{cell.task} {cell.year}{member}"
-
-
-def output_problem(path: str, checksum: str | None) -> str | None:
-    """Why a recorded output can no longer be trusted, or None if it is intact."""
-    file = Path(path)
-    if not file.is_file():
-        return f"output {path} is missing"
-    if checksum is not None and file_checksum(file) != checksum:
-        return f"output {path} changed since it was written"
-    return None
-
-
-def file_checksum(path: Path) -> str:
-    """SHA-256 of a file's content (first 16 hex digits)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
-def input_identity(paths: Iterable[Path]) -> str | None:
-    """A short identity of input files: their paths, sizes and modification times.
-
-    None when a task declares no inputs. A missing file is part of the identity, so a file
-    that appears or disappears changes it.
-    """
-    parts: list[Any] = []
-    for path in paths:
-        try:
-            stat = Path(path).stat()
-            parts.append([str(path), stat.st_size, stat.st_mtime_ns])
-        except OSError:
-            parts.append([str(path), None, None])
-    if not parts:
-        return None
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]

@@ -21,7 +21,7 @@ from types import TracebackType
 from clusterfarm.errors import StateError
 from clusterfarm.record.state import RunState
 
-LOG = logging.getLogger("clusterfarm.liveness")
+LOG = logging.getLogger("clusterfarm.manager_heartbeat")
 BEAT_SECONDS = 2.0  # also how precisely "gone since" and the elapsed time of a dead run are known
 STALE_AFTER = 5 * BEAT_SECONDS  # a few missed beats: a busy or network disk can delay some
 

@@ -1,10 +1,10 @@
 """The task schedule: every (task, year, member) cell, its status, and what to do next.
 
 Pure bookkeeping, no I/O and no threads: the manager serialises access. Statuses are the
-progress characters of SPEC §4. ``get_next_outstanding`` is O(1): the queue holds only cells
-that may run now, so a cell waiting for other cells (a year's summary after all its members)
-enters it the moment its last prerequisite completes. A failed cell goes back into the queue
-while it has attempts left; a cell that ends F or T fails the cells that wait for it.
+progress characters ``-`` ``W`` ``+`` ``F`` ``T``. ``get_next_outstanding`` is O(1): the queue
+holds only cells that may run now, so a cell waiting for other cells (a year's summary after all
+its members) enters it the moment its last prerequisite completes. A failed cell goes back into
+the queue while it has attempts left; a cell that ends F or T fails the cells that wait for it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clusterfarm.errors import UsageError
-from clusterfarm.wire.protocol import ErrorKind
+from clusterfarm.wire.protocol import YEAR, ErrorKind
 
 
 class Status(enum.StrEnum):
@@ -33,9 +33,6 @@ class Status(enum.StrEnum):
         return self in (Status.COMPLETE, Status.FAILURE, Status.TIMEOUT)
 
 
-YEAR = -1  # the member of a per-year cell (a task that runs once per year)
-
-
 @dataclass(frozen=True)
 class TaskShape:
     """How a task's cells are laid out and which tasks they wait for."""
@@ -45,7 +42,7 @@ class TaskShape:
 
 
 @dataclass(eq=False, slots=True)
-class Task:
+class Cell:
     """One cell of the schedule: a task to run for one year and ensemble member."""
 
     year: int
@@ -73,7 +70,7 @@ class Task:
         return (self.task, self.year, self.member)
 
     def __repr__(self) -> str:
-        return f"<Task {self.task} {self.year} m{self.member} {self.status.value}>"
+        return f"<Cell {self.task} {self.year} m{self.member} {self.status.value}>"
 
 
 class TaskSchedule:
@@ -94,21 +91,21 @@ class TaskSchedule:
             raise ValueError("a schedule needs at least one task, year and member")
         self.retries = retries
         self.shapes = {name: (shapes or {}).get(name, TaskShape()) for name in self.tasks}
-        self._rows: dict[tuple[str, int], list[Task]] = {}
-        self._cells: dict[tuple[str, int, int], Task] = {}
+        self._rows: dict[tuple[str, int], list[Cell]] = {}
+        self._cells: dict[tuple[str, int, int], Cell] = {}
         for name in self.tasks:
             members = [YEAR] if self.shapes[name].per_year else self.members
             for year in self.years:
-                row = [Task(year, member, name) for member in members]
+                row = [Cell(year, member, name) for member in members]
                 self._rows[(name, year)] = row
                 self._cells.update((cell.key, cell) for cell in row)
-        self._waiting: dict[Task, int] = {}  # prerequisites not complete yet
-        self._dependents: dict[Task, list[Task]] = {}
+        self._waiting: dict[Cell, int] = {}  # prerequisites not complete yet
+        self._dependents: dict[Cell, list[Cell]] = {}
         self._link_dependencies()
-        self._queue: deque[Task] = deque(c for c in self._cells.values() if c not in self._waiting)
+        self._queue: deque[Cell] = deque(c for c in self._cells.values() if c not in self._waiting)
         self.counts: Counter[Status] = Counter({Status.OUTSTANDING: len(self._cells)})
         self._outstanding: Counter[str] = Counter(c.task for c in self._cells.values())
-        self.failed_by_dependency: list[Task] = []  # for the caller to persist, then clear
+        self.failed_by_dependency: list[Cell] = []  # for the caller to persist, then clear
         self.queued = 0  # cells put (back) in the queue after the start: retries, releases
 
     def _link_dependencies(self) -> None:
@@ -129,27 +126,27 @@ class TaskSchedule:
                         self._dependents.setdefault(needed, []).append(cell)
                         self._waiting[cell] = self._waiting.get(cell, 0) + 1
 
-    def _rows_of(self, task: str) -> Iterator[Task]:
+    def _rows_of(self, task: str) -> Iterator[Cell]:
         for year in self.years:
             yield from self._rows[(task, year)]
 
-    def _prerequisites(self, cell: Task, before: str) -> list[Task]:
+    def _prerequisites(self, cell: Cell, before: str) -> list[Cell]:
         row = self._rows[(before, cell.year)]
         if cell.member == YEAR or self.shapes[before].per_year:
             return list(row)  # a per-year cell waits for the whole year (fan-in)
         return [self._cells[(before, cell.year, cell.member)]]
 
-    def prerequisites(self, cell: Task) -> list[Task]:
+    def prerequisites(self, cell: Cell) -> list[Cell]:
         """The cells ``cell`` waits for."""
         return [
             c for before in self.shapes[cell.task].after for c in self._prerequisites(cell, before)
         ]
 
-    def dependents(self, cell: Task) -> list[Task]:
+    def dependents(self, cell: Cell) -> list[Cell]:
         """The cells that wait for ``cell``."""
         return list(self._dependents.get(cell, ()))
 
-    def _release_dependents(self, cell: Task) -> None:
+    def _release_dependents(self, cell: Cell) -> None:
         for dependent in self._dependents.get(cell, ()):
             self._waiting[dependent] -= 1
             if self._waiting[dependent] == 0:
@@ -159,7 +156,7 @@ class TaskSchedule:
                     self._queue.appendleft(dependent)
                     self.queued += 1
 
-    def _fail_dependents(self, cell: Task, now: float) -> None:
+    def _fail_dependents(self, cell: Cell, now: float) -> None:
         todo = list(self._dependents.get(cell, ()))
         while todo:
             dependent = todo.pop()
@@ -177,20 +174,20 @@ class TaskSchedule:
     def __len__(self) -> int:
         return len(self._cells)
 
-    def __iter__(self) -> Iterator[Task]:
+    def __iter__(self) -> Iterator[Cell]:
         return iter(self._cells.values())
 
-    def cell(self, task: str, year: int, member: int) -> Task:
+    def cell(self, task: str, year: int, member: int) -> Cell:
         """Return the cell for ``(task, year, member)``."""
         return self._cells[(task, year, member)]
 
-    def row(self, task: str, year: int) -> list[Task]:
+    def row(self, task: str, year: int) -> list[Cell]:
         """Return the cells of one task and year, in member order."""
         return self._rows[(task, year)]
 
     # -- state changes ----------------------------------------------------------------------
 
-    def _set_status(self, cell: Task, status: Status) -> None:
+    def _set_status(self, cell: Cell, status: Status) -> None:
         self.counts[cell.status] -= 1
         self.counts[status] += 1
         if cell.status is Status.OUTSTANDING:
@@ -199,7 +196,7 @@ class TaskSchedule:
             self._outstanding[cell.task] += 1
         cell.status = status
 
-    def get_next_outstanding(self, task: str | None = None) -> Task | None:
+    def get_next_outstanding(self, task: str | None = None) -> Cell | None:
         """Return the next outstanding cell (still ``-``), or None if there is none now.
 
         With ``task``, return None instead of a cell of another task (to build batches).
@@ -221,7 +218,7 @@ class TaskSchedule:
         host: str | None,
         tasks: Collection[str] | None = None,
         lookahead: int = 16,
-    ) -> Task | None:
+    ) -> Cell | None:
         """Return the next outstanding cell (of ``tasks``, if given), preferring one not yet
         tried on this host, then one not yet tried by this worker.
 
@@ -229,7 +226,7 @@ class TaskSchedule:
         is outstanding, but still runs here when nothing else is.
         """
         queue = self._queue
-        seen: list[Task] = []
+        seen: list[Cell] = []
         best: tuple[int, int] | None = None  # (rank, index in seen)
         while queue and len(seen) < lookahead:
             cell = queue.popleft()
@@ -251,12 +248,12 @@ class TaskSchedule:
         queue.extendleft(reversed(seen))  # the others back in their places, in order
         return chosen
 
-    def mark_complete_from_earlier(self, cell: Task) -> None:
+    def mark_complete_from_earlier(self, cell: Cell) -> None:
         """Mark a cell complete because an earlier run finished it (resume)."""
         self._set_status(cell, Status.COMPLETE)
         self._release_dependents(cell)
 
-    def start(self, cell: Task, worker: str, host: str | None, now: float) -> None:
+    def start(self, cell: Cell, worker: str, host: str | None, now: float) -> None:
         """Mark ``cell`` as being worked on by ``worker``; this counts as one attempt."""
         self._set_status(cell, Status.WORKING)
         cell.attempts += 1
@@ -268,7 +265,7 @@ class TaskSchedule:
 
     def complete(
         self,
-        cell: Task,
+        cell: Cell,
         output: str | None,
         summary: dict[str, Any] | None,
         elapsed: float,
@@ -285,7 +282,7 @@ class TaskSchedule:
 
     def fail(
         self,
-        cell: Task,
+        cell: Cell,
         status: Status,
         error: str,
         error_kind: ErrorKind | str,
@@ -305,7 +302,7 @@ class TaskSchedule:
         self._fail_dependents(cell, now)
         return False
 
-    def requeue(self, cell: Task, count_attempt: bool = False) -> None:
+    def requeue(self, cell: Cell, count_attempt: bool = False) -> None:
         """Put ``cell`` back to outstanding (e.g. its run was cancelled or its worker lost)."""
         if not count_attempt and cell.status is Status.WORKING:
             cell.attempts -= 1  # it never really ran: forget this try
@@ -327,13 +324,13 @@ class TaskSchedule:
         """The tasks that still have outstanding cells (waiting ones included)."""
         return [task for task in self.tasks if self._outstanding[task] > 0]
 
-    def reopen(self, cells: Iterable[Task]) -> list[Task]:
+    def reopen(self, cells: Iterable[Cell]) -> list[Cell]:
         """Make complete ``cells`` outstanding again, with every complete cell that waits for
         them (their results are stale). Return all the cells reopened.
 
         For the start of a run only (nothing is being worked on yet): the queue is rebuilt.
         """
-        reopened: list[Task] = []
+        reopened: list[Cell] = []
         todo = [c for c in cells if c.status is Status.COMPLETE]
         while todo:
             cell = todo.pop()
@@ -359,11 +356,11 @@ class TaskSchedule:
             if c.status is Status.OUTSTANDING and c not in self._waiting
         )
 
-    def failures(self) -> list[Task]:
+    def failures(self) -> list[Cell]:
         """Cells that ended as failure or timeout, in schedule order."""
         return [c for c in self._cells.values() if c.status in (Status.FAILURE, Status.TIMEOUT)]
 
-    # -- progress strings (SPEC §4) ---------------------------------------------------------
+    # -- progress strings (``2001: +++WW---F----``) -----------------------------------------
 
     def progress_line(self, task: str, year: int) -> str:
         """Return the progress characters of one task and year, in member order."""
@@ -393,8 +390,3 @@ class TaskSchedule:
     def print_years(self, years: Iterable[int] | None = None, include_year: bool = True) -> None:
         """Print the progress of ``years`` (default: all)."""
         print(self.get_progress(years, include_year))
-
-
-# stormtracks' names, kept so its users find their way
-PyroTask = Task
-PyroTaskSchedule = TaskSchedule

@@ -2,7 +2,7 @@
 
 What ``clusterfarm status`` and ``run --json`` print, so both say the same thing. A run
 still marked running whose manager is gone (see :mod:`.liveness`) is reported as such: its
-``W`` cells show as ``-`` (the next run treats them as outstanding, SPEC §6) and its elapsed
+``W`` cells show as ``-`` (the next run treats them as outstanding) and its elapsed
 time stops at the manager's last heartbeat.
 """
 
@@ -15,7 +15,8 @@ from typing import Any
 
 from clusterfarm.errors import StateError
 from clusterfarm.record.manager_heartbeat import gone_since
-from clusterfarm.record.schedule import YEAR, Status
+from clusterfarm.record.schedule import Status
+from clusterfarm.wire.protocol import YEAR
 
 GONE = "manager gone"  # the state of a run whose manager died without saying so
 # invocation columns added since the first schema, and their values where they are missing
@@ -23,7 +24,7 @@ _NEWER = {"year_tasks": "''", "host": "NULL", "cwd": "NULL", "heartbeat": "NULL"
 
 
 @dataclass
-class RunReport:
+class RunStatus:
     """The progress of a run's latest invocation, as read back from its state database."""
 
     tasks: list[str]
@@ -63,7 +64,7 @@ class RunReport:
         return sum(len(line) for line in self.progress.values())
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON object of SPEC §4."""
+        """The JSON object that ``run --json`` and ``status --json`` print."""
         progress: dict[str, dict[str, str]] = {}
         for (task, year), line in self.progress.items():
             progress.setdefault(task, {})[str(year)] = line
@@ -82,7 +83,7 @@ class RunReport:
         }
 
 
-def read_report(db: sqlite3.Connection) -> RunReport:
+def read_status(db: sqlite3.Connection) -> RunStatus:
     """Read the progress of the latest ``run`` invocation recorded in ``db``."""
     from clusterfarm.config.specs import parse_spec
 
@@ -132,7 +133,7 @@ def read_report(db: sqlite3.Connection) -> RunReport:
     if gone is not None:
         abandoned = sum(line.count(Status.WORKING.value) for line in progress.values())
         progress = {key: line.replace("W", "-") for key, line in progress.items()}
-    return RunReport(
+    return RunStatus(
         tasks,
         years,
         members,

@@ -23,9 +23,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from clusterfarm.errors import UsageError
-from clusterfarm.record.schedule import Task
-from clusterfarm.wire.protocol import Usage
-from clusterfarm.worker.usage import named
+from clusterfarm.record.schedule import Cell
+from clusterfarm.wire.protocol import Usage, named
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS attempts (
@@ -88,7 +87,7 @@ def run_id(db: sqlite3.Connection) -> str | None:
 
 
 def attempt_row(
-    cell: Task,
+    cell: Cell,
     attempt: int,
     status: str,
     kind: str | None,
@@ -134,8 +133,8 @@ def attempt_row(
 
 
 # The last attempt of a cell that ended (+, F, T) is its row of ``cells``: most cells have
-# one attempt, and writing it once saves an insert per cell (at 20,000 cells a second, that
-# insert alone halved the dispatch rate). ``attempts`` holds the earlier and the requeued ones.
+# one attempt, and writing it once saves an insert per cell (for no-op cells that insert was
+# much of the dispatch's cost). ``attempts`` holds the earlier and the requeued ones.
 _LAST_ATTEMPTS = """
 SELECT invocation, task, year, member, attempts,
     CASE status WHEN '+' THEN 'complete' WHEN 'T' THEN 'timeout' ELSE 'failure' END,

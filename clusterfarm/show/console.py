@@ -1,34 +1,17 @@
-"""Show a run's progress: plain blocks of progress strings, a live rich board, or nothing.
-
-The live views keep a :class:`Board`, a mirror of the cells' statuses fed only by events the
-manager emits after the state is committed, so nothing is shown before it is saved.
-"""
+"""The terminal views of a run: plain blocks of progress strings, a live rich board, or
+nothing. Each draws a :class:`~clusterfarm.show.board.Board`; rich is imported only when a
+rich view starts (the only module besides the CLI that uses it)."""
 
 from __future__ import annotations
 
-import json
 import math
 import sys
-import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from typing import IO, Any, Protocol
+from collections.abc import Callable
+from typing import IO, Any
 
-from clusterfarm.manager.events import (
-    CellChange,
-    CellsChanged,
-    Event,
-    HostQuarantined,
-    WorkerJoined,
-    WorkerLeft,
-    WorkerNote,
-    WorkersPending,
-)
-from clusterfarm.record.ledger import describe
-from clusterfarm.record.schedule import YEAR, Status, Task, TaskSchedule
-from clusterfarm.record.status import RunReport
+from clusterfarm.show.board import Board, View, WorkerRow
+from clusterfarm.show.text import counts_line, header, progress_lines
 
 STATUS_STYLES = {
     "-": "grey50",
@@ -37,204 +20,6 @@ STATUS_STYLES = {
     "F": "bold red",
     "T": "bold magenta",
 }
-
-
-def progress_lines(
-    tasks: list[str], years: list[int], progress: Mapping[tuple[str, int], str]
-) -> list[str]:
-    """The progress strings of SPEC §4, year by year (task-prefixed when there are several),
-    of the (task, year) rows in ``progress``."""
-    lines = []
-    for year in years:
-        for task in tasks:
-            if (task, year) not in progress:
-                continue
-            line = f"{year}: {progress[(task, year)]}"
-            lines.append(f"{task} {line}" if len(tasks) > 1 else line)
-    return lines
-
-
-def header(elapsed: float, counts: Mapping[str, int], total: int) -> str:
-    """The line heading each block: ``[12.3s] 13/39 complete, 2 working, 1 failed, 0 timeout``."""
-    return f"[{elapsed:.1f}s] {counts_line(counts, total)}"
-
-
-def counts_line(counts: Mapping[str, int], total: int) -> str:
-    """``13/39 complete, 2 working, 1 failed, 0 timeout``."""
-    return (
-        f"{counts.get('+', 0)}/{total} complete, {counts.get('W', 0)} working, "
-        f"{counts.get('F', 0)} failed, {counts.get('T', 0)} timeout"
-    )
-
-
-def report_text(report: RunReport) -> str:
-    """A finished (or running) run as text: the block, then one line per failed cell."""
-    counts = {status.value: report.count(status) for status in Status}
-    lines = [header(report.elapsed, counts, report.total)]
-    lines += progress_lines(report.tasks, report.years, report.progress)
-    return "\n".join(lines + report_footer(report))
-
-
-def report_footer(report: RunReport) -> list[str]:
-    """What follows the last block: whether its manager is gone, cells ran and skipped, then
-    one line per failed cell."""
-    lines = [f"ran {report.ran}, skipped {report.skipped} (already complete)"]
-    if report.gone_since is not None:
-        when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(report.gone_since))
-        left = report.abandoned
-        lines.insert(
-            0,
-            f"manager gone since {when}; run again to resume"
-            + (f" (the {left} cell(s) it was working on show as -)" if left else ""),
-        )
-    for failure in report.failures:
-        lines.append(
-            f"{failure['status']} {failure['task']} {failure['year']} "
-            f"m{failure['member']} after {failure['attempts']} attempt(s) "
-            f"[{failure['error_kind']}]: {failure['error']}"
-        )
-    return lines
-
-
-def report_json(report: RunReport, stale: list[tuple[Task, str]] | None = None) -> str:
-    """The JSON object of SPEC §4 (with ``stale``: cells the next run computes again)."""
-    document = report.to_json()
-    if stale is not None:
-        document["stale"] = [
-            {"task": cell.task, "year": cell.year, "member": cell.member, "reason": reason}
-            for cell, reason in stale
-        ]
-    return json.dumps(document)
-
-
-def stale_lines(stale: list[tuple[Task, str]], limit: int = 20) -> list[str]:
-    """Which complete cells the next run computes again, and why (at most ``limit`` lines)."""
-    if not stale:
-        return []
-    lines = [f"{len(stale)} complete cell(s) will run again on the next run:"]
-    lines += [f"  {describe(cell)}: {reason}" for cell, reason in stale[:limit]]
-    if len(stale) > limit:
-        lines.append(f"  ... and {len(stale) - limit} more")
-    return lines
-
-
-@dataclass
-class WorkerRow:
-    """What the board shows of one worker."""
-
-    host: str
-    cell: str | None = None
-    done: int = 0
-    last_error: str | None = None
-    gone: bool = False
-    note: str | None = None  # what keeps it from taking cells now
-    pending: str | None = None  # a queued batch job: why it waits
-
-
-class Board:
-    """A thread-safe mirror of the cells' statuses, updated from committed events."""
-
-    def __init__(self, schedule: TaskSchedule) -> None:
-        self._setup(schedule.tasks, schedule.years, schedule.members, len(schedule))
-        self.schedule: TaskSchedule | None = schedule
-        self.refresh()
-
-    def _setup(self, tasks: list[str], years: list[int], members: list[int], total: int) -> None:
-        self.tasks, self.years = tasks, years
-        self._column = {member: i for i, member in enumerate(members)}
-        self._column[YEAR] = 0  # the one cell of a per-year task
-        self.total = total
-        self.version = 0
-        self._lock = threading.Lock()
-        self.notes: list[str] = []
-        self.workers: dict[str, WorkerRow] = {}
-
-    @classmethod
-    def of_report(cls, report: RunReport) -> Board:
-        """A board of a run read back from its state (nothing will change on it)."""
-        board = cls.__new__(cls)
-        board._setup(report.tasks, report.years, report.members, report.total)
-        board.schedule = None
-        board._rows = {key: bytearray(line, "ascii") for key, line in report.progress.items()}
-        board.counts = Counter({s.value: report.count(s) for s in Status})
-        return board
-
-    def refresh(self) -> None:
-        """Read every cell from the schedule again (before dispatch: cells were reopened)."""
-        schedule = self.schedule
-        assert schedule is not None, "a board read back from a report does not refresh"
-        with self._lock:
-            self._rows = {
-                (t, y): bytearray(schedule.progress_line(t, y), "ascii")
-                for t in self.tasks
-                for y in self.years
-            }
-            self.counts: Counter[str] = Counter({s.value: schedule.counts[s] for s in Status})
-            self.version += 1
-
-    def apply(self, event: Event) -> None:
-        with self._lock:
-            if isinstance(event, CellsChanged):
-                for change in event.changes:
-                    self._apply_cell(change)
-            elif isinstance(event, WorkerJoined):
-                row = self.workers.setdefault(event.name, WorkerRow(event.host))
-                row.host, row.gone, row.pending = event.host, False, None
-            elif isinstance(event, WorkersPending):
-                self._apply_pending(dict(event.workers))
-            elif isinstance(event, WorkerLeft):
-                self.workers.setdefault(event.name, WorkerRow("?")).gone = True
-                self.notes.append(f"worker {event.name} left: {event.reason}")
-            elif isinstance(event, WorkerNote):
-                self.workers.setdefault(event.name, WorkerRow("?")).note = event.note
-                self.notes.append(f"worker {event.name}: {event.note}")
-            elif isinstance(event, HostQuarantined):
-                self.notes.append(
-                    f"host {event.host} quarantined for {event.seconds:g} s after "
-                    f"{event.failures} failures in a row"
-                )
-            self.version += 1
-
-    def _apply_pending(self, pending: dict[str, str]) -> None:
-        for name, row in list(self.workers.items()):
-            if row.pending is not None and name not in pending:
-                del self.workers[name]  # it started (and joins soon) or was cancelled
-        for name, reason in pending.items():
-            self.workers.setdefault(name, WorkerRow("-")).pending = reason
-
-    def _apply_cell(self, change: CellChange) -> None:
-        row = self._rows[(change.task, change.year)]
-        i = self._column[change.member]
-        self.counts[chr(row[i])] -= 1
-        self.counts[change.status] += 1
-        row[i] = ord(change.status)
-        worker = self.workers.get(change.worker or "")
-        if worker is None:
-            return
-        if change.status == "W":
-            worker.note = None
-            worker.cell = f"{change.task} {change.year}" + (
-                "" if change.member == YEAR else f" m{change.member:03d}"
-            )
-        else:
-            worker.cell = None
-            worker.done += change.status == "+"
-            if change.error:
-                worker.last_error = change.error
-
-    def snapshot(self) -> tuple[dict[tuple[str, int], str], Counter[str]]:
-        with self._lock:
-            return {k: row.decode() for k, row in self._rows.items()}, Counter(self.counts)
-
-    def worker_rows(self) -> list[tuple[str, WorkerRow]]:
-        with self._lock:
-            return [(name, replace(row)) for name, row in sorted(self.workers.items())]
-
-
-class View(Protocol):
-    def start(self, board: Board) -> None: ...
-    def tick(self) -> None: ...
-    def close(self) -> None: ...
 
 
 class QuietView:

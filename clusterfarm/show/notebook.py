@@ -13,7 +13,9 @@ import sys
 import time
 from typing import Any
 
-from clusterfarm.show.console import STATUS_STYLES, Board, PlainView, header, progress_lines
+from clusterfarm.show.board import Board
+from clusterfarm.show.console import STATUS_STYLES, PlainView
+from clusterfarm.show.text import header, progress_lines
 
 _COLORS = {"-": "#999", "W": "#c49000", "+": "#2e9e48", "F": "#d62728", "T": "#9b30d0"}
 

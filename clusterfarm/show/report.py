@@ -22,8 +22,8 @@ from typing import Any
 
 from clusterfarm.manager import provenance
 from clusterfarm.record import trace
-from clusterfarm.record.schedule import YEAR
-from clusterfarm.record.status import RunReport, read_report
+from clusterfarm.record.status import RunStatus, read_status
+from clusterfarm.wire.protocol import YEAR
 
 COLORS = {
     "-": "#c9ccd1",
@@ -57,7 +57,7 @@ def write_report(db: sqlite3.Connection, run_dir: Path, out: Path) -> int:
 
 def build(db: sqlite3.Connection, run_dir: Path) -> str:
     """The report's HTML."""
-    report = read_report(db)
+    report = read_status(db)
     attempts = trace.read_attempts(db)
     prov = provenance.read(db, run_dir)
     cells = _cells(db, report)
@@ -103,7 +103,7 @@ class _Cells:
 
     def grids(
         self,
-        report: RunReport,
+        report: RunStatus,
         worker_index: dict[str, int],
         attempts: list[dict[str, Any]],
         per_year: set[str],
@@ -140,7 +140,7 @@ class _Cells:
         return grids
 
 
-def _cells(db: sqlite3.Connection, report: RunReport) -> _Cells:
+def _cells(db: sqlite3.Connection, report: RunStatus) -> _Cells:
     cells = _Cells()
     names = ",".join("?" * len(report.tasks))
     for task, year, member, tries, worker, elapsed in db.execute(
@@ -153,7 +153,7 @@ def _cells(db: sqlite3.Connection, report: RunReport) -> _Cells:
     return cells
 
 
-def _details(attempts: list[dict[str, Any]], report: RunReport) -> dict[str, list[list[Any]]]:
+def _details(attempts: list[dict[str, Any]], report: RunStatus) -> dict[str, list[list[Any]]]:
     """Every attempt of the cells that were retried or failed (what a click shows)."""
     by_cell: dict[str, list[list[Any]]] = defaultdict(list)
     for a in attempts:
@@ -211,7 +211,7 @@ def _timeline(attempts: list[dict[str, Any]], workers: list[str]) -> dict[str, A
 # -- the HTML sections ---------------------------------------------------------------------------
 
 
-def _summary(report: RunReport, counts: Counter[str], prov: dict[str, Any], run_dir: Path) -> str:
+def _summary(report: RunStatus, counts: Counter[str], prov: dict[str, Any], run_dir: Path) -> str:
     parts = [f"<b>{report.total}</b> cells"] + [
         f'<span class="chip" style="background:{COLORS[s]}"></span>{counts[s]} {STATUS_NAMES[s]}'
         for s in COLORS
@@ -304,7 +304,7 @@ def _slowest(attempts: list[dict[str, Any]]) -> str:
     return _table(head + ["read MiB", "written MiB"], rows) if rows else "<p>None yet.</p>"
 
 
-def _failures(report: RunReport, attempts: list[dict[str, Any]]) -> str:
+def _failures(report: RunStatus, attempts: list[dict[str, Any]]) -> str:
     kinds = Counter(a["error_kind"] or "?" for a in attempts if a["status"] != "complete")
     by_kind = ", ".join(f"{n} {_e(k)}" for k, n in kinds.most_common()) or "none"
     rows = [

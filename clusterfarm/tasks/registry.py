@@ -1,6 +1,6 @@
 """The task registry: ``@task("name", version="1")`` and the context a task runs with.
 
-A task is a plain function ``fn(year, member, ctx) -> dict | None`` (SPEC §8). The registry
+A task is a plain function ``fn(year, member, ctx) -> dict | None``. The registry
 knows each task's version and parameter defaults, so the manager can validate settings and
 the ledger can tell whether a finished result is still valid.
 """
@@ -61,7 +61,8 @@ class TaskSpec:
         return params
 
     def output_path(self, results_dir: Path, year: int, member: int) -> Path:
-        """Where this task writes the result of one cell (SPEC §10)."""
+        """Where this task writes the result of one cell: ``{results_dir}/{task}/{year}/`` and
+        :meth:`output_name`."""
         return self.output_dir(results_dir, year) / self.output_name(year, member)
 
     def output_dir(self, results_dir: Path, year: int) -> Path:
@@ -111,7 +112,7 @@ def _checked(value: Any, default: Any, place: str) -> Any:
 
 @dataclass
 class TaskContext:
-    """What a task gets besides year and member (SPEC §8)."""
+    """What a task gets besides year and member."""
 
     task: str
     params: dict[str, Any]

@@ -1,7 +1,8 @@
 """The ``vort_track`` task: track the 850 hPa cyclones of one year and ensemble member.
 
-Reads the member's u and v from ``ctx.data_dir`` (SPEC §9), finds maxima of sign(lat)·ζ,
-links them into tracks and writes a CF trajectory file to ``ctx.output_path`` (SPEC §10).
+Reads the member's u and v from ``ctx.data_dir`` (:mod:`clusterfarm.analysis.winds`), finds
+maxima of sign(lat)·ζ, links them into tracks and writes a CF trajectory file to
+``ctx.output_path`` (:mod:`clusterfarm.analysis.trajectories`).
 Workers import this module at start, so numpy and netCDF4 (through
 :mod:`clusterfarm.analysis`) are imported only when the task runs.
 """
@@ -13,6 +14,7 @@ import string
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from clusterfarm.analysis.wind_files import WindSource, wind_paths
 from clusterfarm.errors import SettingsError
 from clusterfarm.tasks.registry import TaskContext, task
 
@@ -136,9 +138,7 @@ def check_params(params: dict[str, Any]) -> None:
             raise _invalid(params, key, "must be a path inside data_dir (relative, no '..')")
 
 
-def _wind_source(params: dict[str, Any]) -> Any:
-    from clusterfarm.analysis import WindSource
-
+def _wind_source(params: dict[str, Any]) -> WindSource:
     return WindSource(
         **{key: params[key] for key in _SOURCE_KEYS},
         level=params["level"] or None,
@@ -147,8 +147,6 @@ def _wind_source(params: dict[str, Any]) -> Any:
 
 def input_files(year: int, member: int, params: dict[str, Any], data_dir: Path) -> list[Path]:
     """The u and v files a cell reads (the results ledger watches them for changes)."""
-    from clusterfarm.analysis.winds import wind_paths
-
     return list(wind_paths(data_dir, year, member, _wind_source({**DEFAULTS, **params})))
 
 

@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn, TypeVar, cast
+from typing import NoReturn, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -242,13 +242,6 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-
-
-def read_ca(directory: Path) -> Credential:
-    """Read the CA that ``make_certs`` wrote into ``directory`` (to sign more with it)."""
-    cert = _read_cert(str(directory / f"{CA_STEM}.pem"), "ca")
-    key = _read_key(str(directory / f"{CA_STEM}.key"), "ca")
-    return Credential(cert, cast(CertificateIssuerPrivateKeyTypes, key))  # an EC key of ours
 
 
 # -- checking the configured files ------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Who may talk to our daemons, and how long a stranger may hold a door open.
 
-Two guards on every clusterfarm daemon (workers and the nameserver):
+Two checks on every clusterfarm daemon (workers and the nameserver):
 
 - **The secret.** With ``[security] auth`` (the default) every connection's Pyro5 handshake
   must carry the run's or the cluster's secret (:func:`clusterfarm.wire.pyro.authenticate`);
@@ -13,7 +13,7 @@ Two guards on every clusterfarm daemon (workers and the nameserver):
   the same deadline; only a connection that has spoken goes on to a Pyro5 thread. Silent
   connections cost a file descriptor each, never a thread, and are closed at the deadline.
 
-:class:`GuardedDaemon` and :class:`GuardedNameServerDaemon` also remember their connections,
+:class:`GatedDaemon` and :class:`GatedNameServerDaemon` also remember their connections,
 so stopping one closes them (an in-process nameserver that stopped must not keep answering
 on connections made before).
 """
@@ -38,12 +38,12 @@ from Pyro5 import config
 
 from clusterfarm.wire.pyro import secret_matches
 
-LOG = logging.getLogger("clusterfarm.guard")
+LOG = logging.getLogger("clusterfarm.gate")
 HANDSHAKE_SECONDS = 5.0  # a new connection must have spoken (and shaken hands) by then
 TLS_HANDSHAKERS = 8  # threads doing TLS handshakes at once
 
 
-class _Guard:
+class _SecretCheck:
     """What both daemons add to Pyro5's: the secret check and their connections' list."""
 
     _connections: set[Any]
@@ -69,7 +69,7 @@ class _Guard:
         self._connections.clear()
 
 
-class GuardedDaemon(_Guard, Pyro5.server.Daemon):
+class GatedDaemon(_SecretCheck, Pyro5.server.Daemon):
     """A Pyro5 daemon behind the secret and the gate (a worker's)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -78,7 +78,7 @@ class GuardedDaemon(_Guard, Pyro5.server.Daemon):
         super().__init__(*args, **kwargs)
 
 
-class GuardedNameServerDaemon(_Guard, Pyro5.nameserver.NameServerDaemon):
+class GatedNameServerDaemon(_SecretCheck, Pyro5.nameserver.NameServerDaemon):
     """Pyro5's nameserver daemon behind the secret and the gate."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

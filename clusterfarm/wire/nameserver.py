@@ -14,7 +14,7 @@ import Pyro5.errors
 from Pyro5.api import Proxy
 
 from clusterfarm.errors import NameServerError
-from clusterfarm.wire.gate import GuardedNameServerDaemon
+from clusterfarm.wire.gate import GatedNameServerDaemon
 from clusterfarm.wire.pyro import (
     CALL_TIMEOUT,
     WORKER_PREFIX,
@@ -42,7 +42,7 @@ class NameServer:
         configure_pyro()
         check_listen_address(host)  # every client would refuse it
         try:
-            self._daemon = GuardedNameServerDaemon(host, port)
+            self._daemon = GatedNameServerDaemon(host, port)
         except OSError as exc:
             raise NameServerError(
                 f"cannot start a nameserver on {host}:{port} ({exc.strerror}); "
@@ -100,8 +100,9 @@ def list_workers(ns: Proxy) -> list[WorkerEntry]:
 
 
 class WorkerDirectory:
-    """Lists the registered workers over one kept connection (the monitor asks every
-    heartbeat); made lazily, so it belongs to the thread that first asks."""
+    """Lists the registered workers over one kept connection (the manager's worker
+    heartbeats ask every heartbeat); made lazily, so it belongs to the thread that first
+    asks."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
@@ -110,8 +111,8 @@ class WorkerDirectory:
     def __call__(self) -> list[WorkerEntry]:
         if self._ns is None:
             self._ns = locate(self.host, self.port, timeout=2)
-            # the list comes back in JSON: serpent parses it with a compile (2 ms for 64
-            # workers, every heartbeat); JSON gives metadata sets as lists, read the same
+            # the list comes back in JSON: serpent parses it with a compile, every
+            # heartbeat; JSON gives metadata sets as lists, read the same
             self._ns._pyroSerializer = "json"
         try:
             return list_workers(self._ns)

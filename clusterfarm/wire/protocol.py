@@ -47,6 +47,7 @@ from clusterfarm.errors import UsageError
 # a run's cells never number more than this in one call (a bound on what a peer may send)
 MAX_BATCH_CELLS = 4096
 MAX_ERROR_CHARS = 2000  # one line; longer errors are cut
+YEAR = -1  # the member of a per-year cell (a task that runs once per year, such as a summary)
 
 
 class ProtocolError(Exception):
@@ -54,7 +55,7 @@ class ProtocolError(Exception):
 
 
 class ErrorKind(enum.StrEnum):
-    """Why a cell did not complete; decides retries, attempts and the host breaker."""
+    """Why a cell did not complete; decides retries, attempts and host quarantine."""
 
     INPUT = "input"  # bad or missing input: retrying cannot help
     TASK = "task"  # the task raised
@@ -268,6 +269,13 @@ def batch_cells(cells: Any) -> list[tuple[int, int, int]]:
 # started (epoch s), cpu (s), peak RSS, rchar, wchar, read_bytes, write_bytes (bytes)
 Usage = tuple[float, float, int, int | None, int | None, int | None, int | None]
 USAGE_FIELDS = ("started", "cpu", "peak_rss", "rchar", "wchar", "read_bytes", "write_bytes")
+
+
+def named(usage: Usage | None) -> dict[str, float | int | None]:
+    """The figures of a usage tuple by name ({} for None)."""
+    return {} if usage is None else dict(zip(USAGE_FIELDS, usage, strict=True))
+
+
 _FIGURES = 1 + len(USAGE_FIELDS)  # per cell on the wire: elapsed, then the usage
 _NO_USAGE = " -" * len(USAGE_FIELDS)
 
@@ -300,7 +308,8 @@ class Answer:
         return (self.status, self.elapsed, self.usage, kind, self.error or "")
 
     def to_dict(self) -> dict[str, Any]:
-        """The public SPEC §7 fields of this answer (``do_work`` adds the cell's names)."""
+        """The public fields of this answer, as ``do_work`` returns them (it adds the cell's
+        names)."""
         return {
             "status": {COMPLETE: "complete", FAILURE: "failure", TIMEOUT: "timeout"}[self.status],
             "elapsed": self.elapsed,

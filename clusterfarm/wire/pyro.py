@@ -42,7 +42,7 @@ def configure_pyro(security: SecuritySettings | None = None) -> None:
     config.SERVERTYPE = "thread"  # heartbeats are answered while a task runs
     config.THREADPOOL_SIZE_MIN = 4
     # a thread per live connection: a nameserver keeps one per worker (the gate in
-    # guard.py keeps connections that never speak from taking any)
+    # gate.py keeps connections that never speak from taking any)
     config.THREADPOOL_SIZE = 2048
     config.MAX_RETRIES = 0
     config.DETAILED_TRACEBACK = False

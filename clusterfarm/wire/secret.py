@@ -1,4 +1,4 @@
-"""The secret every connection presents (SPEC §12): made, stored, read, handed on.
+"""The secret every connection presents: made, stored, read, handed on.
 
 Local mode makes a fresh secret per run and hands it to its workers on their stdin, so it
 never touches a disk or a command line. A cluster shares one secret in ``[security]

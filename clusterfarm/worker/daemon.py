@@ -32,7 +32,7 @@ from Pyro5.api import Proxy
 from clusterfarm.config.settings import Settings
 from clusterfarm.errors import NameServerError, WorkerError
 from clusterfarm.tasks.registry import load_task_modules
-from clusterfarm.wire.gate import GuardedDaemon
+from clusterfarm.wire.gate import GatedDaemon
 from clusterfarm.wire.nameserver import locate
 from clusterfarm.wire.pyro import (
     WORKER_PREFIX,
@@ -75,7 +75,7 @@ class WorkerDaemon:
         self.log_file = log_file
         self.stop_asked = threading.Event()  # a stop came (signal, stdin, orphan)
         self.leaving = threading.Event()  # the daemon stopped serving: never register again
-        self.daemon: GuardedDaemon | None = None
+        self.daemon: GatedDaemon | None = None
         self.worker: PyroWorker | None = None
         self.executor: Executor | None = None
         self.full_name = ""
@@ -101,7 +101,7 @@ class WorkerDaemon:
             )
         self.executor = Executor(self.settings.tasks.modules, output.fileno() if output else None)
         try:
-            self.daemon = GuardedDaemon(host=self.bind_host, port=0)
+            self.daemon = GatedDaemon(host=self.bind_host, port=0)
         except OSError as exc:
             self.executor.close()
             raise WorkerError(

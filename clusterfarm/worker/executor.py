@@ -1,14 +1,12 @@
-"""Run tasks in a warm child process that the worker can kill.
+"""The worker daemon's handle on its task process: run one batch at a time, kill on demand.
 
-The worker daemon keeps one child (``python -m clusterfarm.executor``) and sends it one batch
-at a time over a pipe: the cells and, once per batch, what they share (task, parameters,
-folders). The child builds the task's context once, runs the cells one after another and
-sends their answers back together, at the end of the batch or whenever one has waited
-``FLUSH_SECONDS`` (so a slow cell never holds back the news of those before it, and the
-daemon still knows which cell is running). A timeout or cancel kills the child's whole
-process group and a fresh child is started in the background, so the daemon never dies with
-its task. The child's stdin is a lifeline: when the daemon goes away (even by SIGKILL) the
-child sees end-of-file and exits.
+The daemon keeps one warm child (``python -m clusterfarm.worker.task_process``; that module
+is the child's side) and sends it one batch at a time over a pipe. The child's answers come
+back together, at the end of the batch or whenever one has waited ``FLUSH_SECONDS``, so the
+daemon always knows which cell is running and allows each cell its time limit from the last
+news. A timeout or cancel kills the child's whole process group and a fresh child is started
+in the background, so the daemon never dies with its task. The child's stdin is a lifeline:
+when the daemon goes away (even by SIGKILL) the child sees end-of-file and exits.
 """
 
 from __future__ import annotations
@@ -26,18 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from clusterfarm.wire.protocol import ErrorKind, failed
+from clusterfarm.worker.task_process import DONE, FLUSH_SECONDS, LOG_LINE
 
 LOG = logging.getLogger("clusterfarm.executor")
 
-# The child's answers wait at most this long before they are sent; the daemon allows a cell
-# its time limit from the last news it had, so this is also the slack of that limit.
-FLUSH_SECONDS = 0.05
-
-# what the child sends besides answers: ("log", level, logger, text) and ("done", [answers]);
-# plain tuples, not classes: the child runs as __main__, whose classes the daemon can't load
-LOG_LINE = "log"
-DONE = "done"
-READY = "ready"
 
 # why the daemon killed the child, as the error kind of the cell that was running
 _KILL_KINDS = {
@@ -70,7 +60,7 @@ class Executor:
 
     def _spawn(self) -> None:
         parent_end, child_end = Pipe()
-        command = [sys.executable, "-m", "clusterfarm.worker.executor", str(child_end.fileno())]
+        command = [sys.executable, "-m", "clusterfarm.worker.task_process", str(child_end.fileno())]
         command += list(self._task_modules)
         output = self._output
         child = subprocess.Popen(
@@ -131,7 +121,8 @@ class Executor:
     ) -> list[tuple[Any, ...]]:
         """Run ``cells`` of one task one after another in the child; one wire answer each.
 
-        ``context`` holds what the cells share (see :func:`run_cells`). ``timeout`` holds
+        ``context`` holds what the cells share (see
+        :func:`~clusterfarm.worker.task_process.run_cells`). ``timeout`` holds
         for every cell on its own, counted from the last news of the child. When a cell
         times out, crashes or is cancelled, the cells after it are answered ``not_started``.
         Call :meth:`new_job` first; a kill between the two cancels the batch before it
@@ -220,98 +211,3 @@ def _receive(conn: Connection, deadline: float | None) -> Any:
         if isinstance(message, tuple) and message[0] == DONE:
             return message[1]
         return message
-
-
-# -- the child side -----------------------------------------------------------------------
-
-
-class _Outbox:
-    """The child's answers on their way to the daemon: sent together, never held long."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self._pending: list[tuple[Any, ...]] = []
-        self._since = 0.0
-        self._cond = threading.Condition()
-        threading.Thread(target=self._flush_late, name="outbox", daemon=True).start()
-
-    def send(self, message: Any) -> None:
-        with self._cond:
-            self.conn.send(message)
-
-    def add(self, answer: tuple[Any, ...]) -> None:
-        with self._cond:
-            if not self._pending:
-                self._since = time.monotonic()
-                self._cond.notify()
-            self._pending.append(answer)
-
-    def flush(self) -> None:
-        with self._cond:
-            if self._pending:
-                self.conn.send((DONE, self._pending))
-                self._pending = []
-
-    def _flush_late(self) -> None:
-        with self._cond:
-            while True:
-                if not self._pending:
-                    self._cond.wait()
-                    continue
-                late = self._since + FLUSH_SECONDS - time.monotonic()
-                if late > 0:
-                    self._cond.wait(late)
-                    continue
-                with contextlib.suppress(OSError, ValueError):
-                    self.conn.send((DONE, self._pending))
-                self._pending = []
-
-
-class _PipeHandler(logging.Handler):
-    """Sends the task process's log records to the daemon, over the job pipe."""
-
-    def __init__(self, outbox: _Outbox) -> None:
-        super().__init__()
-        self.outbox = outbox
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.outbox.send((LOG_LINE, record.levelno, record.name, self.format(record)))
-        except (OSError, ValueError):
-            self.handleError(record)
-
-
-def _watch_lifeline() -> None:
-    # the daemon never writes to our stdin: end-of-file means it is gone
-    with contextlib.suppress(OSError):
-        while os.read(0, 1024):
-            pass
-    os._exit(1)
-
-
-def main(argv: list[str]) -> None:
-    """The child process: receive batches, run them, send answers, until the daemon goes."""
-    from clusterfarm.tasks.registry import load_task_modules
-    from clusterfarm.worker.task_process import become_subreaper, run_cells
-
-    threading.Thread(target=_watch_lifeline, name="lifeline", daemon=True).start()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    become_subreaper()  # a task's orphaned grandchildren become ours, so we can end them
-    outbox = _Outbox(Connection(int(argv[0])))
-    root = logging.getLogger()
-    root.addHandler(_PipeHandler(outbox))
-    root.setLevel(logging.INFO)
-    load_task_modules(tuple(argv[1:]))
-    outbox.send(READY)
-    while True:
-        try:
-            context, cells = outbox.conn.recv()
-        except (EOFError, OSError):
-            return
-        for answer in run_cells(context, cells):
-            outbox.add(answer)
-        outbox.flush()
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -9,7 +9,7 @@ run's calls are refused as ``leased``, so two runs sharing a pool never cross. T
 the leased run may be in the worker at once: one runs, the next waits its turn, so the child
 never idles while the manager reads an answer and sends more.
 
-``do_work(year, member, task, params)`` (SPEC §7) stays as the public single-cell call for
+``do_work(year, member, task, params)`` stays as the public single-cell call for
 plain Pyro5 clients; it runs with the worker's own settings and answers a dict. Other calls
 (``ping``, ``info``, ``cancel``) are served by other daemon threads while a task runs.
 """
@@ -29,10 +29,10 @@ from typing import Any
 from Pyro5.api import behavior, expose
 
 from clusterfarm import __version__
-from clusterfarm.record.schedule import YEAR
 from clusterfarm.tasks.registry import get_task, params_hash, task_names
 from clusterfarm.versions import library_versions
 from clusterfarm.wire.protocol import (
+    YEAR,
     Answer,
     ErrorKind,
     JoinAnswer,
@@ -269,7 +269,7 @@ class PyroWorker:
         recorded them. Answers, per item, None or why the cell must run again. The inputs
         and outputs are measured here, where the data is, not on the manager's machine.
         """
-        from clusterfarm.record.ledger import check_result
+        from clusterfarm.tasks.files import check_result
 
         run = self._runs.get(run_id) if isinstance(run_id, str) else None
         if run is None or not isinstance(items, list) or len(items) > _CHECK_BATCH:
@@ -319,7 +319,7 @@ class PyroWorker:
         self._executor.kill("cancelled")
         return True
 
-    # -- the public single-cell call (SPEC §7) ----------------------------------------------
+    # -- the public single-cell call, for plain Pyro5 clients -----------------------------
 
     @expose
     def do_work(self, year: Any, member: Any, task: Any, params: Any = None) -> dict[str, Any]:
@@ -438,8 +438,8 @@ def _holder(lease: Lease) -> str:
 class DiskCheck:
     """Whether this worker has the disk space to take cells, checked at most once a second.
 
-    Free space does not change much between two cells, and asking the file systems costs
-    about 0.1 ms after an idle moment, which a stream of short cells would pay every time.
+    Free space does not change much between two cells, and asking the file systems after an
+    idle moment costs more than a short cell does.
     """
 
     INTERVAL = 1.0

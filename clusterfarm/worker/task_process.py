@@ -1,12 +1,17 @@
-"""Run a batch of cells inside the task process, and measure what each one cost.
+"""The task process: the worker daemon's warm child, where tasks run (``python -m`` this).
 
-:func:`run_cells` is the task process's whole job for one batch: it builds what the cells
-share once (the task, its folders, its logger), runs each cell, and turns each outcome into a
-wire answer (:mod:`clusterfarm.wire.protocol`). After a cell it ends any process the task left
-running (the task process is a subreaper, so even a double-forked grandchild is found), and
-it checks that the task's summary is a small plain dict.
+:func:`main` is its whole life: it loads the task modules once, then receives batches over
+the pipe from the daemon (:class:`~clusterfarm.worker.executor.Executor`) until the daemon
+goes. :func:`run_cells` is its job for one batch: it builds what the cells share once (the
+task, its folders, its logger), runs each cell, measures what it cost
+(:class:`~clusterfarm.worker.usage.Meter`) and turns its outcome into a wire answer
+(:mod:`clusterfarm.wire.protocol`). After a cell it ends any process the task left running
+(this process is a subreaper, so even a double-forked grandchild is found), and it checks
+that the task's summary is a small plain dict.
 
-What each cell cost is measured by :class:`clusterfarm.worker.usage.Meter` in this same process.
+Answers are sent together, at the end of the batch or whenever one has waited
+``FLUSH_SECONDS``, so a slow cell never holds back the news of those before it. The log
+records of tasks travel over the same pipe to the daemon's log.
 """
 
 from __future__ import annotations
@@ -17,23 +22,34 @@ import json
 import logging
 import os
 import signal
+import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from clusterfarm.config.settings import RECORD
 from clusterfarm.errors import InputError
-from clusterfarm.record.ledger import file_checksum, input_identity
-from clusterfarm.tasks.registry import TaskContext, TaskSpec, get_task
+from clusterfarm.tasks.files import file_checksum, input_identity
+from clusterfarm.tasks.registry import TaskContext, TaskSpec, get_task, load_task_modules
 from clusterfarm.wire.protocol import ErrorKind, complete, failed
 from clusterfarm.worker.usage import Meter
 
-LOG = logging.getLogger("clusterfarm.executor")
+LOG = logging.getLogger("clusterfarm.task_process")
 
-# CLUSTERFARM_RECORD=off: no usage measured (only bench/trace_cost.py sets it, to show what
-# the record costs)
-RECORD = os.environ.get("CLUSTERFARM_RECORD", "on") != "off"
+# The child's answers wait at most this long before they are sent; the daemon allows a cell
+# its time limit from the last news it had, so this is also the slack of that limit.
+FLUSH_SECONDS = 0.05
+
+# what the child sends besides answers: ("log", level, logger, text) and ("done", [answers]);
+# plain tuples, not classes: the child runs as __main__, whose classes the daemon can't load
+LOG_LINE = "log"
+DONE = "done"
+READY = "ready"
+
 MAX_SUMMARY_BYTES = 64 * 1024  # a summary is a few figures; bulk results belong in output
 _PR_SET_CHILD_SUBREAPER = 36
 # a cell quicker than this cannot have started a process worth looking for
@@ -202,3 +218,95 @@ def _children(pid: int) -> list[int]:
         with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/children") as handle:
             found.extend(int(p) for p in handle.read().split())
     return found
+
+
+# -- the process: batches in, answers out ------------------------------------------------
+
+
+class _Outbox:
+    """The child's answers on their way to the daemon: sent together, never held long."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._pending: list[tuple[Any, ...]] = []
+        self._since = 0.0
+        self._cond = threading.Condition()
+        threading.Thread(target=self._flush_late, name="outbox", daemon=True).start()
+
+    def send(self, message: Any) -> None:
+        with self._cond:
+            self.conn.send(message)
+
+    def add(self, answer: tuple[Any, ...]) -> None:
+        with self._cond:
+            if not self._pending:
+                self._since = time.monotonic()
+                self._cond.notify()
+            self._pending.append(answer)
+
+    def flush(self) -> None:
+        with self._cond:
+            if self._pending:
+                self.conn.send((DONE, self._pending))
+                self._pending = []
+
+    def _flush_late(self) -> None:
+        with self._cond:
+            while True:
+                if not self._pending:
+                    self._cond.wait()
+                    continue
+                late = self._since + FLUSH_SECONDS - time.monotonic()
+                if late > 0:
+                    self._cond.wait(late)
+                    continue
+                with contextlib.suppress(OSError, ValueError):
+                    self.conn.send((DONE, self._pending))
+                self._pending = []
+
+
+class _PipeHandler(logging.Handler):
+    """Sends the task process's log records to the daemon, over the job pipe."""
+
+    def __init__(self, outbox: _Outbox) -> None:
+        super().__init__()
+        self.outbox = outbox
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.outbox.send((LOG_LINE, record.levelno, record.name, self.format(record)))
+        except (OSError, ValueError):
+            self.handleError(record)
+
+
+def _watch_lifeline() -> None:
+    # the daemon never writes to our stdin: end-of-file means it is gone
+    with contextlib.suppress(OSError):
+        while os.read(0, 1024):
+            pass
+    os._exit(1)
+
+
+def main(argv: list[str]) -> None:
+    """The child process: receive batches, run them, send answers, until the daemon goes."""
+    threading.Thread(target=_watch_lifeline, name="lifeline", daemon=True).start()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    become_subreaper()  # a task's orphaned grandchildren become ours, so we can end them
+    outbox = _Outbox(Connection(int(argv[0])))
+    root = logging.getLogger()
+    root.addHandler(_PipeHandler(outbox))
+    root.setLevel(logging.INFO)
+    load_task_modules(tuple(argv[1:]))
+    outbox.send(READY)
+    while True:
+        try:
+            context, cells = outbox.conn.recv()
+        except (EOFError, OSError):
+            return
+        for answer in run_cells(context, cells):
+            outbox.add(answer)
+        outbox.flush()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

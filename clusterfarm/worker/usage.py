@@ -10,12 +10,11 @@ the high-water mark into it for good whenever a thread exits). The ``/proc`` fil
 are re-read with ``pread``.
 
 A cell shorter than ``DETAIL_SECONDS`` pays only two reads of its process's CPU clock: the
-``/proc`` reads and ``getrusage`` of its children (about 15 µs) would be a large share of a
-no-op cell, and a cell that short neither grows the peak nor moves bytes worth telling. Its
-peak is the last one read (an upper bound of what it used) and its byte counts are unknown
-(None); the next longer cell's counts include what the short ones before it did. Where
-``/proc`` is missing (not Linux) the peak falls back to ``ru_maxrss`` and the byte counts are
-unknown.
+``/proc`` reads and ``getrusage`` of its children would be a large share of a no-op cell, and a
+cell that short neither grows the peak nor moves bytes worth telling. Its peak is the last one
+read (an upper bound of what it used) and its byte counts are unknown (None); the next longer
+cell's counts include what the short ones before it did. Where ``/proc`` is missing (not Linux)
+the peak falls back to ``ru_maxrss`` and the byte counts are unknown.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ import resource
 import sys
 import time
 
-from clusterfarm.wire.protocol import USAGE_FIELDS, Usage
+from clusterfarm.wire.protocol import Usage
 
 # ru_maxrss is in kilobytes on Linux, in bytes on macOS
 _MAXRSS_UNIT = 1 if sys.platform == "darwin" else 1024
@@ -128,8 +127,3 @@ class Meter:
 
 def _own_maxrss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _MAXRSS_UNIT
-
-
-def named(usage: Usage | None) -> dict[str, float | int | None]:
-    """The figures of a usage tuple by name ({} for None)."""
-    return {} if usage is None else dict(zip(USAGE_FIELDS, usage, strict=True))

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
-from tests.sshd import sshd_missing
+from tests.harness.sshd import sshd_missing
 
 
 def netns_missing() -> str | None:

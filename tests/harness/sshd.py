@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from clusterfarm.launchers.ssh.daemons import is_our_worker, recorded
-from tests.conftest import stop_process
+from tests.harness.processes import stop_process
 
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
@@ -264,3 +264,12 @@ class SSHLab:
             name, pid = path.stem, int(path.read_text().strip() or 0)
             if pid and is_our_worker(pid, name):
                 os.kill(pid, signal.SIGKILL)
+
+
+def started_lab(lab: SSHLab, server: SSHServer, workers: int = 2) -> Path:
+    """Trust ``server``, write settings for one host ``loc`` on it and start its workers."""
+    lab.trust(server)
+    settings = lab.settings(lab.host("loc", server, workers=workers))
+    result = lab.cli(settings, "start-workers")
+    assert result.code == 0, result.err
+    return settings

@@ -8,7 +8,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from tests.conftest import alive, descendants
+from tests.harness.processes import alive, descendants
 
 
 def cmdline(pid: int) -> str:
@@ -29,8 +29,10 @@ def worker_daemons(manager_pid: int) -> dict[str, int]:
 
 
 def task_processes(daemon_pid: int) -> set[int]:
-    """The task (executor) processes of a worker daemon."""
-    return {pid for pid in descendants(daemon_pid) if "clusterfarm.executor" in cmdline(pid)}
+    """The task processes of a worker daemon."""
+    found = {p for p in descendants(daemon_pid) if "clusterfarm.worker.task_process" in cmdline(p)}
+    assert found, f"worker daemon {daemon_pid} has no task process"
+    return found
 
 
 def kill(pid: int) -> None:

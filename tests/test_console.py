@@ -1,4 +1,4 @@
-"""The views: the board that mirrors committed changes, plain blocks, the live rich board."""
+"""The terminal views: plain blocks that grow with what happens, the live rich board."""
 
 from __future__ import annotations
 
@@ -8,54 +8,17 @@ import pty
 import select
 import sys
 
-from clusterfarm.manager.events import (
-    CellChange,
-    CellsChanged,
-    WorkerJoined,
-    WorkerLeft,
-    WorkersPending,
-)
+import pytest
+
 from clusterfarm.record.schedule import TaskSchedule
-from clusterfarm.show.console import Board, PlainView
-from tests.conftest import cli_env, run_cli
+from clusterfarm.record.state_writer import CellChange
+from clusterfarm.show.board import Board
+from clusterfarm.show.console import PlainView
+from tests.harness.cli import cli_env, run_cli
 
 
 def board_for(members=range(3)):
     return Board(TaskSchedule([2000, 2001], members, ["sleep"]))
-
-
-def test_board_follows_cell_changes_and_workers():
-    board = board_for()
-    board.apply(WorkerJoined("clusterfarm.worker.a.0", "a"))
-    board.apply(CellsChanged([CellChange("sleep", 2000, 1, "W", "clusterfarm.worker.a.0", None)]))
-    ((name, row),) = board.worker_rows()
-    assert row.cell == "sleep 2000 m001"
-    board.apply(
-        CellsChanged(
-            [CellChange("sleep", 2000, 1, "F", "clusterfarm.worker.a.0", "RuntimeError: boom")]
-        )
-    )
-    progress, counts = board.snapshot()
-    assert progress[("sleep", 2000)] == "-F-" and counts["F"] == 1 and counts["-"] == 5
-    ((name, row),) = board.worker_rows()
-    assert row.cell is None and row.last_error == "RuntimeError: boom" and row.done == 0
-    board.apply(WorkerLeft("clusterfarm.worker.a.0", "lost"))
-    assert board.worker_rows()[0][1].gone and board.notes == [
-        "worker clusterfarm.worker.a.0 left: lost"
-    ]
-
-
-def test_board_shows_queued_worker_jobs_with_their_reason_until_they_join():
-    board = board_for()
-    first, second = "clusterfarm.worker.slurm-7_0", "clusterfarm.worker.slurm-7_1"
-    board.apply(WorkersPending(((first, "Resources"),)))
-    board.apply(WorkersPending(((first, "Priority"), (second, "Priority"))))
-    rows = [(name, row.pending) for name, row in board.worker_rows()]
-    assert rows == [(first, "Priority"), (second, "Priority")]
-    board.apply(WorkerJoined(first, "node17"))
-    board.apply(WorkersPending(()))  # the second was cancelled: its row goes
-    ((name, row),) = board.worker_rows()
-    assert name == first and row.pending is None and row.host == "node17"
 
 
 def test_plain_view_prints_a_block_only_when_something_changed():
@@ -64,7 +27,7 @@ def test_plain_view_prints_a_block_only_when_something_changed():
     view.start(board)
     view.tick()
     view.tick()  # nothing changed since
-    board.apply(CellsChanged([CellChange("sleep", 2001, 0, "+", None, None)]))
+    board.cells_saved([CellChange("sleep", 2001, 0, "+", None, None)])
     view.tick()
     blocks = [line for line in out.getvalue().splitlines() if line.startswith("[")]
     assert len(blocks) == 2
@@ -95,6 +58,7 @@ def run_in_terminal(args, cwd):
     return output.decode(errors="replace"), os.waitstatus_to_exitcode(status)
 
 
+@pytest.mark.slow
 def test_run_on_a_terminal_shows_the_live_coloured_board(tmp_path):
     output, code = run_in_terminal(
         ["run", "--local", "2", "--task", "sleep", "--years", "2000-2001", "--members", "0-5"],
@@ -130,6 +94,7 @@ def blocks_of(text):
     return blocks
 
 
+@pytest.mark.slow
 def test_plain_output_of_a_long_run_is_bounded_and_ends_with_the_whole_board():
     years, members = list(range(1000)), list(range(200))  # 200,000 cells, as in the issue
     board, out, clock = Board(TaskSchedule(years, members, ["noop"])), io.StringIO(), Clock()
@@ -139,7 +104,7 @@ def test_plain_output_of_a_long_run_is_bounded_and_ends_with_the_whole_board():
     step = len(cells) // 370  # all done in 37 s, ten changes a second
     for i in range(0, len(cells), step):
         changes = [CellChange("noop", y, m, "+", None, None) for y, m in cells[i : i + step]]
-        board.apply(CellsChanged(changes))
+        board.cells_saved(changes)
         clock.now += 0.1
         view.tick()
     view.close()
@@ -158,7 +123,7 @@ def test_plain_view_prints_the_whole_board_at_most_once_a_minute():
     view.start(board)
     for second in range(3600):  # an hour with a change every second
         status = "W" if second // 2 % 2 else "+"
-        board.apply(CellsChanged([CellChange("sleep", 2000 + second % 2, 0, status, None, None)]))
+        board.cells_saved([CellChange("sleep", 2000 + second % 2, 0, status, None, None)])
         clock.now += 1.0
         view.tick()
     view.close()
@@ -169,6 +134,7 @@ def test_plain_view_prints_the_whole_board_at_most_once_a_minute():
     assert all(len(block) == 2 for block in blocks if block not in whole)  # the changed line
 
 
+@pytest.mark.slow
 def test_plain_run_prints_changed_lines_between_whole_boards(tmp_path):
     (tmp_path / "clusterfarm.toml").write_text("[tasks.sleep]\nseconds = 0.02\n")
     result = run_cli(

@@ -36,8 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clusterfarm.launchers.slurm import commands
-from tests.conftest import PLUGIN_SETTINGS, Result, cli_env, run_cli, stop_process
-from tests.sshd import free_port
+from tests.harness.cli import PLUGIN_SETTINGS, Result, cli_env, run_cli
+from tests.harness.processes import stop_process
+from tests.harness.sshd import free_port
 
 CONF = Path("/etc/slurm/slurm.conf")
 CGROUP_CONF = Path("/etc/slurm/cgroup.conf")
@@ -98,7 +99,7 @@ def write_config() -> str:
     proctrack = _proctrack()
     CONF.parent.mkdir(parents=True, exist_ok=True)
     CONF.write_text(
-        f"""# written by clusterfarm's tests (tests/slurm.py): one node, loopback only
+        f"""# written by clusterfarm's tests (tests/harness/slurm.py): one node, loopback only
 ClusterName=clusterfarm-tests
 SlurmctldHost=localhost
 SlurmUser=slurm

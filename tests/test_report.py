@@ -7,8 +7,8 @@ import sqlite3
 import pytest
 
 from clusterfarm.show.report import COLORS
-from tests.browser import Browser, chromium_missing
-from tests.conftest import PLUGIN_SETTINGS, run_cli, write_settings
+from tests.harness.browser import Browser, chromium_missing
+from tests.harness.cli import PLUGIN_SETTINGS, run_cli, write_settings
 
 # the colour under the centre of every cell of every grid canvas, counted per grid
 SAMPLE_GRID = """
@@ -50,6 +50,7 @@ def browser():
     chromium.close()
 
 
+@pytest.mark.slow
 def test_report_is_one_file_that_names_nothing_outside_itself(finished_run, tmp_path):
     out = tmp_path / "report.html"
     result = run_cli("report", "--out", str(out), cwd=finished_run)
@@ -64,6 +65,7 @@ def test_report_is_one_file_that_names_nothing_outside_itself(finished_run, tmp_
     assert "provenance" in text and "python" in text
 
 
+@pytest.mark.hosts
 def test_report_opens_in_headless_chromium_without_errors_or_requests(
     finished_run, tmp_path, browser
 ):
