@@ -101,3 +101,15 @@ def test_no_build_artefact_is_tracked():
     ).stdout.split()
     artefacts = re.compile(r"(\.whl|\.tar\.gz|\.pyc|\.egg-info/.*|^dist/.*|^build/.*)$")
     assert not [name for name in tracked if artefacts.search(name)]
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    """No import circle anywhere in the package, between parts or inside one."""
+    grimp = pytest.importorskip("grimp")  # import-linter's own graph (the test extra)
+    graph = grimp.build_graph("clusterfarm", exclude_type_checking_imports=True)
+    circles = []
+    for module in sorted(graph.modules):
+        for imported in graph.find_modules_directly_imported_by(module):
+            if module < imported and graph.chain_exists(imported, module):
+                circles.append(f"{module} <-> {imported}")
+    assert not circles

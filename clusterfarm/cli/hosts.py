@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from clusterfarm.cli import PORT, Seconds, Whole, _options, cli, common, load, settings
+from clusterfarm.cli.base import PORT, Seconds, Whole, _options, cli, common, load, settings
 from clusterfarm.config.settings import Host, Settings
 from clusterfarm.errors import EXIT_FAILED, EXIT_OK, UsageError
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from clusterfarm.cli import cli, common, settings
+from clusterfarm.cli.base import cli, common, settings
 from clusterfarm.errors import EXIT_OK
 from clusterfarm.record.trace import FORMATS
 

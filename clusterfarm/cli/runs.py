@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from clusterfarm.cli import MEMBER, YEAR, Seconds, Whole, _options, cli, common, load, settings
+from clusterfarm.cli.base import MEMBER, YEAR, Seconds, Whole, _options, cli, common, load, settings
 from clusterfarm.config.settings import MAX_WORKERS_PER_HOST, MIN_TIMEOUT
 from clusterfarm.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ClusterFarmError
 

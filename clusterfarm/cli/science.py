@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from clusterfarm.cli import MEMBER, YEAR, Whole, cli, common, settings
+from clusterfarm.cli.base import MEMBER, YEAR, Whole, cli, common, settings
 from clusterfarm.config.specs import MAX_MEMBER
 from clusterfarm.errors import UsageError, writing
 
