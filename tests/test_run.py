@@ -39,6 +39,32 @@ def test_run_completes_every_cell_and_rerun_redoes_nothing(project):
 
 
 @pytest.mark.slow
+def test_a_run_whose_cells_outlast_the_heartbeat_ends_without_a_thread_traceback(project):
+    """The heartbeats ping quiet busy workers from a pool of threads; at the end their
+    connections are closed by the heartbeat thread, which must own them first."""
+    write_settings(
+        project / "clusterfarm.toml",
+        PLUGIN_SETTINGS + "[run]\nheartbeat = 0.3\n[tasks.sleep]\nseconds = 1.0\n",
+    )
+    result = run_cli(
+        "run",
+        "--local",
+        "2",
+        "--task",
+        "sleep",
+        "--years",
+        "2000",
+        "--members",
+        "0-3",
+        "--progress",
+        "none",
+        cwd=project,
+    )
+    assert result.code == 0
+    assert "Traceback" not in result.err and "Exception in thread" not in result.err, result.err
+
+
+@pytest.mark.slow
 def test_extending_the_years_runs_only_the_new_cells(project):
     run_json(project, "--task", "noop", "--years", "2000", "--members", "0-4")
     code, wider = run_json(project, "--task", "noop", "--years", "2000-2001", "--members", "0-4")

@@ -89,6 +89,7 @@ class WorkerHeartbeats:
                 except Exception:  # never let a bug here end the heartbeats silently
                     LOG.exception("heartbeat round failed")
         for proxy in self._proxies.values():
+            proxy._pyroClaimOwnership()  # the last ping may have been another pool thread's
             proxy._pyroRelease()
 
     def _quiet_links(self, now: float) -> list[WorkerLink]:
