@@ -62,6 +62,14 @@ def test_a_summary_that_is_not_a_dict_fails_the_task_with_the_real_reason(tmp_pa
     assert "returned a list, not a dict or None" in failure["error"]
 
 
+def test_a_summary_with_nan_fails_the_task_saying_where(tmp_path):
+    code, report, err = run_one(tmp_path, "nan_summary", "[run]\nretries = 0\n")
+    assert code == 1, err
+    (failure,) = report["failures"]
+    assert failure["error_kind"] == "task"
+    assert "NaN or an infinity at ['speeds'][1]" in failure["error"]
+
+
 def test_a_summary_over_the_limit_is_refused_with_a_clear_error(tmp_path):
     code, report, err = run_one(tmp_path, "huge_summary", "[run]\nretries = 0\n")
     assert code == 1, err

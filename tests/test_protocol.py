@@ -54,6 +54,10 @@ def test_a_batch_of_answers_survives_packing_whatever_it_holds():
         (("+", "0.1 1 x 3 - - - -", {}), "usage must be numbers"),
         (("+", "-1" + " -" * 7, {}), "elapsed must be a number of seconds"),
         (("+", "0.1" + " -" * 7, {0: "not a list"}), "details of cell 0 must be a list"),
+        (
+            ("+", "0.1" + " -" * 7, {0: [None, None, None, {"a": [1.0, float("inf")]}]}),
+            "summary holds a number that is not finite (['a'][1])",
+        ),
     ],
 )
 def test_a_malformed_batch_answer_is_refused_with_what_is_wrong(raw, complaint):

@@ -363,6 +363,8 @@ def parse_answer(raw: Any) -> Answer:
                 raise ProtocolError(f"answer {label} must be a string or None")
         if summary is not None and not isinstance(summary, dict):
             raise ProtocolError("answer summary must be a dict or None")
+        if (where := non_finite(summary)) is not None:
+            raise ProtocolError(f"answer summary holds a number that is not finite ({where})")
         return complete(elapsed, checked_usage, output, output_sum, inputs, summary)
     if len(raw) != 5:
         raise ProtocolError(f"a failure answer has 5 fields, not {len(raw)}")
@@ -465,6 +467,23 @@ def _usage(value: Any) -> Usage | None:
     if not (math.isfinite(started) and math.isfinite(cpu)):
         raise ProtocolError(f"answer usage must be finite, not {value!r:.80}")
     return (started, cpu, peak, moved[0], moved[1], moved[2], moved[3])
+
+
+def non_finite(value: Any, where: str = "") -> str | None:
+    """Where ``value`` (plain JSON data) holds NaN or an infinity, e.g. ``['speeds'][2]``;
+    None when it holds none. JSON has no such numbers, and SQLite's JSON functions refuse
+    them, so they never enter a summary."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where or "the value"
+    items: Any = ()
+    if isinstance(value, dict):
+        items = ((f"{where}[{key!r}]", item) for key, item in value.items())
+    elif isinstance(value, list | tuple):
+        items = ((f"{where}[{index}]", item) for index, item in enumerate(value))
+    for place, item in items:
+        if (found := non_finite(item, place)) is not None:
+            return found
+    return None
 
 
 def _is_int(value: Any) -> bool:

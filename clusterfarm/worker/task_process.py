@@ -35,7 +35,7 @@ from clusterfarm.config.settings import RECORD
 from clusterfarm.errors import InputError
 from clusterfarm.tasks.files import file_checksum, input_identity
 from clusterfarm.tasks.registry import TaskContext, TaskSpec, get_task, load_task_modules
-from clusterfarm.wire.protocol import ErrorKind, complete, failed
+from clusterfarm.wire.protocol import ErrorKind, complete, failed, non_finite
 from clusterfarm.worker.usage import Meter
 
 LOG = logging.getLogger("clusterfarm.task_process")
@@ -180,7 +180,13 @@ def plain_summary(summary: Any) -> dict[str, Any] | None:
             f"its summary is {len(text):,} bytes, over the limit of {MAX_SUMMARY_BYTES:,}; "
             "write bulk results to the output file"
         )
-    return dict(json.loads(text))
+    plain = dict(json.loads(text))
+    if (where := non_finite(plain)) is not None:
+        raise ValueError(
+            f"its summary holds NaN or an infinity at {where}; a summary holds finite numbers "
+            "only (None for a value that is missing)"
+        )
+    return plain
 
 
 def _one_line(exc: BaseException) -> str:

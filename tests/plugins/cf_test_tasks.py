@@ -130,6 +130,12 @@ def huge_summary(year: int, member: int, ctx: TaskContext) -> dict[str, str]:
     return {"everything": "x" * 1_000_000}
 
 
+@task("nan_summary", version="1", writes_output=False)
+def nan_summary(year: int, member: int, ctx: TaskContext) -> dict[str, object]:
+    """A summary with NaN deep inside (numpy gives them for the mean of nothing)."""
+    return {"n": 3, "speeds": [4.0, float("nan")]}
+
+
 @task("hog", version="1", params={"mb": 400}, writes_output=False)
 def hog(year: int, member: int, ctx: TaskContext) -> None:
     """Allocates ``mb`` MB, 20 MB at a time (past a worker job's --mem, for the OOM test)."""
