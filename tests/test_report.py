@@ -95,6 +95,47 @@ def test_report_opens_in_headless_chromium_without_errors_or_requests(
     assert seconds < 30
 
 
+# an error that, put in a <script> as it is, keeps the script from ever running
+HOSTILE = "<!--<script>x</script> & \u2028 boom"
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tmp_path_factory):
+    """A run whose one failure says HOSTILE, and its report."""
+    project = tmp_path_factory.mktemp("hostile")
+    write_settings(
+        project / "clusterfarm.toml",
+        PLUGIN_SETTINGS + f"[tasks.fail_saying]\nmessage = {json.dumps(HOSTILE)}\n",
+    )
+    ran = run_cli(
+        "run", "--local", "1", "--json", "--task", "fail_saying", "--years", "2000",
+        "--members", "0-2", "--retries", "0", cwd=project,
+    )  # fmt: skip
+    assert ran.code == 1, ran.err
+    out = project / "report.html"
+    assert run_cli("report", "--out", str(out), cwd=project).code == 0
+    return out
+
+
+def test_the_report_data_holds_an_error_text_that_no_script_can_be_ended_or_hidden_by(
+    hostile_run,
+):
+    text = hostile_run.read_text()
+    [payload] = re.findall(r"<script type='application/json' id='cf-data'>(.*?)</script>", text)
+    assert not set(payload) & {"<", ">", "&", "\u2028", "\u2029"}
+    one_line = " ".join(HOSTILE.split())  # as errors are kept
+    assert one_line in json.dumps(json.loads(payload), ensure_ascii=False)
+
+
+@pytest.mark.hosts
+def test_a_report_whose_error_text_holds_html_still_draws_every_canvas(hostile_run, browser):
+    browser.open(hostile_run.as_uri())
+    assert browser.console_errors() == []
+    [grid] = browser.evaluate(SAMPLE_GRID)
+    assert grid["counts"] == {COLORS["F"]: 1, COLORS["+"]: 2}
+    assert browser.evaluate("document.querySelectorAll('canvas.timeline').length") == 1
+
+
 def _centre(browser, row, col):
     box = browser.evaluate(
         "(() => { const c = document.querySelector('canvas.grid'); const r = "

@@ -416,9 +416,17 @@ def _asset(name: str) -> str:
     )
 
 
+# Data inside a <script> element: "</script>" would end it early, and "<!--" followed by
+# "<script" would keep it from ending at all (the HTML parser's "double escaped" state), so
+# no <, > or & is left as it is; U+2028 and U+2029 end a line in older JavaScript. JSON.parse
+# reads the escapes back.
+_SCRIPT_SAFE = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
+
+
 def _page(title: str, body: str, data: dict[str, Any]) -> str:
-    # "</" inside the JSON would end the script element early
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    payload = json.dumps(data, separators=(",", ":")).translate(_SCRIPT_SAFE)
     policy = (
         "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
         "img-src data:; connect-src 'none'"

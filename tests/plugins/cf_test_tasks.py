@@ -145,6 +145,13 @@ def hog(year: int, member: int, ctx: TaskContext) -> None:
         time.sleep(0.01)
 
 
+@task("fail_saying", version="1", params={"member": 0, "message": ""}, writes_output=False)
+def fail_saying(year: int, member: int, ctx: TaskContext) -> None:
+    """Member ``member`` fails with ``message`` (whatever it holds)."""
+    if member == ctx.params["member"]:
+        raise RuntimeError(ctx.params["message"])
+
+
 @task("fail_member", version="1", params={"member": 0}, writes_output=False)
 def fail_member(year: int, member: int, ctx: TaskContext) -> None:
     """Fails on every attempt of one member; succeeds at once on the others."""
