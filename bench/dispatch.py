@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from clusterfarm.wire.access import Access
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 DASK_ENV = BENCH / ".venv-dask"
@@ -61,10 +63,10 @@ def clusterfarm_figures(work: Path) -> dict[str, float]:
     figures["noop_command_s"] = time.perf_counter() - began
     assert report["complete"] == years * members, report
 
-    secret = cluster_secret(work)
-    nameserver = NameServer("127.0.0.1", 0)
+    access = cluster_access(work)
+    nameserver = NameServer("127.0.0.1", 0, access)
     began = time.perf_counter()
-    launcher = LocalLauncher(WORKERS, nameserver.host, nameserver.port, work / "logs", None, secret)
+    launcher = LocalLauncher(WORKERS, nameserver.host, nameserver.port, work / "logs", access)
     launcher.start()
     figures["startup_s"] = time.perf_counter() - began
     settings = work / "cluster.toml"
@@ -90,14 +92,11 @@ def clusterfarm_figures(work: Path) -> dict[str, float]:
     return figures
 
 
-def cluster_secret(work: Path) -> str:
-    """A secret for the benchmark's own cluster: in ``work/secret``, and this process's."""
-    from clusterfarm.wire.pyro import set_secret
+def cluster_access(work: Path) -> Access:
+    """The benchmark's own cluster: its secret in ``work/secret``."""
     from clusterfarm.wire.secret import new_secret, write_secret
 
-    secret = write_secret(work / "secret", new_secret())
-    set_secret(secret)
-    return secret
+    return Access(write_secret(work / "secret", new_secret()))
 
 
 def run_command(work: Path, name: str, *args: str) -> dict[str, Any]:

@@ -52,20 +52,20 @@ def host(prefix: str, count: int, ns_port: int) -> None:
 
     from clusterfarm.config.settings import load_settings
     from clusterfarm.tasks.registry import load_task_modules
+    from clusterfarm.wire.access import cluster_access
     from clusterfarm.wire.gate import GatedDaemon
     from clusterfarm.wire.nameserver import locate
     from clusterfarm.wire.pyro import WORKER_PREFIX, configure_pyro, raise_open_files_limit
-    from clusterfarm.wire.secret import use_cluster_secret
     from clusterfarm.worker.daemon import metadata
     from clusterfarm.worker.executor import Executor
     from clusterfarm.worker.service import Own, PyroWorker
 
     configure_pyro()
     raise_open_files_limit()
-    use_cluster_secret(load_settings(None).security)  # $CLUSTERFARM_SECRET_FILE, set below
+    access = cluster_access(load_settings(None).security)  # $CLUSTERFARM_SECRET_FILE, below
     load_task_modules()
-    daemon = GatedDaemon(host="127.0.0.1", port=0)
-    ns = locate("127.0.0.1", ns_port)
+    daemon = GatedDaemon(host="127.0.0.1", port=0, access=access)
+    ns = locate("127.0.0.1", ns_port, access)
     tmp = tempfile.gettempdir()
     own = Own(tmp, tmp, tmp, 60.0, 0.0)
     executors = []

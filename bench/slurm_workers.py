@@ -22,6 +22,7 @@ from clusterfarm.config.settings import load_settings
 from clusterfarm.launchers.slurm.launcher import SlurmLauncher
 from clusterfarm.wire.nameserver import NameServer
 from tests.harness.cli import cli_env
+from tests.harness.secret import ACCESS
 from tests.harness.slurm import Lab, slurm_missing, start_cluster
 
 
@@ -37,7 +38,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as folder:
             lab = Lab(Path(folder))
-            server = NameServer("127.0.0.1", lab.port)
+            server = NameServer("127.0.0.1", lab.port, ACCESS)
             try:
                 for workers in (2, 4):
                     lab.write(slurm=f"workers = {workers}\n")

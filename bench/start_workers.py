@@ -24,6 +24,7 @@ from typing import Any
 
 from clusterfarm.wire.nameserver import NameServer
 from tests.harness.netns import make_lab, netns_missing
+from tests.harness.secret import ACCESS
 from tests.harness.sshd import SSHLab, start_sshds
 
 WORKERS_PER_HOST = 2
@@ -56,7 +57,7 @@ def main() -> None:
     try:
         places = [(lab.address(i), namespace) for i, namespace in enumerate(lab.namespaces)]
         servers = start_sshds(folder, places)
-        nameserver = NameServer(lab.gateway, 0)
+        nameserver = NameServer(lab.gateway, 0, ACCESS)
         ssh = SSHLab(folder, nameserver.host, nameserver.port, run_cli)
         ssh.trust(*servers)
         print(f"start-workers, {repeat} rounds each (seconds):")

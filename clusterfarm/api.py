@@ -27,7 +27,13 @@ from typing import Any
 
 from clusterfarm.config.settings import Settings, load_settings
 from clusterfarm.config.specs import parse_spec
-from clusterfarm.errors import EXIT_INFRA, EXIT_INTERRUPTED, UsageError, WorkerError
+from clusterfarm.errors import (
+    EXIT_INFRA,
+    EXIT_INTERRUPTED,
+    SettingsError,
+    UsageError,
+    WorkerError,
+)
 from clusterfarm.record.status import RunStatus, read_status
 from clusterfarm.show.board import View
 
@@ -46,6 +52,11 @@ class Farm:
     def __init__(self, settings: str | os.PathLike[str] | Settings | None = None, **overrides: Any):
         from clusterfarm.wire.pyro import configure_pyro
 
+        if not isinstance(settings, Settings | str | os.PathLike | None):
+            raise UsageError(
+                f"Farm: settings={settings!r:.60} must be a settings file's path, a Settings "
+                "or None"
+            )
         if not isinstance(settings, Settings):
             settings = load_settings(os.fspath(settings) if settings is not None else None)
         configure_pyro(settings.security)
@@ -74,7 +85,16 @@ class Farm:
         from clusterfarm.manager import runner
         from clusterfarm.show.board import BoardDisplay
 
-        changes = {"task": task, "years": _spec(years), "members": _spec(members), **overrides}
+        if task is not None and not isinstance(task, str):
+            raise UsageError(f"Farm.run: task={task!r:.60} must be a task name (a string)")
+        if local is not None and (not isinstance(local, int) or isinstance(local, bool)):
+            raise UsageError(f"Farm.run: local={local!r:.60} must be a whole number of workers")
+        changes = {
+            "task": task,
+            "years": _spec(years, "years"),
+            "members": _spec(members, "members"),
+            **overrides,
+        }
         settings = _with_run(self.settings, changes)
         argv = ("clusterfarm.api", f"Farm.run({_call(changes, local)})")
         request = runner.RunRequest(settings, argv=argv)
@@ -126,9 +146,11 @@ def open_tracks(run_dir: str | os.PathLike[str], years: Spec = None, members: Sp
     from clusterfarm.analysis.gather import gather_tracks, tracks_dataset
     from clusterfarm.record.trace import run_id
 
-    wanted_years = set(parse_spec(_spec(years) or "", "year")) if years is not None else None
+    wanted_years = (
+        set(parse_spec(_spec(years, "years") or "", "year")) if years is not None else None
+    )
     wanted_members = (
-        set(parse_spec(_spec(members) or "", "member")) if members is not None else None
+        set(parse_spec(_spec(members, "members") or "", "member")) if members is not None else None
     )
     with _state(Path(run_dir)) as db:
         files = [
@@ -165,13 +187,19 @@ class _state:
         self.db.close()
 
 
-def _spec(value: Spec) -> str | None:
+def _spec(value: Spec, name: str) -> str | None:
     """A year or member spec from ``"2000-2003"``, ``2000``, ``range(...)`` or a list."""
     if value is None or isinstance(value, str):
         return value
-    if isinstance(value, int):
-        return str(value)
-    return ",".join(str(int(v)) for v in value)
+    numbers = [value] if isinstance(value, int) else value
+    if isinstance(numbers, Iterable) and not isinstance(numbers, bytes | dict):
+        numbers = list(numbers)
+        if all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
+            return ",".join(str(n) for n in numbers)
+    raise UsageError(
+        f"{name}={value!r:.60}: give a spec such as '2000-2012' or '0,3,5-7', a whole number, "
+        "or a list or range of them"
+    )
 
 
 def _with_run(settings: Settings, changes: dict[str, Any]) -> Settings:
@@ -184,7 +212,10 @@ def _with_run(settings: Settings, changes: dict[str, Any]) -> Settings:
             f"Farm: unknown [run] key(s) {', '.join(unknown)} (known: {sorted(known)})"
         )
     values = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in changes.items()}
-    return settings.with_run(**{k: v for k, v in values.items() if v is not None})
+    try:  # named as the Python caller wrote them, not as command line options
+        return settings.replace_run({k: v for k, v in values.items() if v is not None}, str)
+    except SettingsError as exc:
+        raise UsageError(f"Farm: {exc}") from None
 
 
 def _call(changes: dict[str, Any], local: int | None) -> str:

@@ -18,6 +18,7 @@ import pytest
 from clusterfarm.wire.nameserver import NameServer, list_workers, locate
 from tests.harness.cli import PLUGIN_SETTINGS, cli_env, run_cli, write_settings
 from tests.harness.processes import stop_process
+from tests.harness.secret import ACCESS
 
 # A session started in the background of a shell without job control (`bin/test &` in a
 # script) has SIGINT ignored, and every process it starts would inherit that: the tests that
@@ -41,7 +42,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture
 def nameserver() -> Iterator[NameServer]:
     """A real Pyro5 nameserver on 127.0.0.1, on a free port."""
-    server = NameServer("127.0.0.1", 0)
+    server = NameServer("127.0.0.1", 0, ACCESS)
     yield server
     server.stop()
 
@@ -83,7 +84,7 @@ def start_worker(
             cwd=tmp_path,
         )
         processes.append(process)
-        ns = locate(nameserver.host, nameserver.port)
+        ns = locate(nameserver.host, nameserver.port, ACCESS)
         deadline = time.monotonic() + 20
         while f"clusterfarm.worker.{name}" not in {w.name for w in list_workers(ns)}:
             assert process.poll() is None, (tmp_path / f"{name}.log").read_text()

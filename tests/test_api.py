@@ -119,3 +119,51 @@ def test_a_script_runs_a_farm_in_a_subprocess(tmp_path):
     lines = done.stdout.strip().splitlines()
     assert lines[0].startswith("[")  # the plain progress blocks (stdout is not a terminal)
     assert json.loads(lines[-1]) == {"complete": 4, "failure": 2, "attempts": 6, "failed": 2}
+
+
+@pytest.mark.parametrize(
+    ("make", "named"),
+    [
+        (lambda tmp: Farm(run_dir=123), "run_dir"),
+        (lambda tmp: Farm(timeout="1"), "timeout"),
+        (lambda tmp: Farm(retries=True), "retries"),
+        (lambda tmp: Farm(settings=42), "settings"),
+        (lambda tmp: Farm(run_dir=tmp).run("noop", years=2000.5), "years"),
+        (lambda tmp: Farm(run_dir=tmp).run("noop", years=2000, members=[0, "1"]), "members"),
+        (lambda tmp: Farm(run_dir=tmp).run("noop", years=2000, members=0, local="2"), "local"),
+        (lambda tmp: Farm(run_dir=tmp).run(3, years=2000, members=0), "task"),
+        (lambda tmp: Farm(run_dir=tmp).run("noop", years="2000-1999", members=0), "years"),
+    ],
+)
+def test_a_wrong_argument_is_a_usage_error_naming_the_parameter(tmp_path, make, named):
+    with pytest.raises(UsageError) as refused:
+        make(tmp_path)
+    message = str(refused.value)
+    assert named in message and f"--{named}" not in message
+
+
+@pytest.mark.slow
+def test_two_farms_run_at_once_from_threads_each_with_its_own_workers(tmp_path):
+    """Neither thread is the main one (no signal handler may be set there), and each run's
+    nameserver and workers take only that run's secret."""
+    import threading
+
+    write_settings(tmp_path / "farm.toml", "[tasks.sleep]\nseconds = 0.3\n")  # built in
+    reports: dict[str, object] = {}
+
+    def run(name: str) -> None:
+        try:
+            farm = Farm(tmp_path / "farm.toml", run_dir=tmp_path / name)
+            reports[name] = farm.run("sleep", years=2000, members="0-5", local=1, progress="none")
+        except BaseException as exc:  # noqa: BLE001 - the test reports what went wrong
+            reports[name] = exc
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    for name in ("a", "b"):
+        report = reports[name]
+        assert not isinstance(report, BaseException), f"{name}: {report!r}"
+        assert report.complete == 6 and report.failures == []  # type: ignore[attr-defined]

@@ -31,6 +31,7 @@ from tests.harness.faults import (
     worker_daemons,
 )
 from tests.harness.processes import wait_until
+from tests.harness.secret import ACCESS
 
 
 def wait_busy_worker(process, cwd, name):
@@ -170,7 +171,7 @@ def test_stopped_worker_hands_its_cell_back_without_using_an_attempt(
     assert report["complete"] == 10
     from clusterfarm.wire.nameserver import list_workers, locate
 
-    names = [w.name for w in list_workers(locate(nameserver.host, nameserver.port))]
+    names = [w.name for w in list_workers(locate(nameserver.host, nameserver.port, ACCESS))]
     assert names == ["clusterfarm.worker.test.1"]
 
 

@@ -21,6 +21,7 @@ from clusterfarm.wire.nameserver import NameServer, list_workers, locate
 from tests.harness.cli import cli_env
 from tests.harness.faults import wait_gone
 from tests.harness.processes import descendants
+from tests.harness.secret import ACCESS
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def start_worker(
 
 
 def names(ns: NameServer) -> list[str]:
-    return [w.name for w in list_workers(locate(ns.host, ns.port))]
+    return [w.name for w in list_workers(locate(ns.host, ns.port, ACCESS))]
 
 
 def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
@@ -59,9 +60,9 @@ def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
 
 
 def test_local_launcher_starts_registered_workers_and_stops_them_all(tmp_path: Path) -> None:
-    ns = NameServer("127.0.0.1", 0)
+    ns = NameServer("127.0.0.1", 0, ACCESS)
     try:
-        launcher: Launcher = LocalLauncher(2, ns.host, ns.port, tmp_path / "logs")
+        launcher: Launcher = LocalLauncher(2, ns.host, ns.port, tmp_path / "logs", ACCESS)
         try:
             workers = launcher.start(timeout=30)
             assert [(w.name, w.host) for w in workers] == [
@@ -82,7 +83,7 @@ def test_local_launcher_starts_registered_workers_and_stops_them_all(tmp_path: P
 def test_worker_exits_by_itself_once_the_nameserver_is_gone(
     spawned: list[subprocess.Popen[bytes]],
 ) -> None:
-    ns = NameServer("127.0.0.1", 0)
+    ns = NameServer("127.0.0.1", 0, ACCESS)
     try:
         worker = start_worker(spawned, ns, "orphan.0", "--orphan-after", "1")
     finally:
@@ -94,10 +95,10 @@ def test_worker_exits_by_itself_once_the_nameserver_is_gone(
 def test_worker_registers_again_with_a_restarted_nameserver(
     spawned: list[subprocess.Popen[bytes]],
 ) -> None:
-    ns = NameServer("127.0.0.1", 0)
+    ns = NameServer("127.0.0.1", 0, ACCESS)
     start_worker(spawned, ns, "steady.0", "--orphan-after", "5")
     ns.stop()
-    ns = NameServer("127.0.0.1", ns.port)  # the same address, empty
+    ns = NameServer("127.0.0.1", ns.port, ACCESS)  # the same address, empty
     try:
         assert wait_for(lambda: names(ns) == ["clusterfarm.worker.steady.0"], 10)
     finally:

@@ -22,6 +22,7 @@ from clusterfarm.config.settings import load_settings
 from clusterfarm.launchers.roster import workers_table
 from clusterfarm.launchers.slurm import commands
 from clusterfarm.launchers.slurm.launcher import SlurmLauncher, with_jobs
+from tests.harness.secret import ACCESS
 from tests.harness.slurm import Lab
 
 pytestmark = pytest.mark.slow
@@ -140,7 +141,7 @@ def nameserver_on(lab: Lab) -> Iterator[object]:
     """A nameserver at the lab's settings address (start-workers needs one running)."""
     from clusterfarm.wire.nameserver import NameServer
 
-    server = NameServer("127.0.0.1", lab.port)
+    server = NameServer("127.0.0.1", lab.port, ACCESS)
     yield server
     server.stop()
 

@@ -24,13 +24,14 @@ import pytest
 
 from clusterfarm.wire.nameserver import NameServer, list_workers, locate
 from tests.harness.processes import alive, descendants
+from tests.harness.secret import ACCESS
 from tests.harness.sshd import SSHLab, SSHServer, free_port, make_key, started_lab
 
 pytestmark = pytest.mark.usefixtures("sshd_server")
 
 
 def registered(nameserver: NameServer) -> dict[str, int | None]:
-    return {w.name: w.pid for w in list_workers(locate(nameserver.host, nameserver.port))}
+    return {w.name: w.pid for w in list_workers(locate(nameserver.host, nameserver.port, ACCESS))}
 
 
 def test_start_workers_copies_the_secret_and_its_workers_refuse_clients_without_it(
@@ -47,7 +48,7 @@ def test_start_workers_copies_the_secret_and_its_workers_refuse_clients_without_
     copied = ssh_lab.workdir / "secret"
     assert copied.read_text().strip() == SECRET
     assert stat.S_IMODE(copied.stat().st_mode) == 0o600
-    uri = str(locate(nameserver.host, nameserver.port).lookup("clusterfarm.worker.loc.0"))
+    uri = str(locate(nameserver.host, nameserver.port, ACCESS).lookup("clusterfarm.worker.loc.0"))
     with Pyro5.api.Proxy(uri) as proxy, pytest.raises(Pyro5.errors.CommunicationError) as no:
         proxy._pyroBind()
     assert "authentication required" in str(no.value)

@@ -20,6 +20,7 @@ from clusterfarm.wire.nameserver import NameServer, list_workers, locate
 from tests.harness.cli import run_cli
 from tests.harness.netns import Lab
 from tests.harness.processes import alive
+from tests.harness.secret import ACCESS
 from tests.harness.sshd import SSHLab, SSHServer, table_rows
 
 HOSTS = ("alpha", "bravo", "charlie")
@@ -29,7 +30,7 @@ HOSTS = ("alpha", "bravo", "charlie")
 def cluster(netns_hosts: Any, tmp_path: Path) -> Iterator[tuple[SSHLab, Lab, list[SSHServer]]]:
     """An SSHLab whose nameserver listens on the bridge, trusting the three hosts' sshds."""
     lab, servers = netns_hosts
-    nameserver = NameServer(lab.gateway, 0)
+    nameserver = NameServer(lab.gateway, 0, ACCESS)
     ssh = SSHLab(tmp_path, nameserver.host, nameserver.port, run_cli)
     ssh.trust(*servers)
     try:
@@ -67,7 +68,7 @@ def test_three_hosts_start_in_parallel_share_a_run_and_stop(
     stopped = ssh.cli(settings, "stop-workers")
     assert stopped.code == 0, stopped.out + stopped.err
     assert not [pid for recorded in pids.values() for pid in recorded.values() if alive(pid)]
-    assert list_workers(locate(ssh.ns_host, ssh.ns_port)) == []
+    assert list_workers(locate(ssh.ns_host, ssh.ns_port, ACCESS)) == []
 
 
 def test_no_route_to_a_host_is_one_line_in_bounded_time(

@@ -25,7 +25,7 @@ from tests.harness.cli import (
 )
 from tests.harness.faults import cmdline, worker_daemons
 from tests.harness.processes import alive, stop_process, wait_for_text, wait_until
-from tests.harness.secret import handshake
+from tests.harness.secret import ACCESS, handshake
 
 REFUSED = "authentication required"
 
@@ -69,7 +69,9 @@ def test_a_cluster_refuses_clients_without_its_secret_and_serves_those_with_it(
     nameserver, start_worker
 ):
     start_worker("sec.0")
-    worker_uri = str(locate(nameserver.host, nameserver.port).lookup("clusterfarm.worker.sec.0"))
+    worker_uri = str(
+        locate(nameserver.host, nameserver.port, ACCESS).lookup("clusterfarm.worker.sec.0")
+    )
     for uri in (nameserver.uri, worker_uri):
         assert REFUSED in (refusal(uri, None) or "")
         assert REFUSED in (refusal(uri, "a guess") or "")
@@ -82,7 +84,9 @@ def test_silent_connections_lock_nobody_out_of_the_nameserver_or_a_worker(
     nameserver, start_worker, silent
 ):
     start_worker("busy.0")
-    worker_uri = str(locate(nameserver.host, nameserver.port).lookup("clusterfarm.worker.busy.0"))
+    worker_uri = str(
+        locate(nameserver.host, nameserver.port, ACCESS).lookup("clusterfarm.worker.busy.0")
+    )
     ports = (nameserver.port, int(worker_uri.rsplit(":", 1)[1]))
     sockets = [
         socket.create_connection(("127.0.0.1", port)) for port in ports for _ in range(silent)
@@ -94,7 +98,9 @@ def test_silent_connections_lock_nobody_out_of_the_nameserver_or_a_worker(
             worker._pyroHandshake = handshake()
             worker._pyroTimeout = 2
             assert worker.ping()["name"] == "clusterfarm.worker.busy.0"
-        assert locate(nameserver.host, nameserver.port, timeout=2).list(prefix="clusterfarm.")
+        assert locate(nameserver.host, nameserver.port, ACCESS, timeout=2).list(
+            prefix="clusterfarm."
+        )
         assert time.monotonic() - began < 2
     finally:
         for sock in sockets:
@@ -149,7 +155,7 @@ def test_a_nameserver_killed_and_restarted_mid_run_costs_no_cell_and_no_worker(t
         assert all(alive(worker.pid) for worker in workers)
         # and they registered again with the new nameserver
         wait_until(
-            lambda: len(locate("127.0.0.1", port).list(prefix="clusterfarm.worker.")) == 2,
+            lambda: len(locate("127.0.0.1", port, ACCESS).list(prefix="clusterfarm.worker.")) == 2,
             timeout=40,
             what="the workers registered again",
         )

@@ -9,8 +9,8 @@ import Pyro5.api
 import pytest
 
 from clusterfarm.wire.nameserver import locate
-from clusterfarm.wire.pyro import authenticate
 from clusterfarm.worker.walltime import EXIT_MARGIN, Walltime, end_time_of, slurm_job_end
+from tests.harness.secret import ACCESS
 
 SCONTROL_LINE = (
     "JobId=12 JobName=w UserId=root(0) JobState=RUNNING Reason=None "
@@ -57,8 +57,8 @@ def test_a_worker_near_its_jobs_end_hands_back_a_cell_that_would_not_fit_and_lea
 ):
     end = time.time() + EXIT_MARGIN + 10  # as if SLURM said the job ends then
     process = start_worker("job.0", env={"SLURM_JOB_END_TIME": str(int(end))})
-    uri = locate(nameserver.host, nameserver.port).lookup("clusterfarm.worker.job.0")
-    with authenticate(Pyro5.api.Proxy(uri)) as worker:
+    uri = locate(nameserver.host, nameserver.port, ACCESS).lookup("clusterfarm.worker.job.0")
+    with ACCESS.present(Pyro5.api.Proxy(uri)) as worker:
         worker._pyroTimeout = 30
         first = worker.do_work(2000, 0, "sleep", {"seconds": 6})
         assert first["status"] == "complete"  # not measured yet: tried, and it fitted

@@ -17,7 +17,6 @@ from pathlib import Path
 import Pyro5.api
 import pytest
 
-from clusterfarm.wire.pyro import authenticate
 from tests.harness.cli import (
     FAST_LIVENESS,
     PLUGIN_SETTINGS,
@@ -27,6 +26,7 @@ from tests.harness.cli import (
     start_run,
     write_settings,
 )
+from tests.harness.secret import ACCESS
 
 FAST = FAST_LIVENESS.replace("[run]\n", "[run]\nretries = 1\n")
 
@@ -146,7 +146,7 @@ def test_a_worker_answering_garbage_is_set_aside_and_the_run_completes(
     uri = daemon.register(GarbageWorker(name, how), objectId=name)
     threading.Thread(target=daemon.requestLoop, daemon=True).start()
     try:
-        with authenticate(Pyro5.api.Proxy(nameserver.uri)) as ns:
+        with ACCESS.present(Pyro5.api.Proxy(nameserver.uri)) as ns:
             ns.register(name, uri, metadata={"clusterfarm.worker", "host=fake"})
         start_worker("good.0")
         start_worker("good.1")
@@ -170,7 +170,7 @@ def test_a_call_unanswered_past_its_guard_times_out_its_cell_and_the_worker_is_a
     uri = daemon.register(fake, objectId=fake.name)
     threading.Thread(target=daemon.requestLoop, daemon=True).start()
     try:
-        with authenticate(Pyro5.api.Proxy(nameserver.uri)) as ns:
+        with ACCESS.present(Pyro5.api.Proxy(nameserver.uri)) as ns:
             ns.register(fake.name, uri, metadata={"clusterfarm.worker", "host=fake"})
         start_worker("good.0")
         data = make_data(tmp_path / "data", "real")

@@ -9,9 +9,8 @@ import pytest
 
 from clusterfarm.wire.nameserver import locate
 from clusterfarm.wire.protocol import parse_answers
-from clusterfarm.wire.pyro import authenticate
 from tests.harness.processes import alive
-from tests.harness.secret import handshake
+from tests.harness.secret import ACCESS, handshake
 
 RUN = "test-run"
 
@@ -149,8 +148,8 @@ def _call(uri, task):
 
 def test_task_process_dies_with_a_killed_daemon(start_worker, nameserver):
     process = start_worker("test.1")
-    uri = locate(nameserver.host, nameserver.port).lookup("clusterfarm.worker.test.1")
-    with authenticate(Pyro5.api.Proxy(uri)) as proxy:
+    uri = locate(nameserver.host, nameserver.port, ACCESS).lookup("clusterfarm.worker.test.1")
+    with ACCESS.present(Pyro5.api.Proxy(uri)) as proxy:
         deadline = time.monotonic() + 10
         while proxy.info()["task_pid"] is None:
             assert time.monotonic() < deadline
@@ -168,7 +167,7 @@ def test_sigterm_unregisters_the_worker(start_worker, nameserver):
     process = start_worker("test.2")
     process.send_signal(signal.SIGTERM)
     assert process.wait(10) == 0
-    ns = locate(nameserver.host, nameserver.port)
+    ns = locate(nameserver.host, nameserver.port, ACCESS)
     assert "clusterfarm.worker.test.2" not in ns.list(prefix="clusterfarm.worker.")
 
 
@@ -225,8 +224,8 @@ def test_join_says_which_tasks_and_versions_the_worker_has(worker_proxy):
 @pytest.mark.slow
 def test_a_worker_started_for_a_run_leaves_once_no_manager_calls(start_worker, nameserver):
     process = start_worker("test.3", "--exit-when-idle", "1")
-    uri = locate(nameserver.host, nameserver.port).lookup("clusterfarm.worker.test.3")
-    with authenticate(Pyro5.api.Proxy(uri)) as worker:
+    uri = locate(nameserver.host, nameserver.port, ACCESS).lookup("clusterfarm.worker.test.3")
+    with ACCESS.present(Pyro5.api.Proxy(uri)) as worker:
         for _ in range(6):  # a manager's heartbeats keep it
             worker.ping()
             time.sleep(0.3)
@@ -234,5 +233,5 @@ def test_a_worker_started_for_a_run_leaves_once_no_manager_calls(start_worker, n
     began = time.monotonic()
     assert process.wait(10) == 0
     assert time.monotonic() - began < 3
-    ns = locate(nameserver.host, nameserver.port)
+    ns = locate(nameserver.host, nameserver.port, ACCESS)
     assert "clusterfarm.worker.test.3" not in ns.list(prefix="clusterfarm.worker.")

@@ -119,20 +119,12 @@ def load(check_tasks: bool = True) -> Settings:
     return config
 
 
-def settings(secret: str = "none") -> Settings:
-    """Load the settings and configure Pyro5 (TLS included) once, before any connection.
-
-    ``secret``: ``"read"`` the cluster's secret (connections to a cluster's nameserver and
-    workers present it), ``"create"`` it when missing too, or ``"none"``.
-    """
+def settings() -> Settings:
+    """Load the settings and configure Pyro5 (TLS included) once, before any connection."""
     from clusterfarm.wire.pyro import configure_pyro
 
     config = load()
     configure_pyro(config.security)
-    if secret != "none":
-        from clusterfarm.wire.secret import use_cluster_secret
-
-        use_cluster_secret(config.security, create=secret == "create")
     return config
 
 

@@ -28,10 +28,13 @@ def nameserver(host: str | None, port: int | None) -> None:
     """Run a Pyro5 nameserver in the foreground until Ctrl-C or SIGTERM."""
     import signal
 
+    from clusterfarm.wire.access import cluster_access
     from clusterfarm.wire.nameserver import NameServer
 
-    config = settings(secret="create").nameserver
-    server = NameServer(host or config.host, config.port if port is None else port)
+    config = settings()
+    access = cluster_access(config.security, create=True)
+    ns = config.nameserver
+    server = NameServer(host or ns.host, ns.port if port is None else port, access)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     click.echo(f"nameserver listening at {server.uri}")
     try:
@@ -98,17 +101,17 @@ def worker(
 ) -> None:
     """Run one worker daemon in the foreground, registered with the nameserver."""
     from clusterfarm.config.logging_setup import setup_logging
+    from clusterfarm.wire.access import access_from_stdin, cluster_access
     from clusterfarm.wire.pyro import address_towards
-    from clusterfarm.wire.secret import use_cluster_secret, use_secret_from_stdin
     from clusterfarm.worker import daemon as worker_daemon
 
     config = settings()
     if secret_stdin:  # local mode: the run's own secret, from the manager
-        use_secret_from_stdin()
+        access = access_from_stdin()
     else:
         if secret_file:
             config = replace(config, security=replace(config.security, secret_file=secret_file))
-        use_cluster_secret(config.security)
+        access = cluster_access(config.security)
     setup_logging(config, Path(log_file) if log_file else None, verbose=_options["verbose"])
     ns_host, ns_port = config.nameserver.host, config.nameserver.port
     if ns_address:
@@ -126,6 +129,7 @@ def worker(
     orphan = config.workers.orphan_after if orphan_after is None else orphan_after
     worker_daemon.serve(
         config,
+        access,
         bind,
         name,
         ns_host,
@@ -143,13 +147,15 @@ def worker(
 def workers(as_json: bool) -> None:
     """List the workers registered with the nameserver and what they are doing."""
     from clusterfarm.launchers.roster import describe_workers, workers_table
+    from clusterfarm.wire.access import cluster_access
 
-    config = settings(secret="read")
-    described = describe_workers(config.nameserver.host, config.nameserver.port)
+    config = settings()
+    access = cluster_access(config.security)
+    described = describe_workers(config.nameserver.host, config.nameserver.port, access)
     if config.launcher == "slurm":
         from clusterfarm.launchers.slurm.launcher import SlurmLauncher, with_jobs
 
-        described = with_jobs(described, SlurmLauncher(config).jobs())
+        described = with_jobs(described, SlurmLauncher(config, access=access).jobs())
     click.echo(json.dumps(described) if as_json else workers_table(described))
 
 
@@ -262,15 +268,15 @@ def start_workers(
     """Start the worker daemons (SSH to every host, or one SLURM job array); wait until they
     are registered."""
     from clusterfarm.launchers.ssh.launcher import SSHLauncher
-    from clusterfarm.wire.secret import read_secret
+    from clusterfarm.wire.access import cluster_access
 
-    config = settings(secret="create")
+    config = settings()
+    access = cluster_access(config.security, create=True)
     if config.launcher == "slurm":  # the jobs read the secret from the shared home
         _no_hosts_with_slurm(host_names)
         return _slurm_action("start", lambda launcher: launcher.start(timeout))
     hosts = _ssh_hosts(config, host_names)
-    secret = read_secret(config.security)
-    launcher = SSHLauncher(config, hosts, accept_new_host_keys, connect_timeout, secret=secret)
+    launcher = SSHLauncher(config, hosts, accept_new_host_keys, connect_timeout, access=access)
     return _report_hosts(launcher, "start", lambda: launcher.start(timeout))
 
 
@@ -283,7 +289,7 @@ def stop_workers(host_names: str | None, connect_timeout: float, grace: float) -
     names."""
     from clusterfarm.launchers.ssh.launcher import SSHLauncher
 
-    config = settings(secret="read")
+    config = settings()
     if config.launcher == "slurm":
         _no_hosts_with_slurm(host_names)
         return _slurm_action("stop", lambda launcher: launcher.stop(), grace)
@@ -301,7 +307,7 @@ def doctor(host_names: str | None, connect_timeout: float, accept_new_host_keys:
     a hint for each failure."""
     from clusterfarm.launchers.preflight import checks_table
 
-    config = settings(secret="read")
+    config = settings()
     if config.launcher == "slurm":
         from clusterfarm.launchers.slurm.doctor import diagnose_node
 

@@ -133,6 +133,11 @@ class LoggingSettings:
     backups: int
 
 
+def _option(key: str) -> str:
+    """How the command line names a ``[run]`` key: ``--run-dir`` for ``run_dir``."""
+    return f"--{key.replace('_', '-')}"
+
+
 @dataclass(frozen=True)
 class Settings:
     """The effective settings of one clusterfarm invocation."""
@@ -156,8 +161,22 @@ class Settings:
 
     def with_run(self, **changes: Any) -> Settings:
         """Return a copy with some ``[run]`` values replaced (command line overrides)."""
-        run = dataclasses.replace(self.run, **changes)
-        check_run(run, lambda key: f"--{key.replace('_', '-')}")
+        return self.replace_run(changes)
+
+    def replace_run(
+        self, changes: Mapping[str, Any], name_of: Callable[[str], str] = _option
+    ) -> Settings:
+        """Return a copy with ``changes`` to ``[run]``, each checked; an error names a value
+        as ``name_of(key)`` says (the command line's ``--key`` by default)."""
+        hints = typing.get_type_hints(RunSettings)
+        checked = {}
+        for key, value in changes.items():
+            if key not in hints:
+                known = ", ".join(f.name for f in dataclasses.fields(RunSettings))
+                raise SettingsError(f"{name_of(key)}: not a [run] key (known: {known})")
+            checked[key] = _typed(value, hints[key], name_of(key))
+        run = dataclasses.replace(self.run, **checked)
+        check_run(run, name_of)
         return dataclasses.replace(self, run=run)
 
     def started_in(self, cwd: str) -> Settings:
@@ -301,27 +320,28 @@ def _build(cls: type, table: Any, source: str, where: str) -> Any:
                 f"{source}: unknown key {where}.{key}; known in [{where.split('[')[0]}]: "
                 f"{', '.join(fields)}"
             )
-        values[key] = _typed(value, hints[key], source, f"{where}.{key}")
+        values[key] = _typed(value, hints[key], f"{source}: {where}.{key}")
     for name, spec in fields.items():
         if name not in values and spec.default is dataclasses.MISSING:
             raise SettingsError(f"{source}: missing key {where}.{name}")
     return cls(**values)
 
 
-def _typed(value: Any, kind: Any, source: str, where: str) -> Any:
+def _typed(value: Any, kind: Any, place: str) -> Any:
+    """``value`` checked against the field type ``kind``; ``place`` names it in the error."""
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if kind is float and isinstance(value, float) and not math.isfinite(value):
-        raise SettingsError(f"{source}: {where} must be a finite number, not {value!r}")
+        raise SettingsError(f"{place} must be a finite number, not {value!r}")
     if kind == tuple[str, ...]:
         if isinstance(value, list) and all(isinstance(item, str) for item in value):
             return tuple(value)
-        raise SettingsError(f"{source}: {where} must be a list of strings, not {value!r}")
+        raise SettingsError(f"{place} must be a list of strings, not {value!r}")
     if kind in (str, int, float, bool):
         if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
             return value
         raise SettingsError(
-            f"{source}: {where} must be {_TYPE_NAMES[kind]}, not {type(value).__name__} {value!r}"
+            f"{place} must be {_TYPE_NAMES[kind]}, not {type(value).__name__} {value!r:.60}"
         )
     raise AssertionError(f"no validator for {kind}")  # pragma: no cover - schema bug
 

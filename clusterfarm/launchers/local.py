@@ -18,6 +18,7 @@ from pathlib import Path
 
 from clusterfarm.errors import WorkerError
 from clusterfarm.launchers.base import START_TIMEOUT, tail_file
+from clusterfarm.wire.access import Access
 from clusterfarm.wire.nameserver import WorkerEntry, list_workers, locate
 from clusterfarm.wire.pyro import WORKER_PREFIX
 
@@ -33,14 +34,14 @@ class LocalLauncher:
         ns_host: str,
         ns_port: int,
         log_dir: Path,
+        access: Access,
         settings_path: str | None = None,
-        secret: str | None = None,
     ) -> None:
         self.count = count
         self.ns_host, self.ns_port = ns_host, ns_port
         self.log_dir = Path(log_dir)
         self.settings_path = settings_path
-        self.secret = secret  # the run's; each worker reads it from its stdin
+        self.access = access  # the run's; each worker reads its secret from its stdin
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def names(self) -> list[str]:
@@ -65,7 +66,8 @@ class LocalLauncher:
                 "--log-file",
                 str(self.log_dir / f"{name}.log"),
             ]
-            if self.secret is not None:
+            secret = self.access.secret
+            if secret is not None:
                 command.append("--secret-stdin")
             with open(self.log_dir / f"{name}.out", "ab") as log:
                 process = subprocess.Popen(
@@ -76,14 +78,14 @@ class LocalLauncher:
                     start_new_session=True,
                 )
             self.processes.append(process)
-            if self.secret is not None and process.stdin is not None:
-                process.stdin.write(self.secret.encode() + b"\n")  # then the pipe stays open:
+            if secret is not None and process.stdin is not None:
+                process.stdin.write(secret.encode() + b"\n")  # then the pipe stays open:
                 process.stdin.flush()  # its end tells the worker that the manager is gone
         return self.wait_registered(timeout)
 
     def wait_registered(self, timeout: float) -> list[WorkerEntry]:
         """Wait until every started worker is in the nameserver."""
-        ns = locate(self.ns_host, self.ns_port)
+        ns = locate(self.ns_host, self.ns_port, self.access)
         wanted = {f"clusterfarm.worker.{name}" for name in self.names()}
         deadline = time.monotonic() + timeout
         while True:

@@ -4,8 +4,8 @@
 :class:`~clusterfarm.manager.runner.WorkerPool`:
 
 - :class:`LocalPool` (no ``[[hosts]]``, or ``--local N``): a nameserver in this process and
-  N worker processes started for the run, with a secret of the run's own, all stopped at the
-  end whatever happens;
+  N worker processes started for the run, with an access (a secret) of the run's own, all
+  stopped at the end whatever happens;
 - :class:`RegisteredPool` (SSH hosts): the workers already registered with the settings'
   nameserver (``clusterfarm start-workers``), left running at the end;
 - :class:`SlurmPool` (``launcher = "slurm"``): registered SLURM workers if there are any,
@@ -27,9 +27,8 @@ from clusterfarm.errors import LaunchError, NameServerError, UsageError, WorkerE
 from clusterfarm.launchers.local import LocalLauncher
 from clusterfarm.manager.events import EventSink, WorkersPending
 from clusterfarm.manager.runner import WorkerPool, Workers
+from clusterfarm.wire.access import cluster_access, run_access
 from clusterfarm.wire.nameserver import NameServer, WorkerDirectory, list_workers, locate
-from clusterfarm.wire.pyro import set_secret
-from clusterfarm.wire.secret import new_secret, use_cluster_secret
 
 LOG = logging.getLogger("clusterfarm.launchers")
 
@@ -50,7 +49,8 @@ def pool_for(settings: Settings, local: int | None = None) -> WorkerPool:
 
 @dataclass(frozen=True)
 class LocalPool:
-    """A nameserver in this process and ``count`` worker processes, for one run."""
+    """A nameserver in this process and ``count`` worker processes, for one run, with an
+    access of the run's own: nobody else may list or call its workers."""
 
     settings: Settings
     count: int
@@ -59,27 +59,23 @@ class LocalPool:
     @contextlib.contextmanager
     def open(self, cells_left: Callable[[], int], events: EventSink) -> Iterator[Workers]:
         settings = self.settings
-        secret = new_secret() if settings.security.auth else None
-        previous = set_secret(secret)  # this run's own: nobody else may list or call its workers
+        access = run_access(settings.security)
+        nameserver = NameServer("127.0.0.1", 0, access)
+        explicit = None if settings.source.endswith("default.toml") else settings.source
+        launcher = LocalLauncher(
+            self.count,
+            nameserver.host,
+            nameserver.port,
+            Path(settings.run.run_dir) / "logs",
+            access,
+            str(Path(explicit).absolute()) if explicit else None,
+        )
         try:
-            nameserver = NameServer("127.0.0.1", 0)
-            explicit = None if settings.source.endswith("default.toml") else settings.source
-            launcher = LocalLauncher(
-                self.count,
-                nameserver.host,
-                nameserver.port,
-                Path(settings.run.run_dir) / "logs",
-                str(Path(explicit).absolute()) if explicit else None,
-                secret,
-            )
-            try:
-                directory = WorkerDirectory(nameserver.host, nameserver.port)
-                yield Workers(launcher.start(), directory, None)
-            finally:
-                launcher.stop()
-                nameserver.stop()
+            directory = WorkerDirectory(nameserver.host, nameserver.port, access)
+            yield Workers(launcher.start(), directory, None, access)
         finally:
-            set_secret(previous)  # (a Python API caller may run more than one run)
+            launcher.stop()
+            nameserver.stop()
 
 
 @dataclass(frozen=True)
@@ -92,15 +88,15 @@ class RegisteredPool:
     @contextlib.contextmanager
     def open(self, cells_left: Callable[[], int], events: EventSink) -> Iterator[Workers]:
         settings = self.settings
-        use_cluster_secret(settings.security)
+        access = cluster_access(settings.security)
         host, port = settings.nameserver.host, settings.nameserver.port
-        workers = list_workers(locate(host, port))
+        workers = list_workers(locate(host, port, access))
         if not workers:
             raise WorkerError(
                 f"no workers registered with the nameserver at {host}:{port}; start them with "
                 "`clusterfarm start-workers` or run with --local N"
             )
-        yield Workers(workers, WorkerDirectory(host, port), None)
+        yield Workers(workers, WorkerDirectory(host, port, access), None, access)
 
 
 @dataclass(frozen=True)
@@ -120,28 +116,31 @@ class SlurmPool:
         from clusterfarm.launchers.slurm.launcher import SlurmLauncher
 
         settings = self.settings
-        use_cluster_secret(settings.security, create=True)
+        access = cluster_access(settings.security, create=True)
         host, port = settings.nameserver.host, settings.nameserver.port
+        directory = WorkerDirectory(host, port, access)
         own_nameserver = None
         try:
-            ns = locate(host, port, timeout=2)
+            ns = locate(host, port, access, timeout=2)
         except NameServerError:
-            own_nameserver = NameServer(host, port)
-            ns = locate(host, port)
+            own_nameserver = NameServer(host, port, access)
+            ns = locate(host, port, access)
         try:
             workers = list_workers(ns)
             if workers:  # someone's start-workers pool: use it, and leave it running
-                yield Workers(workers, WorkerDirectory(host, port), SlurmLauncher(settings))
+                yield Workers(workers, directory, SlurmLauncher(settings, access=access), access)
                 return
             run = settings.run
-            launcher = SlurmLauncher(settings, exit_when_idle=run.lost_after + run.heartbeat)
+            launcher = SlurmLauncher(
+                settings, exit_when_idle=run.lost_after + run.heartbeat, access=access
+            )
             try:
                 workers = launcher.start()
                 LOG.info("SLURM pool: %d workers registered", len(workers))
                 launcher.keep(
                     cells_left, lambda pending: events.event(WorkersPending(tuple(pending)))
                 )
-                yield Workers(workers, WorkerDirectory(host, port), launcher)
+                yield Workers(workers, directory, launcher, access)
             finally:
                 launcher.stop_keeping()
                 try:

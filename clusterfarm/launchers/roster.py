@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from clusterfarm.wire.access import Access
 from clusterfarm.wire.nameserver import list_workers, locate
 from clusterfarm.wire.worker_calls import describe_entries
 
 
-def describe_workers(ns_host: str, ns_port: int) -> list[dict[str, Any]]:
+def describe_workers(ns_host: str, ns_port: int, access: Access) -> list[dict[str, Any]]:
     """Ask every registered worker (in parallel) what it is doing."""
-    return describe_entries(list_workers(locate(ns_host, ns_port)))
+    return describe_entries(list_workers(locate(ns_host, ns_port, access)), access)
 
 
 def workers_table(workers: list[dict[str, Any]]) -> str:

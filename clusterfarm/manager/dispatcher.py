@@ -47,6 +47,7 @@ import Pyro5.errors
 from Pyro5.api import Proxy
 
 from clusterfarm.record.schedule import Cell
+from clusterfarm.wire.access import Access
 from clusterfarm.wire.channel import Channel, ChannelClosed, Reply
 from clusterfarm.wire.nameserver import WorkerEntry
 from clusterfarm.wire.protocol import (
@@ -59,7 +60,7 @@ from clusterfarm.wire.protocol import (
     pack_cells,
     parse_answers,
 )
-from clusterfarm.wire.pyro import CALL_TIMEOUT, authenticate, tls_problem
+from clusterfarm.wire.pyro import CALL_TIMEOUT, tls_problem
 from clusterfarm.wire.worker_calls import cancel_aside
 
 LOG = logging.getLogger("clusterfarm.dispatcher")
@@ -128,6 +129,7 @@ class DispatchHost(Protocol):
 
     done: threading.Event
     spec: RunSpec
+    access: Access
     call_limit: float
     heartbeat: float
 
@@ -224,7 +226,8 @@ class Dispatcher:
         """A helper thread's job: connect, join the run (blocking), hand the lane over."""
         channel = None
         try:
-            proxy = connect(lane.link) if lane.joined else join_worker(self.host, lane.link)
+            host, link = self.host, lane.link
+            proxy = connect(link, host.access) if lane.joined else join_worker(host, link)
             if proxy is not None:
                 channel = Channel(proxy)
         except Exception as exc:  # a bug here must not strand the lane: log it, set aside
@@ -426,7 +429,7 @@ class Dispatcher:
             if batch is None:
                 continue  # answered in time (a goodbye at the end has no limit of its own)
             self._close(lane)  # a late reply would answer the next call
-            self._submit(cancel_aside, lane.link.entry, self.host.spec.run_id)
+            self._submit(cancel_aside, lane.link.entry, self.host.access, self.host.spec.run_id)
             error = f"no answer from {lane.link.name} within {lane.timeout:g} s"
             timed_out = [failed(ErrorKind.TIMEOUT, error)] * len(batch.cells)
             self.host.finish(lane.link, batch, timed_out)
@@ -491,9 +494,9 @@ def bug(exc: Exception) -> str:
     return f"dispatcher error ({type(exc).__name__}; see manager.log)"
 
 
-def connect(link: WorkerLink) -> Proxy | None:
+def connect(link: WorkerLink, access: Access) -> Proxy | None:
     """A connection to ``link``'s worker (which has joined the run), or None (not now)."""
-    proxy = _proxy(link)
+    proxy = _proxy(link, access)
     try:
         proxy._pyroBind()
     except Pyro5.errors.PyroError:
@@ -502,19 +505,18 @@ def connect(link: WorkerLink) -> Proxy | None:
     return proxy
 
 
-def _proxy(link: WorkerLink) -> Proxy:
+def _proxy(link: WorkerLink, access: Access) -> Proxy:
     proxy = Proxy(link.entry.uri)
     proxy._pyroTimeout = CALL_TIMEOUT
     # the handshake and the join in JSON, as the lanes' calls: serpent compiles every
     # message it reads, and a thousand joins at the start are the manager's busiest second
     proxy._pyroSerializer = "json"
-    authenticate(proxy)
-    return proxy
+    return access.present(proxy)
 
 
 def join_worker(host: DispatchHost, link: WorkerLink) -> Proxy | None:
     """Connect to ``link``'s worker and join it to the run: its proxy, or None (not now)."""
-    proxy = _proxy(link)
+    proxy = _proxy(link, host.access)
     try:
         answer = JoinAnswer.from_wire(proxy.join(host.spec.to_wire()))
     except Pyro5.errors.CommunicationError as exc:

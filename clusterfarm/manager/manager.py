@@ -49,6 +49,7 @@ from clusterfarm.manager.worker_heartbeats import WorkerHeartbeats
 from clusterfarm.record.schedule import Cell, Status, TaskSchedule
 from clusterfarm.record.state_writer import EndRow, StateWriter, end_row, start_rows
 from clusterfarm.record.trace import AttemptRow, attempt_row
+from clusterfarm.wire.access import Access
 from clusterfarm.wire.nameserver import WorkerEntry
 from clusterfarm.wire.protocol import Answer, ErrorKind, JoinAnswer, RunSpec
 from clusterfarm.wire.pyro import configure_pyro, raise_open_files_limit
@@ -85,6 +86,7 @@ class RunConfig:
     """How the manager runs: the run's spec for the workers, and its own timings."""
 
     spec: RunSpec
+    access: Access = Access()  # what the manager presents to its workers
     invocation: int | None = None  # the state's row of this ``run`` (cells name it)
     heartbeat: float = 5.0
     quarantine_after: int = 5
@@ -125,6 +127,7 @@ class Manager:
         self._launcher = launcher
         self.config = config
         self.spec = config.spec
+        self.access = config.access
         self.call_limit = config.call_limit
         self.heartbeat = config.heartbeat
         self.events = events or NoSink()
@@ -287,7 +290,7 @@ class Manager:
         if cancel:
             for entry in busy:
                 threading.Thread(
-                    target=cancel_aside, args=(entry, self.spec.run_id), daemon=True
+                    target=cancel_aside, args=(entry, self.access, self.spec.run_id), daemon=True
                 ).start()
 
     def _finish_run(self) -> None:
@@ -304,7 +307,7 @@ class Manager:
             self._finish_run()
         for entry in busy:
             threading.Thread(
-                target=cancel_aside, args=(entry, self.spec.run_id), daemon=True
+                target=cancel_aside, args=(entry, self.access, self.spec.run_id), daemon=True
             ).start()
 
     def _wind_down(self) -> None:
@@ -558,7 +561,7 @@ class Manager:
                 if link.host == host and link.usable:
                     threading.Thread(
                         target=quarantine_aside,
-                        args=(link.entry, self.config.quarantine_for),
+                        args=(link.entry, self.access, self.config.quarantine_for),
                         daemon=True,
                     ).start()
 

@@ -31,6 +31,7 @@ from clusterfarm.record import trace
 from clusterfarm.record.transaction import transaction
 from clusterfarm.tasks.registry import get_task
 from clusterfarm.versions import library_versions
+from clusterfarm.wire.access import Access
 from clusterfarm.wire.nameserver import WorkerEntry
 from clusterfarm.wire.protocol import YEAR
 from clusterfarm.wire.worker_calls import describe_entries
@@ -99,7 +100,9 @@ def input_files(settings: Settings, prepared: Prepared) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def asking_workers(db: sqlite3.Connection, workers: list[WorkerEntry]) -> Iterator[None]:
+def asking_workers(
+    db: sqlite3.Connection, workers: list[WorkerEntry], access: Access
+) -> Iterator[None]:
     """While the block runs, ask ``workers``' hosts (one worker each) and this process which
     versions they run; keep the answers in the state's ``meta`` when it ends.
 
@@ -114,7 +117,8 @@ def asking_workers(db: sqlite3.Connection, workers: list[WorkerEntry]) -> Iterat
         # one worker a host speaks for its host: a thousand workers are not a thousand calls
         # while the run starts
         asked = {
-            w["host"]: w for w in describe_entries(list({w.host: w for w in workers}.values()))
+            w["host"]: w
+            for w in describe_entries(list({w.host: w for w in workers}.values()), access)
         }
         found["workers"] = [
             {"name": w.name, "host": w.host, "versions": asked[w.host].get("versions")}

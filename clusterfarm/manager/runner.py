@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ from clusterfarm.record.state_writer import SavedCells, StateWriter
 from clusterfarm.record.status import RunStatus, read_status
 from clusterfarm.tasks.files import check_result
 from clusterfarm.tasks.registry import get_task
+from clusterfarm.wire.access import Access
 from clusterfarm.wire.nameserver import WorkerEntry
 from clusterfarm.wire.protocol import RunSpec, TaskRef
 from clusterfarm.wire.worker_calls import check_results_on
@@ -75,6 +77,7 @@ class Workers(NamedTuple):
     entries: list[WorkerEntry]  # at the start
     discover: Callable[[], list[WorkerEntry]]  # those registered now (asked every heartbeat)
     hooks: LauncherHooks | None  # what the launcher can tell the manager (a batch system's)
+    access: Access  # what they demand of whoever calls them
 
 
 class WorkerPool(Protocol):
@@ -256,16 +259,14 @@ def check_here(
     return stale
 
 
-def check_on_workers(
-    workers: list[WorkerEntry], spec: RunSpec, plan: Plan
-) -> list[tuple[Cell, str]]:
+def check_on_workers(workers: Workers, spec: RunSpec, plan: Plan) -> list[tuple[Cell, str]]:
     """Check the kept results' files on a worker (a cluster: the data is there, not here)."""
     cells = [cell for cell, _ in plan.kept if needs_files_checked(cell)]
     if not cells:
         return []
     items = [[c.task, c.year, c.member, c.inputs, c.output, c.output_sum] for c in cells]
-    for entry in workers:
-        reasons = check_results_on(entry, spec, items)
+    for entry in workers.entries:
+        reasons = check_results_on(entry, spec, items, workers.access)
         if reasons is not None:
             return [(cell, r) for cell, r in zip(cells, reasons, strict=True) if r is not None]
     LOG.warning(
@@ -290,24 +291,25 @@ def _dispatch(request: RunRequest, run: Run, display: Display, pool: WorkerPool)
         display.close()
         return RunOutcome(0)
     settings = request.settings.run
-    config = RunConfig(
-        spec=run.spec,
-        invocation=run.invocation,
-        heartbeat=settings.heartbeat,
-        quarantine_after=settings.quarantine_after,
-        quarantine_for=settings.quarantine_for,
-    )
     with (
         pool.open(lambda: _cells_left(schedule), display) as workers,
         _sigterm_interrupts(),
-        provenance.asking_workers(state.db, workers.entries),
+        provenance.asking_workers(state.db, workers.entries, workers.access),
     ):
         if to_check:  # the workers see the data; this machine may not
-            _reopen(state, schedule, check_on_workers(workers.entries, run.spec, plan))
+            _reopen(state, schedule, check_on_workers(workers, run.spec, plan))
             display.refresh()
         if schedule.is_finished:
             outcome = RunOutcome(0)
         else:
+            config = RunConfig(
+                spec=run.spec,
+                access=workers.access,
+                invocation=run.invocation,
+                heartbeat=settings.heartbeat,
+                quarantine_after=settings.quarantine_after,
+                quarantine_for=settings.quarantine_for,
+            )
             outcome = _manage(run, config, display, workers)
     display.close()
     if outcome.workers_lost and outcome.problem is None:
@@ -352,7 +354,14 @@ def _check_data_dir(settings: Settings, tasks: list[str]) -> None:
 
 @contextlib.contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
-    """Treat SIGTERM like Ctrl-C while the run is going: stop, save, exit 130."""
+    """Treat SIGTERM like Ctrl-C while the run is going: stop, save, exit 130.
+
+    Only the main thread may set a signal handler (and only it hears Ctrl-C): a run from
+    another thread, as the Python API allows, leaves the process's signals alone.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt

@@ -25,9 +25,9 @@ from Pyro5.api import Proxy
 
 from clusterfarm.errors import ClusterFarmError
 from clusterfarm.manager.dispatcher import WorkerLink
+from clusterfarm.wire.access import Access
 from clusterfarm.wire.nameserver import WorkerEntry
 from clusterfarm.wire.protocol import RunSpec
-from clusterfarm.wire.pyro import authenticate
 
 LOG = logging.getLogger("clusterfarm.heartbeats")
 MAX_PINGS_AT_ONCE = 32
@@ -38,6 +38,7 @@ class HeartbeatHost(Protocol):
 
     done: threading.Event
     spec: RunSpec
+    access: Access
 
     def links(self) -> list[WorkerLink]: ...
     def seen(self, link: WorkerLink) -> None: ...
@@ -115,7 +116,7 @@ class WorkerHeartbeats:
         if proxy is None:
             proxy = self._proxies[uri] = Proxy(uri)
             proxy._pyroTimeout = self.ping_timeout
-            authenticate(proxy)
+            self.host.access.present(proxy)
         proxy._pyroClaimOwnership()  # pool threads take turns with it
         try:
             proxy.ping(self.host.spec.run_id)

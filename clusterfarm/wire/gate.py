@@ -3,7 +3,7 @@
 Two checks on every clusterfarm daemon (workers and the nameserver):
 
 - **The secret.** With ``[security] auth`` (the default) every connection's Pyro5 handshake
-  must carry the run's or the cluster's secret (:func:`clusterfarm.wire.pyro.authenticate`);
+  must carry the run's or the cluster's secret (:class:`clusterfarm.wire.access.Access`);
   any other is refused before it can list, register or call anything.
 - **The gate.** Pyro5's thread-pool server gives each accepted connection a pool thread at
   once, and that thread waits for the client's first bytes (and, with TLS, for its
@@ -36,7 +36,7 @@ import Pyro5.server
 import Pyro5.svr_threads as svr_threads
 from Pyro5 import config
 
-from clusterfarm.wire.pyro import secret_matches
+from clusterfarm.wire.access import Access
 
 LOG = logging.getLogger("clusterfarm.gate")
 HANDSHAKE_SECONDS = 5.0  # a new connection must have spoken (and shaken hands) by then
@@ -47,9 +47,10 @@ class _SecretCheck:
     """What both daemons add to Pyro5's: the secret check and their connections' list."""
 
     _connections: set[Any]
+    _access: Access
 
     def validateHandshake(self, conn: Any, data: Any) -> Any:  # noqa: N802 - Pyro5's name
-        if not secret_matches(data):
+        if not self._access.admits(data):
             LOG.warning("refused a connection from %s: no valid secret", _peer(conn))
             raise Pyro5.errors.SecurityError(
                 "authentication required: present the cluster's secret "
@@ -70,19 +71,19 @@ class _SecretCheck:
 
 
 class GatedDaemon(_SecretCheck, Pyro5.server.Daemon):
-    """A Pyro5 daemon behind the secret and the gate (a worker's)."""
+    """A Pyro5 daemon behind ``access``'s secret and the gate (a worker's)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._connections = set()
+    def __init__(self, *args: Any, access: Access, **kwargs: Any) -> None:
+        self._connections, self._access = set(), access
         install()
         super().__init__(*args, **kwargs)
 
 
 class GatedNameServerDaemon(_SecretCheck, Pyro5.nameserver.NameServerDaemon):
-    """Pyro5's nameserver daemon behind the secret and the gate."""
+    """Pyro5's nameserver daemon behind ``access``'s secret and the gate."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._connections = set()
+    def __init__(self, *args: Any, access: Access, **kwargs: Any) -> None:
+        self._connections, self._access = set(), access
         install()
         super().__init__(*args, **kwargs)
 

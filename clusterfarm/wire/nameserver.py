@@ -14,11 +14,11 @@ import Pyro5.errors
 from Pyro5.api import Proxy
 
 from clusterfarm.errors import NameServerError
+from clusterfarm.wire.access import Access
 from clusterfarm.wire.gate import GatedNameServerDaemon
 from clusterfarm.wire.pyro import (
     CALL_TIMEOUT,
     WORKER_PREFIX,
-    authenticate,
     check_listen_address,
     configure_pyro,
     tls_problem,
@@ -36,13 +36,14 @@ class WorkerEntry:
 
 
 class NameServer:
-    """A nameserver running in a thread of this process (local mode, tests)."""
+    """A nameserver running in a thread of this process (local mode, tests), admitting
+    only those who present ``access``'s secret."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str, port: int, access: Access) -> None:
         configure_pyro()
         check_listen_address(host)  # every client would refuse it
         try:
-            self._daemon = GatedNameServerDaemon(host, port)
+            self._daemon = GatedNameServerDaemon(host, port, access=access)
         except OSError as exc:
             raise NameServerError(
                 f"cannot start a nameserver on {host}:{port} ({exc.strerror}); "
@@ -67,10 +68,11 @@ class NameServer:
             self._thread.join(0.5)
 
 
-def locate(host: str, port: int, timeout: float = CALL_TIMEOUT) -> Proxy:
-    """Return a proxy of the nameserver at ``host:port``, or raise NameServerError."""
+def locate(host: str, port: int, access: Access, timeout: float = CALL_TIMEOUT) -> Proxy:
+    """Return a proxy of the nameserver at ``host:port`` presenting ``access``, or raise
+    NameServerError."""
     configure_pyro()
-    proxy = authenticate(Proxy(f"PYRO:Pyro.NameServer@{host}:{port}"))
+    proxy = access.present(Proxy(f"PYRO:Pyro.NameServer@{host}:{port}"))
     proxy._pyroTimeout = timeout
     try:
         proxy.ping()
@@ -104,13 +106,13 @@ class WorkerDirectory:
     heartbeats ask every heartbeat); made lazily, so it belongs to the thread that first
     asks."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
+    def __init__(self, host: str, port: int, access: Access) -> None:
+        self.host, self.port, self.access = host, port, access
         self._ns: Proxy | None = None
 
     def __call__(self) -> list[WorkerEntry]:
         if self._ns is None:
-            self._ns = locate(self.host, self.port, timeout=2)
+            self._ns = locate(self.host, self.port, self.access, timeout=2)
             # the list comes back in JSON: serpent parses it with a compile, every
             # heartbeat; JSON gives metadata sets as lists, read the same
             self._ns._pyroSerializer = "json"

@@ -9,13 +9,11 @@ cluster's CA signed (and, as a client, that names the address it dialled).
 from __future__ import annotations
 
 import contextlib
-import hmac
 import resource
 import socket
 import ssl
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from Pyro5 import config, socketutil
 from Pyro5.errors import ConnectionClosedError
@@ -70,33 +68,6 @@ def _configure_tls(security: SecuritySettings) -> None:
     # CAs as well, and its server does the handshake in the loop that accepts every connection
     # (one client that connects and stays silent would lock everybody out); so it gets ours
     socketutil.get_ssl_context = _contexts(server, client)
-
-
-_secret: str | None = None  # this process's run or cluster secret, when auth is on
-
-
-def set_secret(secret: str | None) -> str | None:
-    """Make every proxy of this process present ``secret``, and every daemon demand it;
-    return the secret it replaces."""
-    global _secret
-    previous, _secret = _secret, secret or None
-    return previous
-
-
-def authenticate(proxy: Any) -> Any:
-    """Make ``proxy`` present this process's secret in its connection handshake."""
-    if _secret is not None:
-        proxy._pyroHandshake = {"secret": _secret}
-    return proxy
-
-
-def secret_matches(data: Any) -> bool:
-    """True when a connection's handshake data carries this process's secret (or no secret
-    is required)."""
-    if _secret is None:
-        return True
-    given = data.get("secret") if isinstance(data, dict) else None
-    return isinstance(given, str) and hmac.compare_digest(given.encode(), _secret.encode())
 
 
 def raise_open_files_limit() -> None:

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import os
 import secrets
-import sys
 from pathlib import Path
 
 from clusterfarm.config.settings import SecuritySettings
 from clusterfarm.errors import SettingsError
-from clusterfarm.wire.pyro import set_secret
 
 
 def new_secret() -> str:
@@ -66,16 +64,3 @@ def write_secret(path: Path, secret: str) -> str:
         handle.write(secret + "\n")
     os.chmod(path, 0o600)
     return secret
-
-
-def use_cluster_secret(security: SecuritySettings, create: bool = False) -> None:
-    """Make this process present (and its daemons demand) the cluster's secret."""
-    set_secret(read_secret(security, create))
-
-
-def use_secret_from_stdin() -> None:
-    """Take the secret from the first line of stdin (how local mode hands it to workers)."""
-    line = sys.stdin.readline().strip()
-    if not line:
-        raise SettingsError("--secret-stdin: no secret on the first line of stdin")
-    set_secret(line)

@@ -15,9 +15,10 @@ from typing import Any
 import Pyro5.errors
 from Pyro5.api import Proxy
 
+from clusterfarm.wire.access import Access
 from clusterfarm.wire.nameserver import WorkerEntry
 from clusterfarm.wire.protocol import JoinAnswer, ProtocolError, RunSpec
-from clusterfarm.wire.pyro import CALL_TIMEOUT, authenticate
+from clusterfarm.wire.pyro import CALL_TIMEOUT
 
 LOG = logging.getLogger("clusterfarm.worker_calls")
 INFO_TIMEOUT = 3.0
@@ -26,15 +27,15 @@ CHECK_CHUNK = 5000  # results asked about in one check_results call
 INFO_KEYS = ("pid", "state", "task", "done", "uptime", "version", "leased_by", "draining")
 
 
-def describe_entries(entries: list[WorkerEntry]) -> list[dict[str, Any]]:
+def describe_entries(entries: list[WorkerEntry], access: Access) -> list[dict[str, Any]]:
     """Ask these workers (in parallel) what they are doing and which versions they run."""
     if not entries:
         return []
     with ThreadPoolExecutor(max_workers=min(32, len(entries))) as pool:
-        return list(pool.map(describe, entries))
+        return list(pool.map(lambda entry: describe(entry, access), entries))
 
 
-def describe(entry: WorkerEntry) -> dict[str, Any]:
+def describe(entry: WorkerEntry, access: Access) -> dict[str, Any]:
     """What one worker says of itself, or its entry with ``state`` unreachable and the error."""
     described: dict[str, Any] = {
         "name": entry.name,
@@ -47,7 +48,7 @@ def describe(entry: WorkerEntry) -> dict[str, Any]:
         "uptime": None,
     }
     try:
-        with authenticate(Proxy(entry.uri)) as proxy:
+        with access.present(Proxy(entry.uri)) as proxy:
             proxy._pyroTimeout = INFO_TIMEOUT
             info = proxy.info()
     except Exception as exc:  # Pyro5's own errors, or the remote one (no info method...)
@@ -62,7 +63,7 @@ def describe(entry: WorkerEntry) -> dict[str, Any]:
 
 
 def check_results_on(
-    entry: WorkerEntry, spec: RunSpec, items: list[list[Any]]
+    entry: WorkerEntry, spec: RunSpec, items: list[list[Any]], access: Access
 ) -> list[str | None] | None:
     """Ask one worker whether earlier results still hold where it sees the files.
 
@@ -74,7 +75,7 @@ def check_results_on(
     try:
         with Proxy(entry.uri) as proxy:
             proxy._pyroTimeout = CALL_TIMEOUT + 0.01 * min(len(items), CHECK_CHUNK)
-            authenticate(proxy)
+            access.present(proxy)
             answer = JoinAnswer.from_wire(proxy.join(spec.to_wire()))
             if answer.leased_by is not None or answer.error is not None:
                 return None
@@ -90,22 +91,22 @@ def check_results_on(
     return reasons
 
 
-def cancel_aside(entry: WorkerEntry, run_id: str | None = None) -> None:
+def cancel_aside(entry: WorkerEntry, access: Access, run_id: str | None = None) -> None:
     """Ask a worker to stop its task, on a connection of its own (best effort)."""
-    call_aside(entry, "cancel", run_id)
+    call_aside(entry, access, "cancel", run_id)
 
 
-def quarantine_aside(entry: WorkerEntry, seconds: float) -> None:
+def quarantine_aside(entry: WorkerEntry, access: Access, seconds: float) -> None:
     """Tell a worker it is quarantined, so ``clusterfarm workers`` shows it (best effort)."""
-    call_aside(entry, "quarantine", seconds)
+    call_aside(entry, access, "quarantine", seconds)
 
 
-def call_aside(entry: WorkerEntry, method: str, *args: Any) -> None:
+def call_aside(entry: WorkerEntry, access: Access, method: str, *args: Any) -> None:
     """Call ``method`` on a worker over a short-lived connection of its own; ignore failure."""
     try:
         with Proxy(entry.uri) as proxy:
             proxy._pyroTimeout = 5
-            authenticate(proxy)
+            access.present(proxy)
             getattr(proxy, method)(*args)
     except Pyro5.errors.PyroError:
         pass

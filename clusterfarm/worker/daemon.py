@@ -32,11 +32,11 @@ from Pyro5.api import Proxy
 from clusterfarm.config.settings import Settings
 from clusterfarm.errors import NameServerError, WorkerError
 from clusterfarm.tasks.registry import load_task_modules
+from clusterfarm.wire.access import Access
 from clusterfarm.wire.gate import GatedDaemon
 from clusterfarm.wire.nameserver import locate
 from clusterfarm.wire.pyro import (
     WORKER_PREFIX,
-    authenticate,
     check_listen_address,
     configure_pyro,
     raise_open_files_limit,
@@ -56,6 +56,7 @@ class WorkerDaemon:
     def __init__(
         self,
         settings: Settings,
+        access: Access,
         bind_host: str,
         name: str | None,
         ns_host: str,
@@ -66,6 +67,7 @@ class WorkerDaemon:
         exit_when_idle: float = 0.0,
     ) -> None:
         self.settings = settings
+        self.access = access  # what it demands of callers and presents to the nameserver
         self.exit_when_idle = exit_when_idle
         self.bind_host = bind_host
         self.wanted_name = name
@@ -90,7 +92,7 @@ class WorkerDaemon:
         raise_open_files_limit()
         check_listen_address(self.bind_host)  # the manager would refuse to talk to it
         load_task_modules(self.settings.tasks.modules)
-        ns = locate(self.ns_host, self.ns_port)
+        ns = locate(self.ns_host, self.ns_port, self.access)
         logging_settings = self.settings.logging
         output = None
         if self.log_file is not None:
@@ -101,7 +103,7 @@ class WorkerDaemon:
             )
         self.executor = Executor(self.settings.tasks.modules, output.fileno() if output else None)
         try:
-            self.daemon = GatedDaemon(host=self.bind_host, port=0)
+            self.daemon = GatedDaemon(host=self.bind_host, port=0, access=self.access)
         except OSError as exc:
             self.executor.close()
             raise WorkerError(
@@ -138,7 +140,7 @@ class WorkerDaemon:
                 return full
             except Pyro5.errors.NamingError:
                 self.daemon.unregister(full)
-                if name and _is_dead(ns.lookup(full)):
+                if name and _is_dead(ns.lookup(full), self.access):
                     ns.remove(full)  # a stale entry of a worker that died
                     return self._register(ns, host_label, own)
         raise WorkerError(
@@ -200,7 +202,7 @@ class WorkerDaemon:
         while not self.leaving.wait(interval):
             try:
                 if ns is None:
-                    ns = locate(self.ns_host, self.ns_port, timeout=min(3.0, interval))
+                    ns = locate(self.ns_host, self.ns_port, self.access, min(3.0, interval))
                 registered = self._ensure_registered(ns, uri)
                 self._ns_contact = time.monotonic()
             except (NameServerError, Pyro5.errors.PyroError) as exc:
@@ -278,7 +280,7 @@ class WorkerDaemon:
         if self.executor is not None:
             self.executor.close()
         with contextlib.suppress(NameServerError, Pyro5.errors.PyroError):
-            locate(self.ns_host, self.ns_port, timeout=2).remove(self.full_name)
+            locate(self.ns_host, self.ns_port, self.access, timeout=2).remove(self.full_name)
         if self.daemon is not None:
             self.daemon.close()
         LOG.info("worker %s stopped", self.full_name)
@@ -286,6 +288,7 @@ class WorkerDaemon:
 
 def serve(
     settings: Settings,
+    access: Access,
     bind_host: str,
     name: str | None,
     ns_host: str,
@@ -304,6 +307,7 @@ def serve(
     """
     daemon = WorkerDaemon(
         settings,
+        access,
         bind_host,
         name,
         ns_host,
@@ -335,9 +339,9 @@ def _thread(target: Any, name: str) -> None:
     threading.Thread(target=target, name=name, daemon=True).start()
 
 
-def _is_dead(uri: Any) -> bool:
+def _is_dead(uri: Any, access: Access) -> bool:
     try:
-        with authenticate(Proxy(uri)) as proxy:
+        with access.present(Proxy(uri)) as proxy:
             proxy._pyroTimeout = 2
             proxy._pyroBind()
         return False

@@ -14,6 +14,7 @@ manager why a worker went, from ``scontrol show job`` (never ``sacct``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shlex
@@ -29,6 +30,7 @@ from clusterfarm.errors import LaunchError, NameServerError, UsageError
 from clusterfarm.launchers.base import START_TIMEOUT, setup_then, tail_file, text_table
 from clusterfarm.launchers.slurm import commands
 from clusterfarm.launchers.slurm.commands import Job, JobUnknown, SlurmUnavailable
+from clusterfarm.wire.access import Access, cluster_access
 from clusterfarm.wire.nameserver import WorkerEntry, list_workers, locate
 from clusterfarm.wire.pyro import WORKER_PREFIX
 
@@ -64,8 +66,10 @@ class SlurmLauncher:
         settings: Settings,
         exit_when_idle: float = 0.0,
         grace: float = STOP_GRACE,
+        access: Access | None = None,
     ) -> None:
         self.settings = settings
+        self._access = access  # the cluster's (its jobs read the secret from the shared home)
         self.slurm = settings.slurm
         ns = settings.nameserver
         self.nameserver = f"{ns.host}:{ns.port}"
@@ -83,6 +87,11 @@ class SlurmLauncher:
         self._keeping = threading.Event()
 
     # -- submitting ---------------------------------------------------------------------------
+
+    @functools.cached_property
+    def access(self) -> Access:
+        """The cluster's access (read when first needed: ``doctor`` needs none)."""
+        return self._access or cluster_access(self.settings.security)
 
     def job_script(self) -> str:
         """The batch script of a worker job: ``slurm.setup``, then exec the worker daemon."""
@@ -152,7 +161,7 @@ class SlurmLauncher:
     def start(self, timeout: float = START_TIMEOUT) -> list[WorkerEntry]:
         """Submit the missing workers as one array; wait until they register (or say why not)."""
         ns_host, ns_port = self.settings.nameserver.host, self.settings.nameserver.port
-        locate(ns_host, ns_port)  # none: fail now, not in every job
+        locate(ns_host, ns_port, self.access)  # none: fail now, not in every job
         missing = self.slurm.workers - len(self.jobs())
         if missing > 0:
             self.submit(missing)
@@ -165,7 +174,7 @@ class SlurmLauncher:
         ended without registering is.
         """
         ns_host, ns_port = self.settings.nameserver.host, self.settings.nameserver.port
-        ns = locate(ns_host, ns_port)
+        ns = locate(ns_host, ns_port, self.access)
         deadline = time.monotonic() + timeout
         known: dict[str, Job] = {}
         while True:
@@ -277,7 +286,7 @@ class SlurmLauncher:
         """Remove stopped workers' names from the nameserver (a killed one cannot)."""
         try:
             ns_host, ns_port = self.settings.nameserver.host, self.settings.nameserver.port
-            ns = locate(ns_host, ns_port, timeout=3)
+            ns = locate(ns_host, ns_port, self.access, timeout=3)
             for worker in list_workers(ns):
                 if worker.name.removeprefix(WORKER_PREFIX) in workers:
                     ns.remove(worker.name)

@@ -10,6 +10,7 @@ paramiko (so local mode never loads it). A worker ``<host>.<n>`` logs to
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -31,6 +32,7 @@ from clusterfarm.launchers.base import (
     setup_then,
 )
 from clusterfarm.launchers.ssh.session import CONNECT_TIMEOUT, CommandResult, Remote, connect
+from clusterfarm.wire.access import Access, cluster_access
 from clusterfarm.wire.nameserver import WorkerEntry, list_workers, locate
 from clusterfarm.wire.pyro import WORKER_PREFIX
 
@@ -83,10 +85,10 @@ class SSHLauncher:
         accept_new_host_keys: bool = False,
         connect_timeout: float = CONNECT_TIMEOUT,
         grace: float = STOP_GRACE,
-        secret: str | None = None,
+        access: Access | None = None,
     ) -> None:
         self.settings = settings
-        self.secret = secret  # the cluster's, copied to each host on start
+        self._access = access  # the cluster's: its secret is copied to each host on start
         self.hosts = tuple(settings.hosts if hosts is None else hosts)
         self.accept_new_host_keys = accept_new_host_keys
         self.connect_timeout = connect_timeout
@@ -95,9 +97,16 @@ class SSHLauncher:
         ns = settings.nameserver
         self.nameserver = f"{ns.host}:{ns.port}"
 
+    @functools.cached_property
+    def access(self) -> Access:
+        """The cluster's access (read when first needed: ``doctor`` needs none)."""
+        return self._access or cluster_access(self.settings.security)
+
     def start(self, timeout: float = START_TIMEOUT) -> list[WorkerEntry]:
         """Start every host's missing daemons; raise :class:`LaunchError` if a host failed."""
-        locate(self.settings.nameserver.host, self.settings.nameserver.port)  # none: fail now
+        locate(
+            self.settings.nameserver.host, self.settings.nameserver.port, self.access
+        )  # none: fail now
         self.outcomes = on_hosts(self.hosts, lambda host, out: self._start(host, out, timeout))
         self._raise_failures("start")
         return [worker for outcome in self.outcomes for worker in outcome.workers]
@@ -120,7 +129,7 @@ class SSHLauncher:
         """Run the daemons helper with ``ARGS`` on ``host``; return its JSON answer."""
         workers = self.settings.workers
         helper = ["-m", HELPER, *args, f"--workdir={workers.workdir}"]
-        secret = self.secret if args[0] == "start" else None
+        secret = self.access.secret if args[0] == "start" else None
         if secret is not None:
             helper.append("--secret-stdin")
         result = remote.run(
@@ -162,7 +171,7 @@ class SSHLauncher:
         self, remote: Remote, host: Host, outcome: HostOutcome, pids: dict[str, int], timeout: float
     ) -> None:
         """Wait until each daemon (by name and pid) is in the nameserver; fail fast on a death."""
-        ns = locate(self.settings.nameserver.host, self.settings.nameserver.port)
+        ns = locate(self.settings.nameserver.host, self.settings.nameserver.port, self.access)
         wanted = {WORKER_PREFIX + name: pid for name, pid in pids.items()}
         deadline = time.monotonic() + timeout
         next_look = time.monotonic() + 1.0
@@ -205,7 +214,12 @@ class SSHLauncher:
         if not gone:
             return
         try:
-            ns = locate(self.settings.nameserver.host, self.settings.nameserver.port, timeout=3)
+            ns = locate(
+                self.settings.nameserver.host,
+                self.settings.nameserver.port,
+                self.access,
+                timeout=3,
+            )
             for worker in list_workers(ns):
                 name = worker.name.removeprefix(WORKER_PREFIX)
                 if name in gone and worker.pid in (gone[name], None):
