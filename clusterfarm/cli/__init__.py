@@ -11,12 +11,19 @@ holds the group and the options every command shares; this module has ``main`` a
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import click
 
 from clusterfarm.cli.base import _options, cli, common, load
-from clusterfarm.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ClusterFarmError
+from clusterfarm.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    ClusterFarmError,
+    os_error,
+)
 
 
 @cli.command("settings")
@@ -41,14 +48,31 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command, turn errors into one line and an exit code."""
     try:
         code = cli.main(args=argv, prog_name="clusterfarm", standalone_mode=False)
+        sys.stdout.flush()  # what the command printed reaches its reader now, or fails here
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except (ClusterFarmError, click.ClickException, KeyboardInterrupt, click.Abort) as exc:
         if _options["debug"]:
             raise
         message, code = _one_line(exc)
-        click.echo(f"Error: {message}", err=True)
+        _say(f"Error: {message}")
+    except OSError as exc:  # standard output's last flush, or a file no command checked
+        if _options["debug"]:
+            raise
+        if exc.filename is None:
+            from clusterfarm.cli.outputs import stdout_error
+
+            error = stdout_error(exc)
+        else:
+            error = os_error(exc, str(exc.filename), "check the path and its permissions")
+        _say(f"Error: {error}")
+        code = error.exit_code
     sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def _say(line: str) -> None:
+    with contextlib.suppress(OSError):  # standard error may be gone too
+        click.echo(line, err=True)
 
 
 def _one_line(exc: BaseException) -> tuple[str, int]:

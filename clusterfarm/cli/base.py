@@ -3,6 +3,7 @@ the parameter types, and loading the settings."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -79,7 +80,9 @@ def _remember(name: str) -> Callable[[click.Context, click.Parameter, Any], Any]
 
 
 def common(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Add ``--settings``, ``-v`` and ``--debug`` to a command (and the group)."""
+    """Add ``--settings``, ``-v`` and ``--debug`` to a command (and the group), and turn a
+    failure to write its standard output into one ``Error:`` line."""
+    fn = _output_guarded(fn)
     fn = click.option(
         "--debug",
         is_flag=True,
@@ -106,6 +109,21 @@ def common(fn: Callable[..., Any]) -> Callable[..., Any]:
         "else the embedded default).",
     )(fn)
     return fn
+
+
+def _output_guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except OSError as exc:
+            if exc.filename is not None:
+                raise  # a file: the command's own business
+            from clusterfarm.cli.outputs import stdout_error
+
+            raise stdout_error(exc) from exc  # a full disk or a reader gone under stdout
+
+    return command
 
 
 def load(check_tasks: bool = True) -> Settings:

@@ -46,13 +46,15 @@ def trace(run_dir: str | None, fmt: str) -> int:
 @common
 def report(run_dir: str | None, out: str) -> int:
     """Write a self-contained HTML report of a run: grid, timeline, figures, provenance."""
+    from clusterfarm.cli.outputs import output_file
     from clusterfarm.record.state import connect
     from clusterfarm.show.report import write_report
 
     path = _run_dir(run_dir)
     db = connect(path, create=False)
     try:
-        size = write_report(db, path, Path(out))
+        with output_file(out, path) as target:
+            size = write_report(db, path, target)
     finally:
         db.close()
     click.echo(f"wrote {out} ({size / 1e6:.2f} MB)")

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from clusterfarm.cli.base import MEMBER, YEAR, Whole, cli, common, settings
+from clusterfarm.cli.outputs import check_out, output_file
 from clusterfarm.config.specs import MAX_MEMBER
 from clusterfarm.errors import UsageError, writing
 
@@ -116,8 +117,9 @@ def plot(run_dir: str | None, year: int, member: int | None, out: str, density: 
     """Draw the tracks of a year on a lat/lon map (PNG), or their density."""
     if Path(out).suffix.lower() != ".png":
         raise UsageError(f"--out {out}: plot writes PNG images; give a file name ending in .png")
-    with writing(f"--out {out}", "give a file in a folder you can write to"):
-        _plot(run_dir, year, member, out, density)
+    with output_file(out, _run_dir(run_dir)) as target:
+        _plot(run_dir, year, member, str(target), density)
+    click.echo(f"wrote {out}")
 
 
 def _plot(run_dir: str | None, year: int, member: int | None, out: str, density: bool) -> None:
@@ -133,7 +135,7 @@ def _plot(run_dir: str | None, year: int, member: int | None, out: str, density:
             raise UsageError(
                 f"{summary}: no year_summary for {year}; run --task vort_track,year_summary first"
             )
-        click.echo(f"wrote {plot_density(summary, out, f'track density {year}')}")
+        plot_density(summary, out, f"track density {year}")
         return
     files = find_results(results_dir, year, member)
     if not files:
@@ -142,7 +144,11 @@ def _plot(run_dir: str | None, year: int, member: int | None, out: str, density:
     title = f"vort_track {year}" + (
         f" member {member}" if member is not None else f", {len(files)} members"
     )
-    click.echo(f"wrote {plot_tracks(files.values(), out, title)}")
+    plot_tracks(files.values(), out, title)
+
+
+def _run_dir(run_dir: str | None) -> Path:
+    return Path(run_dir or settings().run.run_dir)
 
 
 def _results_dir(run_dir: str | None) -> str:
@@ -171,6 +177,7 @@ def export(run_dir: str | None, years: str | None, members: str | None, fmt: str
     from clusterfarm.analysis.export import export_tracks
     from clusterfarm.config.specs import parse_spec
 
+    check_out(out, _run_dir(run_dir))  # before any result is read
     results_dir = _results_dir(run_dir)
     wanted_years = set(parse_spec(years, "year")) if years else None
     wanted_members = set(parse_spec(members, "member")) if members else None
@@ -184,7 +191,8 @@ def export(run_dir: str | None, years: str | None, members: str | None, fmt: str
         raise UsageError(
             f"{results_dir}: no vort_track results for those years and members; run it first"
         )
-    count = export_tracks(files, fmt, out)
+    with output_file(out, _run_dir(run_dir)) as target:
+        count = export_tracks(files, fmt, target)
     click.echo(f"wrote {count} tracks of {len(files)} member-year(s) to {out} ({fmt})")
 
 

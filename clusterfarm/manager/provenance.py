@@ -28,6 +28,7 @@ from typing import Any
 from clusterfarm.config.settings import Settings, to_toml
 from clusterfarm.manager.prepare import Prepared
 from clusterfarm.record import trace
+from clusterfarm.record.state import PROVENANCE_FILE
 from clusterfarm.record.transaction import transaction
 from clusterfarm.tasks.registry import get_task
 from clusterfarm.versions import library_versions
@@ -37,7 +38,6 @@ from clusterfarm.wire.protocol import YEAR
 from clusterfarm.wire.worker_calls import describe_entries
 
 LOG = logging.getLogger("clusterfarm.provenance")
-PROVENANCE_FILE = "provenance.json"
 MAX_INPUT_FILES = 10_000  # listed one by one; beyond, only counted
 
 

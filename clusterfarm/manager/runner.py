@@ -49,7 +49,7 @@ from clusterfarm.manager.prepare import Prepared, prepare
 from clusterfarm.record.ledger import Plan, describe, needs_files_checked
 from clusterfarm.record.manager_heartbeat import ManagerHeartbeat
 from clusterfarm.record.schedule import Cell, Status, TaskSchedule
-from clusterfarm.record.state import RUN_DIR_HINT, RunState
+from clusterfarm.record.state import LOCK_FILE, RUN_DIR_HINT, RunState
 from clusterfarm.record.state_writer import SavedCells, StateWriter
 from clusterfarm.record.status import RunStatus, read_status
 from clusterfarm.tasks.files import check_result
@@ -382,7 +382,7 @@ def _run_dir_lock(run_dir: Path) -> Iterator[None]:
     """
     with writing(str(run_dir), RUN_DIR_HINT, StateError):
         run_dir.mkdir(parents=True, exist_ok=True)
-        lock = open(run_dir / "run.lock", "a+")
+        lock = open(run_dir / LOCK_FILE, "a+")
     with lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -393,7 +393,7 @@ def _run_dir_lock(run_dir: Path) -> Iterator[None]:
                 f"{run_dir}: another clusterfarm run ({holder}) is using this run "
                 "dir; wait for it, or give another --run-dir"
             ) from None
-        with writing(str(run_dir / "run.lock"), RUN_DIR_HINT, StateError):
+        with writing(str(run_dir / LOCK_FILE), RUN_DIR_HINT, StateError):
             # unbuffered, so that a full disk answers here and not again when the file closes
             os.ftruncate(lock.fileno(), 0)
             os.pwrite(lock.fileno(), f"pid {os.getpid()}".encode(), 0)

@@ -26,6 +26,9 @@ from clusterfarm.wire.protocol import YEAR
 
 LOG = logging.getLogger("clusterfarm.state")
 STATE_FILE = "state.sqlite"
+LOCK_FILE = "run.lock"  # held by the run's manager while it runs
+PROVENANCE_FILE = "provenance.json"  # what produced the results (manager.provenance)
+LOGS = "logs"
 SCHEMA_VERSION = "2"
 
 _SCHEMA = """
@@ -132,6 +135,14 @@ def state_path(run_dir: Path, must_exist: bool) -> Path:
             "give the run dir of a `clusterfarm run` with --run-dir"
         )
     return path
+
+
+def record_paths(run_dir: Path) -> tuple[Path, ...]:
+    """The run dir's own files, which no output may overwrite: the state database with its
+    journal files, the lock, provenance.json, and the logs folder."""
+    run_dir = Path(run_dir)
+    database = [run_dir / f"{STATE_FILE}{end}" for end in ("", "-wal", "-shm", "-journal")]
+    return (*database, run_dir / LOCK_FILE, run_dir / PROVENANCE_FILE, run_dir / LOGS)
 
 
 RUN_DIR_HINT = "the run dir must be writable: fix its permissions or give another --run-dir"

@@ -49,10 +49,9 @@ HISTOGRAM_BINS = 30
 
 def write_report(db: sqlite3.Connection, run_dir: Path, out: Path) -> int:
     """Write the report of the run in ``db`` to ``out``; return its size in bytes."""
-    text = build(db, run_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
-    return len(text.encode())
+    data = build(db, run_dir).encode()
+    out.write_bytes(data)
+    return len(data)
 
 
 def build(db: sqlite3.Connection, run_dir: Path) -> str:
