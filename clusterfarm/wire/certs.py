@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import secrets
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from clusterfarm.config.settings import SecuritySettings, Settings
 from clusterfarm.errors import SettingsError, UsageError
+from clusterfarm.wire.private_files import read_private, write_private
 
 # the longest lifetime browsers accept for a server certificate; renew with `certs --force`
 VALID_DAYS = 825
@@ -232,16 +231,8 @@ def write_credential(credential: Credential, out: Path, stem: str) -> tuple[Path
 
 def _write(path: Path, data: bytes, mode: int) -> None:
     # a temporary file (created 0600) renamed into place: the key is never readable by others,
-    # not even for a moment, and a crash never leaves half a file
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            os.fchmod(file.fileno(), mode)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    # not even for a moment, a crash never leaves half a file, and a link there is replaced
+    write_private(path, data, mode)
 
 
 # -- checking the configured files ------------------------------------------------------------
@@ -341,7 +332,10 @@ def _read_cert(path: str, field: str) -> x509.Certificate:
 
 
 def _read_key(path: str, field: str) -> PrivateKeyTypes:
-    data = _read(path, field)
+    try:  # a key must be a file of ours that nobody else may read
+        data = read_private(Path(path).expanduser(), f"security.{field}")
+    except FileNotFoundError:
+        _fail(path, field, "file not found; make certificates with `clusterfarm certs --out DIR`")
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:

@@ -10,12 +10,12 @@ jobs. With ``[security] auth = false`` there is no secret and anybody may connec
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
 from clusterfarm.config.settings import SecuritySettings
 from clusterfarm.errors import SettingsError
+from clusterfarm.wire.private_files import read_private, write_private
 
 
 def new_secret() -> str:
@@ -32,35 +32,28 @@ def read_secret(security: SecuritySettings, create: bool = False) -> str | None:
     if not security.auth:
         return None
     path = secret_path(security)
-    if not path.exists() and create:
+    if create and not path.exists() and not path.is_symlink():
         return write_secret(path, new_secret())
     try:
-        secret = path.read_text().strip()
+        secret = read_private(path, "security.secret_file").decode().strip()
     except FileNotFoundError:
         raise SettingsError(
             f"{path} (security.secret_file): no cluster secret here; run "
             "`clusterfarm nameserver` or `clusterfarm start-workers` on the manager's machine "
             "once to make it (start-workers copies it to the hosts)"
         ) from None
-    except OSError as exc:
-        raise SettingsError(f"{path} (security.secret_file): cannot read it ({exc})") from exc
+    except UnicodeDecodeError:
+        secret = ""
     if len(secret) < 16:
         raise SettingsError(
             f"{path} (security.secret_file): too short to be a secret; delete it and run "
             "`clusterfarm start-workers` to make a new one"
         )
-    if path.stat().st_mode & 0o077:
-        raise SettingsError(
-            f"{path} (security.secret_file): other users may read it; chmod 600 {path}"
-        )
     return secret
 
 
 def write_secret(path: Path, secret: str) -> str:
-    """Store ``secret`` at ``path``, readable by its owner only; return it."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(secret + "\n")
-    os.chmod(path, 0o600)
+    """Store ``secret`` at ``path``, readable by its owner only (never through a link);
+    return it."""
+    write_private(path, (secret + "\n").encode(), 0o600, "security.secret_file")
     return secret

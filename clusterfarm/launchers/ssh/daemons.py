@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from clusterfarm import __version__
+from clusterfarm.errors import ClusterFarmError
 
 LOG_TAIL = 3  # log lines sent back about a worker that died
 
@@ -204,6 +205,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--secret-stdin", action="store_true", help="the secret on stdin")
     args = parser.parse_args(argv)
     workdir = Path(os.path.expanduser(args.workdir)).absolute()
+    try:
+        answer = _act(args, workdir)
+    except ClusterFarmError as exc:  # one line, which start-workers shows with the host's name
+        print(f"Error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    print(json.dumps(answer))
+
+
+def _act(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     answer: dict[str, Any]
     if args.action == "start":
         secret = sys.stdin.readline().strip() if args.secret_stdin else None
@@ -220,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         answer = stop(workdir, args.host, args.grace)
     else:
         answer = status(workdir, args.host)
-    print(json.dumps(answer))
+    return answer
 
 
 if __name__ == "__main__":
