@@ -35,6 +35,40 @@ def test_processes_a_task_leaves_running_end_with_its_cell(tmp_path):
         time.sleep(0.05)
 
 
+def test_processes_a_task_detaches_end_with_its_cell_when_it_times_out(tmp_path):
+    """The task is killed at its time limit while its child and its setsid'ed grandchild
+    run: neither survives (they were below the task process, which the daemon ends)."""
+    pid_file = tmp_path / "pids"
+    code, report, err = run_one(
+        tmp_path,
+        "leave_children",
+        f'[run]\nretries = 0\n[tasks.leave_children]\npid_file = "{pid_file}"\nhang = true\n',
+        "--timeout",
+        "1",
+    )
+    assert code == 1 and report["failures"][0]["status"] == "T", err
+    pids = [int(p) for p in pid_file.read_text().split()]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, [pid for pid in pids if alive(pid)]
+        time.sleep(0.05)
+
+
+def test_a_cell_that_closes_its_streams_does_not_break_the_cells_after_it(tmp_path):
+    """Eight cells in one task process: member 0 closes stdin, stdout and stderr."""
+    write_settings(tmp_path / "clusterfarm.toml", PLUGIN_SETTINGS + "[run]\nretries = 0\n")
+    result = run_cli(
+        "run", "--local", "1", "--task", "close_streams", "--years", "2000", "--members", "0-7",
+        "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
+    assert report["progress"]["close_streams"]["2000"] == "+" * 8 and report["ran"] == 8
+    printed = (tmp_path / "clusterfarm-run" / "logs" / "local.0.out").read_text()
+    assert all(f"cell 2000 m{m}" in printed for m in range(1, 8))
+
+
 @pytest.mark.slow
 def test_a_task_killed_inside_atomic_output_leaves_no_temporary_file(tmp_path):
     code, report, err = run_one(

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from clusterfarm.wire.protocol import ErrorKind, failed
+from clusterfarm.worker.process_tree import become_subreaper, descendants, end_children, kill_all
 from clusterfarm.worker.task_process import DONE, FLUSH_SECONDS, LOG_LINE
 
 LOG = logging.getLogger("clusterfarm.executor")
@@ -39,10 +40,32 @@ _KILL_KINDS = {
 }
 
 
+# the task processes of this process's executors (a process may host many workers): all
+# else below it is what killed task processes left
+_live: set[int] = set()
+_live_lock = threading.Lock()
+
+
+def _remember(pid: int) -> None:
+    with _live_lock:
+        _live.add(pid)
+
+
+def _forget(pid: int) -> None:
+    with _live_lock:
+        _live.discard(pid)
+
+
+def _task_processes() -> set[int]:
+    with _live_lock:
+        return set(_live)
+
+
 class Executor:
     """The daemon's handle on its child process: run one batch at a time, kill on demand."""
 
     def __init__(self, task_modules: tuple[str, ...] = (), output: int | None = None) -> None:
+        become_subreaper()  # what a killed task process leaves is adopted here, then ended
         self._task_modules = task_modules
         self._output = output  # where the child's stdout and stderr go (None: the daemon's)
         self._lock = threading.Lock()  # guards the child handle, not the job
@@ -72,6 +95,7 @@ class Executor:
             start_new_session=True,  # its own process group, so a kill takes its children too
         )
         child_end.close()
+        _remember(child.pid)
         try:
             _receive(parent_end, None)  # the child says hello once its imports are done
         except (EOFError, OSError):
@@ -88,13 +112,17 @@ class Executor:
         return self._child.pid if self._child else None
 
     def kill(self, reason: str) -> None:
-        """Kill the running job's process group (timeout, cancel, shutdown...)."""
+        """Kill the running job (timeout, cancel, shutdown...): the task process, its group,
+        and every process below it, however it detached (the task process is their
+        subreaper, so they are below it)."""
         with self._lock:
             child = self._child
             self._killed_reason = reason
         if child is not None and child.poll() is None:
+            below = descendants([child.pid])
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, signal.SIGKILL)
+            kill_all(below)
 
     def close(self) -> None:
         """Stop the child for good."""
@@ -106,8 +134,10 @@ class Executor:
                     self._child.wait(5)
                 if self._child.stdin:
                     self._child.stdin.close()
+                _forget(self._child.pid)
             if self._conn is not None:
                 self._conn.close()
+        end_children(keep=_task_processes())
 
     # -- running a batch --------------------------------------------------------------------
 
@@ -164,6 +194,11 @@ class Executor:
         reason = self._killed_reason
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(5)
+        _forget(child.pid)
+        # what the dead task process left (forked while it was being killed) was adopted by
+        # this process, a subreaper: end it before the next task process starts
+        if ended := end_children(keep=_task_processes()):
+            LOG.warning("ended %d process(es) a killed task process left", ended)
         self._spawn_in_background()
         elapsed = time.monotonic() - started
         if reason == "timeout":

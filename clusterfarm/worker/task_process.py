@@ -17,7 +17,6 @@ records of tasks travel over the same pipe to the daemon's log.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -36,6 +35,7 @@ from clusterfarm.errors import InputError
 from clusterfarm.tasks.files import file_checksum, input_identity
 from clusterfarm.tasks.registry import TaskContext, TaskSpec, get_task, load_task_modules
 from clusterfarm.wire.protocol import ErrorKind, complete, failed, non_finite
+from clusterfarm.worker.process_tree import become_subreaper, end_children
 from clusterfarm.worker.usage import Meter
 
 LOG = logging.getLogger("clusterfarm.task_process")
@@ -51,15 +51,8 @@ DONE = "done"
 READY = "ready"
 
 MAX_SUMMARY_BYTES = 64 * 1024  # a summary is a few figures; bulk results belong in output
-_PR_SET_CHILD_SUBREAPER = 36
 # a cell quicker than this cannot have started a process worth looking for
 _SPAWN_SECONDS = 0.002
-
-
-def become_subreaper() -> None:
-    """Adopt orphaned descendants (Linux), so a task's daemonised children stay findable."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 def run_cells(context: dict[str, Any], cells: list[tuple[int, int]]) -> Iterator[tuple[Any, ...]]:
@@ -76,8 +69,9 @@ def run_cells(context: dict[str, Any], cells: list[tuple[int, int]]) -> Iterator
             meter.start()
         answer = _run_one(shared, year, member)
         usage = meter.stop(answer[1]) if meter is not None else None
-        if answer[1] >= _SPAWN_SECONDS:
-            end_descendants()
+        if answer[1] >= _SPAWN_SECONDS and (ended := end_children()):
+            LOG.warning("ended %d process(es) the task left running", ended)
+        STREAMS.restore()
         yield (*answer[:2], usage, *answer[3:])
 
 
@@ -194,38 +188,6 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def end_descendants() -> None:
-    """Kill every process this one started that is still running, and reap them."""
-    pids = _children(os.getpid())
-    seen: set[int] = set()
-    while pids:
-        pid = pids.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        pids.extend(_children(pid))  # their children first noted, then all killed
-    for pid in seen:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-    for pid in seen:
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, 0)
-    if seen:
-        LOG.warning("ended %d process(es) the task left running", len(seen))
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    try:
-        threads = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for tid in threads:
-        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/children") as handle:
-            found.extend(int(p) for p in handle.read().split())
-    return found
-
-
 # -- the process: batches in, answers out ------------------------------------------------
 
 
@@ -285,17 +247,47 @@ class _PipeHandler(logging.Handler):
             self.handleError(record)
 
 
-def _watch_lifeline() -> None:
-    # the daemon never writes to our stdin: end-of-file means it is gone
+class _Streams:
+    """Standard input, output and error as the task process got them, put back after each
+    cell: a task that closes or redirects them must not break the cells after it."""
+
+    def __init__(self) -> None:
+        self.saved: dict[int, int] = {}
+
+    def save(self) -> None:
+        self.saved = {fd: os.dup(fd) for fd in (0, 1, 2)}  # close-on-exec copies
+
+    def restore(self) -> None:
+        for fd, copy in self.saved.items():
+            with contextlib.suppress(OSError):
+                os.dup2(copy, fd)
+        for name, fd, mode in (("stdout", 1, "w"), ("stderr", 2, "w"), ("stdin", 0, "r")):
+            stream = getattr(sys, name)
+            if stream is None or stream.closed or stream is not getattr(sys, f"__{name}__"):
+                original = getattr(sys, f"__{name}__")
+                if original is None or original.closed:
+                    original = open(fd, mode, buffering=1 if mode == "w" else -1, closefd=False)
+                    setattr(sys, f"__{name}__", original)
+                setattr(sys, name, original)
+
+
+STREAMS = _Streams()
+
+
+def _watch_lifeline(stdin: int) -> None:
+    # the daemon never writes to our stdin: end-of-file means it is gone (read from a copy
+    # of it, which no task can close)
     with contextlib.suppress(OSError):
-        while os.read(0, 1024):
+        while os.read(stdin, 1024):
             pass
     os._exit(1)
 
 
 def main(argv: list[str]) -> None:
     """The child process: receive batches, run them, send answers, until the daemon goes."""
-    threading.Thread(target=_watch_lifeline, name="lifeline", daemon=True).start()
+    STREAMS.save()
+    lifeline = STREAMS.saved[0]
+    threading.Thread(target=_watch_lifeline, args=(lifeline,), name="lifeline", daemon=True).start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     become_subreaper()  # a task's orphaned grandchildren become ours, so we can end them
     outbox = _Outbox(Connection(int(argv[0])))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -86,9 +87,10 @@ def write_paths(year: int, member: int, ctx: TaskContext) -> None:
         tmp.write_text(json.dumps({**record, "marker": marker}))
 
 
-@task("leave_children", version="1", params={"pid_file": ""}, writes_output=False)
+@task("leave_children", version="1", params={"pid_file": "", "hang": False}, writes_output=False)
 def leave_children(year: int, member: int, ctx: TaskContext) -> None:
-    """Starts a child and a double-forked, setsid'ed grandchild, and returns without them."""
+    """Starts a child and a double-forked, setsid'ed grandchild, and returns without them
+    (or, with ``hang``, hangs until killed at its time limit)."""
     import subprocess
 
     child = subprocess.Popen(["sleep", "300"])
@@ -99,6 +101,22 @@ def leave_children(year: int, member: int, ctx: TaskContext) -> None:
         check=True,
     )
     Path(ctx.params["pid_file"]).write_text(f"{child.pid} {daemonised.stdout.strip()}")
+    if ctx.params["hang"]:
+        time.sleep(3600)
+
+
+@task("close_streams", version="1", writes_output=False)
+def close_streams(year: int, member: int, ctx: TaskContext) -> None:
+    """Member 0 closes stdin, stdout and stderr (and Python's objects for them); every cell
+    prints a line to each of stdout and stderr."""
+    if member == 0:
+        sys.stdout.close()
+        sys.stderr.close()
+        for fd in (0, 1, 2):
+            os.close(fd)
+        return
+    print(f"cell {year} m{member}")
+    print(f"cell {year} m{member}", file=sys.stderr)
 
 
 @task("shout", version="1", params={"megabytes": 1}, writes_output=False)
