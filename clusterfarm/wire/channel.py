@@ -23,7 +23,6 @@ import json
 import socket
 import ssl
 import struct
-import zlib
 from typing import Any, NamedTuple
 
 from Pyro5 import config, errors, protocol, serializers
@@ -116,13 +115,13 @@ class Channel:
                 raise errors.ProtocolError("not a Pyro5 message of protocol 502")
             if size + notes > config.MAX_MESSAGE_SIZE:
                 raise errors.ProtocolError(f"a message of {size + notes} bytes")
+            if flags & protocol.FLAGS_COMPRESSED:  # nothing is ever inflated (no bombs)
+                raise errors.ProtocolError("a compressed reply (clusterfarm never compresses)")
             end = start + HEADER + notes + size
             if len(inbox) < end:
                 break
             data = bytes(inbox[end - size : end])  # after the annotations: none we use
             start = end
-            if flags & protocol.FLAGS_COMPRESSED:
-                data = zlib.decompress(data)
             replies.append(self._reply(kind, serializer, flags, seq, data))
         del inbox[:start]
         return replies

@@ -1,17 +1,20 @@
-"""Who may talk to our daemons, and how long a stranger may hold a door open.
+"""Who may talk to our daemons, and what a stranger may cost them before it is known.
 
 Two checks on every clusterfarm daemon (workers and the nameserver):
 
 - **The secret.** With ``[security] auth`` (the default) every connection's Pyro5 handshake
   must carry the run's or the cluster's secret (:class:`clusterfarm.wire.access.Access`);
   any other is refused before it can list, register or call anything.
-- **The gate.** Pyro5's thread-pool server gives each accepted connection a pool thread at
-  once, and that thread waits for the client's first bytes (and, with TLS, for its
-  handshake) without a deadline: a hundred connections that never say a word take every
-  thread. Here accepted connections wait in one selector thread instead, each with a
-  deadline of ``HANDSHAKE_SECONDS``; a TLS handshake runs in a small pool of its own, with
-  the same deadline; only a connection that has spoken goes on to a Pyro5 thread. Silent
-  connections cost a file descriptor each, never a thread, and are closed at the deadline.
+- **The gate.** Until that handshake has been read whole, a connection costs a file
+  descriptor and a few bytes, never a thread. Accepted connections wait in one selector
+  thread, which reads their first message itself, without blocking: it must be a Pyro5
+  handshake (``MSG_CONNECT``), not compressed (nothing is ever inflated for a stranger), of
+  at most ``HANDSHAKE_BYTES``, and complete within ``HANDSHAKE_SECONDS`` of the connection in
+  all (a total deadline, not one per read: a byte every few seconds does not keep it open).
+  A TLS handshake runs in a small pool of its own, under the same deadline. At most
+  ``MAX_WAITING`` connections wait; one more closes the oldest (a client that speaks at once
+  is never the oldest). Only then is the connection handed, with the bytes read, to a
+  Pyro5 pool thread, which checks the secret in a moment and closes it if wrong.
 
 :class:`GatedDaemon` and :class:`GatedNameServerDaemon` also remember their connections,
 so stopping one closes them (an in-process nameserver that stopped must not keep answering
@@ -25,22 +28,27 @@ import logging
 import selectors
 import socket
 import ssl
+import struct
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import Pyro5.errors
 import Pyro5.nameserver
 import Pyro5.server
 import Pyro5.svr_threads as svr_threads
-from Pyro5 import config
+from Pyro5 import config, protocol, serializers, socketutil
 
 from clusterfarm.wire.access import Access
 
 LOG = logging.getLogger("clusterfarm.gate")
-HANDSHAKE_SECONDS = 5.0  # a new connection must have spoken (and shaken hands) by then
+HANDSHAKE_SECONDS = 5.0  # a new connection must have shaken hands (TLS, Pyro5) by then
+HANDSHAKE_BYTES = 64 * 1024  # the largest first message of a connection not yet authenticated
+MAX_WAITING = 1024  # connections whose handshake is still coming; one more drops the oldest
 TLS_HANDSHAKERS = 8  # threads doing TLS handshakes at once
+_HEADER = struct.Struct(protocol._header_format)  # Pyro5's message header
 
 
 class _SecretCheck:
@@ -91,11 +99,31 @@ class GatedNameServerDaemon(_SecretCheck, Pyro5.nameserver.NameServerDaemon):
 # -- the gate ---------------------------------------------------------------------------------
 
 
+class _Read(socketutil.SocketConnection):
+    """A connection whose first bytes the gate has read already: they come first."""
+
+    def __init__(self, sock: socket.socket, first: bytes) -> None:
+        super().__init__(sock)
+        self._first = memoryview(first)
+
+    def recv(self, size: int) -> bytes:
+        if not self._first:
+            return bytes(super().recv(size))
+        head, self._first = self._first[:size], self._first[size:]
+        return bytes(head) + (bytes(super().recv(size - len(head))) if len(head) < size else b"")
+
+
 class _Job(svr_threads.ClientConnectionJob):
-    """A connection that has spoken: Pyro5's handshake gets the gate's deadline, then none."""
+    """A connection whose handshake the gate has read: Pyro5 checks it (the secret), then
+    serves the connection's calls."""
+
+    def __init__(self, csock: socket.socket, caddr: Any, daemon: Any, first: bytes) -> None:
+        # not super().__init__: the connection it makes would close the socket when dropped
+        self.csock = _Read(csock, first)
+        self.caddr, self.daemon = caddr, daemon
 
     def handleConnection(self) -> bool:  # noqa: N802 - Pyro5's name
-        self.csock.timeout = HANDSHAKE_SECONDS
+        self.csock.timeout = HANDSHAKE_SECONDS  # only the answer is left to send
         ok = bool(super().handleConnection())
         if ok:
             self.csock.timeout = config.COMMTIMEOUT or None
@@ -120,9 +148,10 @@ class GatedServer(svr_threads.SocketServer_Threadpool):
                 return
             self._gate.admit(csock, caddr)
 
-    def hand_on(self, csock: socket.socket, caddr: Any) -> None:
-        """A connection that spoke in time: to Pyro5's pool."""
-        job = _Job(csock, caddr, self.daemon)
+    def hand_on(self, csock: socket.socket, caddr: Any, first: bytes) -> None:
+        """A connection whose handshake came whole and in time: to Pyro5's pool."""
+        csock.setblocking(True)
+        job = _Job(csock, caddr, self.daemon, first)
         try:
             self.pool.process(job)
         except svr_threads.NoFreeWorkersError:
@@ -135,31 +164,50 @@ class GatedServer(svr_threads.SocketServer_Threadpool):
         super().close()
 
 
+@dataclass(eq=False)
+class _Waiting:
+    """A connection whose handshake is still coming."""
+
+    caddr: Any
+    deadline: float  # of the whole handshake (TLS and Pyro5), from its acceptance
+    inbox: bytearray = field(default_factory=bytearray)
+
+
 class _Gate:
-    """Connections waiting to speak, each with a deadline; one thread and a small pool."""
+    """Connections whose handshake is still coming, read by one thread (see the module)."""
 
     def __init__(self, server: GatedServer) -> None:
         self.server = server
         self._selector = selectors.DefaultSelector()
-        self._waiting: dict[socket.socket, tuple[Any, float]] = {}
+        self._waiting: dict[socket.socket, _Waiting] = {}  # oldest first
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = socket.socketpair()
         self._selector.register(self._wake_r, selectors.EVENT_READ)
         self._handshakers = ThreadPoolExecutor(TLS_HANDSHAKERS, thread_name_prefix="tls")
+        self._decrypted: list[socket.socket] = []  # TLS ones with bytes the selector misses
         self._stopped = False
         self._thread = threading.Thread(target=self._loop, name="gate", daemon=True)
         self._thread.start()
 
     def admit(self, csock: socket.socket, caddr: Any) -> None:
-        self._wait(csock, caddr, time.monotonic() + HANDSHAKE_SECONDS)
+        csock.setblocking(False)
+        self._wait(csock, _Waiting(caddr, time.monotonic() + HANDSHAKE_SECONDS))
 
-    def _wait(self, csock: socket.socket, caddr: Any, deadline: float) -> None:
+    def _wait(self, csock: socket.socket, waiting: _Waiting) -> None:
+        dropped = None
         with self._lock:
             if self._stopped:
                 csock.close()
                 return
-            self._waiting[csock] = (caddr, deadline)
+            if len(self._waiting) >= MAX_WAITING:  # the oldest goes: it has had its chance
+                dropped = next(iter(self._waiting))
+                del self._waiting[dropped]
+                self._selector.unregister(dropped)
+            self._waiting[csock] = waiting
             self._selector.register(csock, selectors.EVENT_READ)
+        if dropped is not None:
+            _close(dropped)
+            LOG.debug("%d connections waiting to shake hands: closed the oldest", MAX_WAITING)
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
 
@@ -170,52 +218,63 @@ class _Gate:
                     with contextlib.suppress(OSError):
                         self._wake_r.recv(4096)
                     continue
-                self._spoke(key.fileobj)  # type: ignore[arg-type]
+                self._readable(key.fileobj)  # type: ignore[arg-type]
+            with self._lock:
+                decrypted, self._decrypted = self._decrypted, []
+            for csock in decrypted:
+                self._readable(csock)
             self._close_late(time.monotonic())
 
-    def _take(self, csock: socket.socket) -> tuple[Any, float] | None:
+    def _take(self, csock: socket.socket) -> _Waiting | None:
         with self._lock:
-            entry = self._waiting.pop(csock, None)
-            if entry is not None:
+            waiting = self._waiting.pop(csock, None)
+            if waiting is not None:
                 self._selector.unregister(csock)
-            return entry
+            return waiting
 
-    def _spoke(self, csock: socket.socket) -> None:
-        entry = self._take(csock)
-        if entry is None:
+    def _readable(self, csock: socket.socket) -> None:
+        waiting = self._waiting.get(csock)
+        if waiting is None:
             return
-        caddr, deadline = entry
         if isinstance(csock, ssl.SSLSocket) and not _handshake_done(csock):
-            self._handshakers.submit(self._shake_hands, csock, caddr, deadline)
-        else:
-            self.server.hand_on(csock, caddr)
-
-    def _shake_hands(self, csock: ssl.SSLSocket, caddr: Any, deadline: float) -> None:
-        try:
-            csock.settimeout(max(0.1, deadline - time.monotonic()))
-            csock.do_handshake()
-            csock.settimeout(None)
-        except (OSError, ValueError) as exc:
-            LOG.debug("TLS handshake with %s failed: %s", caddr, exc)
-            with contextlib.suppress(OSError):
-                csock.close()
+            self._take(csock)
+            self._handshakers.submit(self._shake_hands, csock, waiting)
             return
-        if csock.pending():
-            self.server.hand_on(csock, caddr)
-        else:
-            self._wait(csock, caddr, deadline)  # now wait for its first Pyro5 message
+        problem = _read_handshake(csock, waiting.inbox)
+        if problem is None and not _complete(waiting.inbox):
+            return  # more to come
+        self._take(csock)
+        if problem is not None:
+            LOG.info("closed a connection from %s: %s", _address(waiting.caddr), problem)
+            _refuse(csock, waiting.inbox, problem)
+            return
+        self.server.hand_on(csock, waiting.caddr, bytes(waiting.inbox))
+
+    def _shake_hands(self, csock: ssl.SSLSocket, waiting: _Waiting) -> None:
+        try:
+            csock.settimeout(max(0.1, waiting.deadline - time.monotonic()))
+            csock.do_handshake()
+            csock.setblocking(False)
+        except (OSError, ValueError) as exc:
+            LOG.debug("TLS handshake with %s failed: %s", waiting.caddr, exc)
+            _close(csock)
+            return
+        if csock.pending():  # decrypted already: the selector would not say so
+            with self._lock:
+                self._decrypted.append(csock)
+        self._wait(csock, waiting)  # now its Pyro5 handshake, under the same deadline
 
     def _close_late(self, now: float) -> None:
         with self._lock:
-            late = [s for s, (_, deadline) in self._waiting.items() if deadline < now]
+            late = [s for s, waiting in self._waiting.items() if waiting.deadline < now]
             for csock in late:
                 del self._waiting[csock]
                 self._selector.unregister(csock)
         for csock in late:
-            with contextlib.suppress(OSError):
-                csock.close()
+            _close(csock)
         if late:
-            LOG.info("closed %d connection(s) silent for %g s", len(late), HANDSHAKE_SECONDS)
+            LOG.info("closed %d connection(s) without a handshake in %g s", len(late),
+                     HANDSHAKE_SECONDS)  # fmt: skip
 
     def stop(self) -> None:
         self._stopped = True
@@ -225,9 +284,85 @@ class _Gate:
         self._handshakers.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             for csock in self._waiting:
-                with contextlib.suppress(OSError):
-                    csock.close()
+                _close(csock)
             self._waiting.clear()
+
+
+def _read_handshake(csock: socket.socket, inbox: bytearray) -> str | None:
+    """Read what has come of the first message, never past its end; what is wrong with it,
+    or None while it is fine so far."""
+    try:
+        while not _complete(inbox):
+            chunk = csock.recv(_wanted(inbox))
+            if not chunk:
+                return "closed before its handshake"
+            inbox += chunk
+            if (problem := _check_header(inbox)) is not None:
+                return problem
+    except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        return None
+    except OSError as exc:
+        return f"reading its handshake: {exc}"
+    return None
+
+
+def _wanted(inbox: bytearray) -> int:
+    if len(inbox) < _HEADER.size:
+        return _HEADER.size - len(inbox)
+    return _size(inbox) - len(inbox)
+
+
+def _size(inbox: bytearray) -> int:
+    fields = _HEADER.unpack_from(inbox)
+    return _HEADER.size + fields[6] + fields[7]  # header, data, annotations
+
+
+def _complete(inbox: bytearray) -> bool:
+    return len(inbox) >= _HEADER.size and len(inbox) >= _size(inbox)
+
+
+def _check_header(inbox: bytearray) -> str | None:
+    """What makes this first message one the gate will not pass on, or None."""
+    if inbox[:1] == b"\x16":  # a TLS record: a ClientHello
+        return "a TLS handshake, but this daemon speaks plain Pyro5 ([security] tls differs)"
+    if inbox[:4] != b"PYRO"[: len(inbox[:4])]:
+        return "not Pyro5"
+    if len(inbox) < _HEADER.size:
+        return None
+    tag, version, kind, _, flags, _, data, notes, _, _, magic = _HEADER.unpack_from(inbox)
+    if version != protocol.PROTOCOL_VERSION or magic != protocol._magic_number:
+        return f"Pyro5 protocol {version}, not {protocol.PROTOCOL_VERSION}"
+    if kind != protocol.MSG_CONNECT:
+        return f"a message of type {kind} before its handshake"
+    if flags & protocol.FLAGS_COMPRESSED:
+        return "a compressed handshake (nothing is inflated before authentication)"
+    if data + notes > HANDSHAKE_BYTES:
+        return f"a handshake of {data + notes:,} bytes (at most {HANDSHAKE_BYTES:,})"
+    return None
+
+
+def _refuse(csock: socket.socket, inbox: bytearray, problem: str) -> None:
+    """Say why in a Pyro5 CONNECTFAIL (best effort: a Pyro5 client shows it; a TLS client
+    reads it as "wrong version number", which says what is wrong), then close."""
+    serializer = serializers.serializers_by_id.get(
+        inbox[7] if len(inbox) >= _HEADER.size else -1,
+        serializers.serializers["serpent"],
+    )
+    answer = protocol.SendingMessage(
+        protocol.MSG_CONNECTFAIL, 0, 0, serializer.serializer_id, serializer.dumps(problem)
+    )
+    with contextlib.suppress(OSError, ValueError):
+        csock.send(answer.data)
+    _close(csock)
+
+
+def _close(csock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        csock.close()
+
+
+def _address(caddr: Any) -> str:
+    return str(caddr[0]) if isinstance(caddr, tuple) and caddr else str(caddr)
 
 
 def _handshake_done(csock: ssl.SSLSocket) -> bool:

@@ -15,8 +15,8 @@ import ssl
 from collections.abc import Callable
 from pathlib import Path
 
-from Pyro5 import config, socketutil
-from Pyro5.errors import ConnectionClosedError
+from Pyro5 import config, protocol, socketutil
+from Pyro5.errors import ConnectionClosedError, ProtocolError
 
 from clusterfarm.config.settings import SecuritySettings
 from clusterfarm.errors import SettingsError
@@ -44,8 +44,30 @@ def configure_pyro(security: SecuritySettings | None = None) -> None:
     config.THREADPOOL_SIZE = 2048
     config.MAX_RETRIES = 0
     config.DETAILED_TRACEBACK = False
+    config.COMPRESSION = False  # never sent compressed, and never inflated: see refuse_compressed
+    # the largest message an authenticated peer may send (a batch of 4,096 answers with
+    # summaries of 64 kB is 256 MB); before authentication the gate allows far less
+    config.MAX_MESSAGE_SIZE = 512 * 1024 * 1024
+    refuse_compressed()
     if security is not None:
         _configure_tls(security)
+
+
+def refuse_compressed() -> None:
+    """Make every Pyro5 message this process receives refuse the compressed flag before
+    anything is inflated: one megabyte of zeros compressed is a gigabyte inflated, and
+    clusterfarm never compresses."""
+    if getattr(protocol.ReceivingMessage.add_payload, "refuses_compressed", False):
+        return
+    add_payload = protocol.ReceivingMessage.add_payload
+
+    def checked(self: protocol.ReceivingMessage, payload: bytes) -> None:
+        if self.flags & protocol.FLAGS_COMPRESSED:
+            raise ProtocolError("a compressed message (clusterfarm never compresses)")
+        add_payload(self, payload)
+
+    checked.refuses_compressed = True  # type: ignore[attr-defined]
+    protocol.ReceivingMessage.add_payload = checked
 
 
 def _configure_tls(security: SecuritySettings) -> None:
