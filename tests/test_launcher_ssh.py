@@ -52,8 +52,7 @@ def test_start_workers_copies_the_secret_and_its_workers_refuse_clients_without_
     with Pyro5.api.Proxy(uri) as proxy, pytest.raises(Pyro5.errors.CommunicationError) as no:
         proxy._pyroBind()
     assert "authentication required" in str(no.value)
-    with Pyro5.api.Proxy(uri) as proxy:
-        proxy._pyroHandshake = {"secret": SECRET}
+    with ACCESS.proxy(uri) as proxy:
         assert proxy.ping()["name"] == "clusterfarm.worker.loc.0"
     assert ssh_lab.cli(settings, "stop-workers").code == 0
 

@@ -14,6 +14,7 @@ import Pyro5.api
 import Pyro5.errors
 import pytest
 
+from clusterfarm.wire.access import Access
 from clusterfarm.wire.nameserver import locate
 from tests.harness.cli import (
     FAST_LIVENESS,
@@ -25,7 +26,7 @@ from tests.harness.cli import (
 )
 from tests.harness.faults import cmdline, worker_daemons
 from tests.harness.processes import alive, stop_process, wait_for_text, wait_until
-from tests.harness.secret import ACCESS, handshake
+from tests.harness.secret import ACCESS, SECRET
 
 REFUSED = "authentication required"
 
@@ -58,7 +59,7 @@ def test_a_local_run_refuses_every_client_without_its_secret(tmp_path):
         ns_address = words[words.index("--nameserver") + 1]
         ns_uri = f"PYRO:Pyro.NameServer@{ns_address}"
         for uri in [ns_uri, *worker_uris]:
-            for secret in (None, "not-the-secret", handshake()["secret"]):  # not even ours
+            for secret in (None, "not-the-secret", SECRET):  # not even ours
                 assert REFUSED in (refusal(uri, secret) or ""), (uri, secret)
     finally:
         code, report, err = finish(process)
@@ -75,7 +76,12 @@ def test_a_cluster_refuses_clients_without_its_secret_and_serves_those_with_it(
     for uri in (nameserver.uri, worker_uri):
         assert REFUSED in (refusal(uri, None) or "")
         assert REFUSED in (refusal(uri, "a guess") or "")
-        assert refusal(uri, handshake()["secret"]) is None
+        assert REFUSED in (refusal(uri, SECRET) or "")  # never sent: the right one neither
+        with pytest.raises(Pyro5.errors.SecurityError, match="does not prove"):
+            with Access("a guess of 32 characters, wrong!").proxy(uri) as guess:
+                guess._pyroBind()
+        with ACCESS.proxy(uri) as proxy:
+            proxy._pyroBind()  # proved both ways: served
 
 
 @pytest.mark.parametrize("silent", [200])
@@ -94,8 +100,7 @@ def test_silent_connections_lock_nobody_out_of_the_nameserver_or_a_worker(
     try:
         time.sleep(0.5)  # they are all accepted, and say nothing
         began = time.monotonic()
-        with Pyro5.api.Proxy(worker_uri) as worker:
-            worker._pyroHandshake = handshake()
+        with ACCESS.proxy(worker_uri) as worker:
             worker._pyroTimeout = 2
             assert worker.ping()["name"] == "clusterfarm.worker.busy.0"
         assert locate(nameserver.host, nameserver.port, ACCESS, timeout=2).list(

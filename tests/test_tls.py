@@ -28,7 +28,7 @@ from tests.harness.processes import stop_process, wait_for_text
 PROBE = """
 import json, os, sys
 from Pyro5 import config
-from Pyro5.api import Proxy
+from clusterfarm.wire.access import Access
 ca, cert, key, *uris = sys.argv[1:]
 secret = open(os.environ["CLUSTERFARM_SECRET_FILE"]).read().strip()  # past auth: TLS decides
 if ca:
@@ -37,8 +37,7 @@ if ca:
 outcomes = []
 for uri in uris:
     try:
-        with Proxy(uri) as proxy:
-            proxy._pyroHandshake = {"secret": secret}
+        with Access(secret).proxy(uri) as proxy:
             proxy._pyroTimeout = 5
             proxy._pyroBind()
         outcomes.append({"ok": True})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 
-import Pyro5.api
 import pytest
 
 from clusterfarm.wire.nameserver import locate
@@ -58,7 +57,7 @@ def test_a_worker_near_its_jobs_end_hands_back_a_cell_that_would_not_fit_and_lea
     end = time.time() + EXIT_MARGIN + 10  # as if SLURM said the job ends then
     process = start_worker("job.0", env={"SLURM_JOB_END_TIME": str(int(end))})
     uri = locate(nameserver.host, nameserver.port, ACCESS).lookup("clusterfarm.worker.job.0")
-    with ACCESS.present(Pyro5.api.Proxy(uri)) as worker:
+    with ACCESS.proxy(uri) as worker:
         worker._pyroTimeout = 30
         first = worker.do_work(2000, 0, "sleep", {"seconds": 6})
         assert first["status"] == "complete"  # not measured yet: tried, and it fitted

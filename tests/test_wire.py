@@ -17,6 +17,7 @@ from pathlib import Path
 import Pyro5.api
 import pytest
 
+from clusterfarm.wire.gate import GatedDaemon
 from tests.harness.cli import (
     FAST_LIVENESS,
     PLUGIN_SETTINGS,
@@ -141,12 +142,12 @@ class GarbageWorker:
 def test_a_worker_answering_garbage_is_set_aside_and_the_run_completes(
     tmp_path, nameserver, start_worker, how
 ):
-    daemon = Pyro5.api.Daemon(host="127.0.0.1")
+    daemon = GatedDaemon(host="127.0.0.1", access=ACCESS)  # it knows the secret: a worker gone bad
     name = "clusterfarm.worker.fake.0"
     uri = daemon.register(GarbageWorker(name, how), objectId=name)
     threading.Thread(target=daemon.requestLoop, daemon=True).start()
     try:
-        with ACCESS.present(Pyro5.api.Proxy(nameserver.uri)) as ns:
+        with ACCESS.proxy(nameserver.uri) as ns:
             ns.register(name, uri, metadata={"clusterfarm.worker", "host=fake"})
         start_worker("good.0")
         start_worker("good.1")
@@ -166,11 +167,11 @@ def test_a_call_unanswered_past_its_guard_times_out_its_cell_and_the_worker_is_a
     """The manager's own time limit on a call (the task's limit plus a guard): the cell
     times out (an attempt), is retried elsewhere, and the silent worker is asked to cancel."""
     fake = GarbageWorker("clusterfarm.worker.fake.0", "hangs once")
-    daemon = Pyro5.api.Daemon(host="127.0.0.1")
+    daemon = GatedDaemon(host="127.0.0.1", access=ACCESS)  # it knows the secret: a worker gone bad
     uri = daemon.register(fake, objectId=fake.name)
     threading.Thread(target=daemon.requestLoop, daemon=True).start()
     try:
-        with ACCESS.present(Pyro5.api.Proxy(nameserver.uri)) as ns:
+        with ACCESS.proxy(nameserver.uri) as ns:
             ns.register(fake.name, uri, metadata={"clusterfarm.worker", "host=fake"})
         start_worker("good.0")
         data = make_data(tmp_path / "data", "real")

@@ -4,13 +4,13 @@ import os
 import signal
 import time
 
-import Pyro5.api
 import pytest
 
+from clusterfarm.wire.access import Access
 from clusterfarm.wire.nameserver import locate
 from clusterfarm.wire.protocol import parse_answers
 from tests.harness.processes import alive
-from tests.harness.secret import ACCESS, handshake
+from tests.harness.secret import ACCESS, SECRET_FILE
 
 RUN = "test-run"
 
@@ -42,12 +42,11 @@ def batch(proxy, task, cells, run_id=RUN, expected=None):
 def worker_proxy(nameserver, start_worker):
     """A plain Pyro5 proxy of a real worker, found through the nameserver."""
     start_worker("test.0")
-    # written as a user would, without clusterfarm code (the secret in the handshake, then calls)
-    ns = Pyro5.api.Proxy(f"PYRO:Pyro.NameServer@{nameserver.host}:{nameserver.port}")
-    ns._pyroHandshake = handshake()
+    # written as a user would, as the README shows (a proxy that proves the secret, then calls)
+    access = Access(SECRET_FILE.read_text().strip())
+    ns = access.proxy(f"PYRO:Pyro.NameServer@{nameserver.host}:{nameserver.port}")
     uri = ns.lookup("clusterfarm.worker.test.0")
-    with Pyro5.api.Proxy(uri) as proxy:
-        proxy._pyroHandshake = handshake()
+    with access.proxy(uri) as proxy:
         proxy._pyroTimeout = 30
         yield proxy
 
@@ -141,15 +140,14 @@ def test_cancel_stops_the_running_task(worker_proxy, nameserver):
 
 
 def _call(uri, task):
-    with Pyro5.api.Proxy(uri) as proxy:
-        proxy._pyroHandshake = handshake()
+    with ACCESS.proxy(uri) as proxy:
         return proxy.do_work(2000, 0, task)
 
 
 def test_task_process_dies_with_a_killed_daemon(start_worker, nameserver):
     process = start_worker("test.1")
     uri = locate(nameserver.host, nameserver.port, ACCESS).lookup("clusterfarm.worker.test.1")
-    with ACCESS.present(Pyro5.api.Proxy(uri)) as proxy:
+    with ACCESS.proxy(uri) as proxy:
         deadline = time.monotonic() + 10
         while proxy.info()["task_pid"] is None:
             assert time.monotonic() < deadline
@@ -225,7 +223,7 @@ def test_join_says_which_tasks_and_versions_the_worker_has(worker_proxy):
 def test_a_worker_started_for_a_run_leaves_once_no_manager_calls(start_worker, nameserver):
     process = start_worker("test.3", "--exit-when-idle", "1")
     uri = locate(nameserver.host, nameserver.port, ACCESS).lookup("clusterfarm.worker.test.3")
-    with ACCESS.present(Pyro5.api.Proxy(uri)) as worker:
+    with ACCESS.proxy(uri) as worker:
         for _ in range(6):  # a manager's heartbeats keep it
             worker.ping()
             time.sleep(0.3)

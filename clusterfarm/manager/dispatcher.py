@@ -506,12 +506,12 @@ def connect(link: WorkerLink, access: Access) -> Proxy | None:
 
 
 def _proxy(link: WorkerLink, access: Access) -> Proxy:
-    proxy = Proxy(link.entry.uri)
+    proxy = access.proxy(link.entry.uri)
     proxy._pyroTimeout = CALL_TIMEOUT
     # the handshake and the join in JSON, as the lanes' calls: serpent compiles every
     # message it reads, and a thousand joins at the start are the manager's busiest second
     proxy._pyroSerializer = "json"
-    return access.present(proxy)
+    return proxy
 
 
 def join_worker(host: DispatchHost, link: WorkerLink) -> Proxy | None:

@@ -114,9 +114,8 @@ class WorkerHeartbeats:
         uri = link.entry.uri
         proxy = self._proxies.get(uri)
         if proxy is None:
-            proxy = self._proxies[uri] = Proxy(uri)
+            proxy = self._proxies[uri] = self.host.access.proxy(uri)
             proxy._pyroTimeout = self.ping_timeout
-            self.host.access.present(proxy)
         proxy._pyroClaimOwnership()  # pool threads take turns with it
         try:
             proxy.ping(self.host.spec.run_id)

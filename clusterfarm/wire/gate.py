@@ -1,20 +1,22 @@
 """Who may talk to our daemons, and what a stranger may cost them before it is known.
 
-Two checks on every clusterfarm daemon (workers and the nameserver):
+Every clusterfarm daemon (workers and the nameserver) has a gate in front of Pyro5's thread
+pool, and the gate authenticates each new connection itself, in one selector thread,
+without blocking and without a thread per connection:
 
-- **The secret.** With ``[security] auth`` (the default) every connection's Pyro5 handshake
-  must carry the run's or the cluster's secret (:class:`clusterfarm.wire.access.Access`);
-  any other is refused before it can list, register or call anything.
-- **The gate.** Until that handshake has been read whole, a connection costs a file
-  descriptor and a few bytes, never a thread. Accepted connections wait in one selector
-  thread, which reads their first message itself, without blocking: it must be a Pyro5
-  handshake (``MSG_CONNECT``), not compressed (nothing is ever inflated for a stranger), of
-  at most ``HANDSHAKE_BYTES``, and complete within ``HANDSHAKE_SECONDS`` of the connection in
-  all (a total deadline, not one per read: a byte every few seconds does not keep it open).
-  A TLS handshake runs in a small pool of its own, under the same deadline. At most
-  ``MAX_WAITING`` connections wait; one more closes the oldest (a client that speaks at once
-  is never the oldest). Only then is the connection handed, with the bytes read, to a
-  Pyro5 pool thread, which checks the secret in a moment and closes it if wrong.
+1. It reads the connection's first message, which must be a Pyro5 handshake
+   (``MSG_CONNECT``), not compressed (nothing is ever inflated for a stranger), of at most
+   ``HANDSHAKE_BYTES``, in JSON or serpent, carrying the client's fresh nonce.
+2. It answers with its own nonce and its proof (see :mod:`.access`): a client that finds no
+   valid proof sends nothing more, so an impostor never gets a client's proof to reuse.
+3. It reads the client's proof, one small call of at most ``PROOF_BYTES``, and answers it.
+
+All of it within ``HANDSHAKE_SECONDS`` of the connection in all (a total deadline, not one
+per read: a byte every few seconds does not keep a connection open); a TLS handshake runs
+first, in a small pool of its own, under the same deadline. At most ``MAX_WAITING``
+connections wait; one more closes the oldest (a client that speaks at once is never the
+oldest). Only an authenticated connection is handed to a Pyro5 pool thread. With
+``[security] auth = false`` step 3 is skipped and nobody proves anything.
 
 :class:`GatedDaemon` and :class:`GatedNameServerDaemon` also remember their connections,
 so stopping one closes them (an in-process nameserver that stopped must not keep answering
@@ -39,33 +41,27 @@ import Pyro5.errors
 import Pyro5.nameserver
 import Pyro5.server
 import Pyro5.svr_threads as svr_threads
-from Pyro5 import config, protocol, serializers, socketutil
+from Pyro5 import config, protocol, serializers
 
-from clusterfarm.wire.access import Access
+from clusterfarm.wire.access import PROVE, Access, nonce
 
 LOG = logging.getLogger("clusterfarm.gate")
 HANDSHAKE_SECONDS = 5.0  # a new connection must have shaken hands (TLS, Pyro5) by then
 HANDSHAKE_BYTES = 64 * 1024  # the largest first message of a connection not yet authenticated
+PROOF_BYTES = 4096  # the largest message with a client's proof
 MAX_WAITING = 1024  # connections whose handshake is still coming; one more drops the oldest
 TLS_HANDSHAKERS = 8  # threads doing TLS handshakes at once
 _HEADER = struct.Struct(protocol._header_format)  # Pyro5's message header
+_SERIALIZERS = frozenset({1, 3})  # serpent and JSON: plain data, nothing runs as it loads
+DAEMON_NAME = "Pyro.Daemon"  # the daemon's own object, which knows every object's metadata
 
 
 class _SecretCheck:
-    """What both daemons add to Pyro5's: the secret check and their connections' list."""
+    """What both daemons add to Pyro5's: the access their gate demands, and the list of
+    their (authenticated) connections."""
 
     _connections: set[Any]
     _access: Access
-
-    def validateHandshake(self, conn: Any, data: Any) -> Any:  # noqa: N802 - Pyro5's name
-        if not self._access.admits(data):
-            LOG.warning("refused a connection from %s: no valid secret", _peer(conn))
-            raise Pyro5.errors.SecurityError(
-                "authentication required: present the cluster's secret "
-                "(proxy._pyroHandshake = {'secret': ...}); see [security] in the settings"
-            )
-        self._connections.add(conn)
-        return "hello"
 
     def clientDisconnect(self, conn: Any) -> None:  # noqa: N802 - Pyro5's name
         self._connections.discard(conn)
@@ -99,35 +95,15 @@ class GatedNameServerDaemon(_SecretCheck, Pyro5.nameserver.NameServerDaemon):
 # -- the gate ---------------------------------------------------------------------------------
 
 
-class _Read(socketutil.SocketConnection):
-    """A connection whose first bytes the gate has read already: they come first."""
-
-    def __init__(self, sock: socket.socket, first: bytes) -> None:
-        super().__init__(sock)
-        self._first = memoryview(first)
-
-    def recv(self, size: int) -> bytes:
-        if not self._first:
-            return bytes(super().recv(size))
-        head, self._first = self._first[:size], self._first[size:]
-        return bytes(head) + (bytes(super().recv(size - len(head))) if len(head) < size else b"")
-
-
 class _Job(svr_threads.ClientConnectionJob):
-    """A connection whose handshake the gate has read: Pyro5 checks it (the secret), then
-    serves the connection's calls."""
-
-    def __init__(self, csock: socket.socket, caddr: Any, daemon: Any, first: bytes) -> None:
-        # not super().__init__: the connection it makes would close the socket when dropped
-        self.csock = _Read(csock, first)
-        self.caddr, self.daemon = caddr, daemon
+    """A connection the gate has authenticated: Pyro5 serves its calls."""
 
     def handleConnection(self) -> bool:  # noqa: N802 - Pyro5's name
-        self.csock.timeout = HANDSHAKE_SECONDS  # only the answer is left to send
-        ok = bool(super().handleConnection())
-        if ok:
-            self.csock.timeout = config.COMMTIMEOUT or None
-        return ok
+        self.csock.timeout = config.COMMTIMEOUT or None
+        connections = getattr(self.daemon, "_connections", None)
+        if connections is not None:  # a gated daemon's (see _access_of)
+            connections.add(self.csock)
+        return True
 
 
 class GatedServer(svr_threads.SocketServer_Threadpool):
@@ -148,10 +124,10 @@ class GatedServer(svr_threads.SocketServer_Threadpool):
                 return
             self._gate.admit(csock, caddr)
 
-    def hand_on(self, csock: socket.socket, caddr: Any, first: bytes) -> None:
-        """A connection whose handshake came whole and in time: to Pyro5's pool."""
+    def hand_on(self, csock: socket.socket, caddr: Any) -> None:
+        """A connection the gate has authenticated: to Pyro5's pool."""
         csock.setblocking(True)
-        job = _Job(csock, caddr, self.daemon, first)
+        job = _Job(csock, caddr, self.daemon)
         try:
             self.pool.process(job)
         except svr_threads.NoFreeWorkersError:
@@ -171,6 +147,7 @@ class _Waiting:
     caddr: Any
     deadline: float  # of the whole handshake (TLS and Pyro5), from its acceptance
     inbox: bytearray = field(default_factory=bytearray)
+    nonces: tuple[str, str] | None = None  # the client's and ours, once it has ours
 
 
 class _Gate:
@@ -218,12 +195,21 @@ class _Gate:
                     with contextlib.suppress(OSError):
                         self._wake_r.recv(4096)
                     continue
-                self._readable(key.fileobj)  # type: ignore[arg-type]
+                self._guarded(key.fileobj)  # type: ignore[arg-type]
             with self._lock:
                 decrypted, self._decrypted = self._decrypted, []
             for csock in decrypted:
-                self._readable(csock)
+                self._guarded(csock)
             self._close_late(time.monotonic())
+
+    def _guarded(self, csock: socket.socket) -> None:
+        """Serve one connection's turn; a bug here drops that connection, never the gate."""
+        try:
+            self._readable(csock)
+        except Exception:
+            LOG.exception("the gate failed on a connection; closed it")
+            if self._take(csock) is not None:
+                _close(csock)
 
     def _take(self, csock: socket.socket) -> _Waiting | None:
         with self._lock:
@@ -240,15 +226,59 @@ class _Gate:
             self._take(csock)
             self._handshakers.submit(self._shake_hands, csock, waiting)
             return
-        problem = _read_handshake(csock, waiting.inbox)
+        proving = waiting.nonces is not None
+        problem = _read_message(csock, waiting.inbox, proving)
         if problem is None and not _complete(waiting.inbox):
             return  # more to come
+        if problem is None:
+            problem = self._answer(csock, waiting) if not proving else self._proved(csock, waiting)
+            if problem is None and waiting.nonces is not None and not proving:
+                waiting.inbox.clear()  # now the client's proof
+                return
         self._take(csock)
         if problem is not None:
-            LOG.info("closed a connection from %s: %s", _address(waiting.caddr), problem)
+            LOG.info("refused a connection from %s: %s", _address(waiting.caddr), problem)
             _refuse(csock, waiting.inbox, problem)
             return
-        self.server.hand_on(csock, waiting.caddr, bytes(waiting.inbox))
+        self.server.hand_on(csock, waiting.caddr)
+
+    def _answer(self, csock: socket.socket, waiting: _Waiting) -> str | None:
+        """Answer a client's handshake with our nonce and proof (or refuse it): a problem,
+        or None when sent."""
+        access = _access_of(self.server.daemon)
+        seq, serializer, body = _body(waiting.inbox)
+        if not isinstance(body, dict):
+            return "a handshake that is not a table"
+        try:
+            meta = self.server.daemon.objectsById[DAEMON_NAME].get_metadata(body.get("object"))
+        except Exception:  # Pyro5 raises its DaemonError, or the id is no string
+            return f"no object {str(body.get('object'))[:60]!r} here"
+        hello: Any = "hello"
+        if access.secret is not None:
+            theirs = (body.get("handshake") or {}).get("nonce") if isinstance(
+                body.get("handshake"), dict) else None  # fmt: skip
+            if not isinstance(theirs, str) or not 16 <= len(theirs) <= 128:
+                return ("authentication required: connect with the cluster's secret "
+                        "(clusterfarm.wire.access.Access(secret).proxy(uri))")  # fmt: skip
+            ours = nonce()
+            hello = {"nonce": ours, "proof": access.proof("server", theirs, ours)}
+            waiting.nonces = (theirs, ours)
+        answer = {"handshake": hello, "meta": meta}
+        return _send(csock, protocol.MSG_CONNECTOK, seq, serializer, serializer.dumps(answer))
+
+    def _proved(self, csock: socket.socket, waiting: _Waiting) -> str | None:
+        """Check the client's proof and answer it: a problem, or None when it is good."""
+        access = _access_of(self.server.daemon)
+        assert waiting.nonces is not None
+        theirs, ours = waiting.nonces
+        seq, serializer, _ = _body(waiting.inbox, call=False)
+        try:
+            _, method, vargs, _ = serializer.loadsCall(bytes(_payload(waiting.inbox)))
+        except Exception:  # a peer's garbage raises anything
+            return "a proof that cannot be read"
+        if method != PROVE or not vargs or not access.proves("client", ours, theirs, vargs[0]):
+            return "a wrong proof of the secret"
+        return _send(csock, protocol.MSG_RESULT, seq, serializer, serializer.dumps(True))
 
     def _shake_hands(self, csock: ssl.SSLSocket, waiting: _Waiting) -> None:
         try:
@@ -288,16 +318,22 @@ class _Gate:
             self._waiting.clear()
 
 
-def _read_handshake(csock: socket.socket, inbox: bytearray) -> str | None:
-    """Read what has come of the first message, never past its end; what is wrong with it,
-    or None while it is fine so far."""
+def _access_of(daemon: Any) -> Access:
+    """What ``daemon`` demands: a plain Pyro5 daemon in a process that has gated ones (a
+    test's, a tool's) is open, as Pyro5 made it."""
+    return getattr(daemon, "_access", None) or Access()
+
+
+def _read_message(csock: socket.socket, inbox: bytearray, proving: bool) -> str | None:
+    """Read what has come of the message, never past its end; what is wrong with it, or
+    None while it is fine so far."""
     try:
         while not _complete(inbox):
             chunk = csock.recv(_wanted(inbox))
             if not chunk:
                 return "closed before its handshake"
             inbox += chunk
-            if (problem := _check_header(inbox)) is not None:
+            if (problem := _check_header(inbox, proving)) is not None:
                 return problem
     except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
         return None
@@ -321,24 +357,58 @@ def _complete(inbox: bytearray) -> bool:
     return len(inbox) >= _HEADER.size and len(inbox) >= _size(inbox)
 
 
-def _check_header(inbox: bytearray) -> str | None:
-    """What makes this first message one the gate will not pass on, or None."""
+def _check_header(inbox: bytearray, proving: bool) -> str | None:
+    """What makes this message one the gate will not take, or None."""
     if inbox[:1] == b"\x16":  # a TLS record: a ClientHello
         return "a TLS handshake, but this daemon speaks plain Pyro5 ([security] tls differs)"
     if inbox[:4] != b"PYRO"[: len(inbox[:4])]:
         return "not Pyro5"
     if len(inbox) < _HEADER.size:
         return None
-    tag, version, kind, _, flags, _, data, notes, _, _, magic = _HEADER.unpack_from(inbox)
+    tag, version, kind, serializer, flags, _, data, notes, _, _, magic = _HEADER.unpack_from(inbox)
     if version != protocol.PROTOCOL_VERSION or magic != protocol._magic_number:
         return f"Pyro5 protocol {version}, not {protocol.PROTOCOL_VERSION}"
-    if kind != protocol.MSG_CONNECT:
-        return f"a message of type {kind} before its handshake"
+    expected = protocol.MSG_INVOKE if proving else protocol.MSG_CONNECT
+    if kind != expected:
+        return f"a message of type {kind} before its {'proof' if proving else 'handshake'}"
     if flags & protocol.FLAGS_COMPRESSED:
         return "a compressed handshake (nothing is inflated before authentication)"
-    if data + notes > HANDSHAKE_BYTES:
-        return f"a handshake of {data + notes:,} bytes (at most {HANDSHAKE_BYTES:,})"
+    if serializer not in _SERIALIZERS:
+        return f"serializer {serializer} (JSON or serpent before authentication)"
+    most = PROOF_BYTES if proving else HANDSHAKE_BYTES
+    if data + notes > most:
+        return (
+            f"a {'proof' if proving else 'handshake'} of {data + notes:,} bytes (at most {most:,})"
+        )
     return None
+
+
+def _payload(inbox: bytearray) -> memoryview:
+    notes = _HEADER.unpack_from(inbox)[7]
+    return memoryview(inbox)[_HEADER.size + notes :]
+
+
+def _body(inbox: bytearray, call: bool = True) -> tuple[int, Any, Any]:
+    """The message's sequence number, serializer, and (``call``) its data, loaded."""
+    fields = _HEADER.unpack_from(inbox)
+    serializer = serializers.serializers_by_id[fields[3]]
+    body = None
+    if call:
+        try:
+            body = serializer.loads(bytes(_payload(inbox)))
+        except Exception:  # a peer's garbage raises anything
+            body = None
+    return fields[5], serializer, body
+
+
+def _send(csock: socket.socket, kind: int, seq: int, serializer: Any, data: bytes) -> str | None:
+    """Send one small message without blocking: a problem, or None when it all went."""
+    message = protocol.SendingMessage(kind, 0, seq, serializer.serializer_id, data).data
+    try:
+        sent = csock.send(message)
+    except (OSError, ValueError) as exc:
+        return f"answering its handshake: {exc}"
+    return None if sent == len(message) else "too slow to take a short answer"
 
 
 def _refuse(csock: socket.socket, inbox: bytearray, problem: str) -> None:

@@ -72,10 +72,15 @@ def locate(host: str, port: int, access: Access, timeout: float = CALL_TIMEOUT) 
     """Return a proxy of the nameserver at ``host:port`` presenting ``access``, or raise
     NameServerError."""
     configure_pyro()
-    proxy = access.present(Proxy(f"PYRO:Pyro.NameServer@{host}:{port}"))
+    proxy = access.proxy(f"PYRO:Pyro.NameServer@{host}:{port}")
     proxy._pyroTimeout = timeout
     try:
         proxy.ping()
+    except Pyro5.errors.SecurityError as exc:  # it did not prove the secret: not ours
+        raise NameServerError(
+            f"nameserver at {host}:{port}: {exc}; check that [security] secret_file holds "
+            "the cluster's secret"
+        ) from exc
     except Pyro5.errors.CommunicationError as exc:
         problem = tls_problem(exc)
         if problem:  # something answers there: starting a nameserver would not help

@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import Pyro5.errors
-from Pyro5.api import Proxy
 
 from clusterfarm.wire.access import Access
 from clusterfarm.wire.nameserver import WorkerEntry
@@ -48,7 +47,7 @@ def describe(entry: WorkerEntry, access: Access) -> dict[str, Any]:
         "uptime": None,
     }
     try:
-        with access.present(Proxy(entry.uri)) as proxy:
+        with access.proxy(entry.uri) as proxy:
             proxy._pyroTimeout = INFO_TIMEOUT
             info = proxy.info()
     except Exception as exc:  # Pyro5's own errors, or the remote one (no info method...)
@@ -73,9 +72,8 @@ def check_results_on(
     """
     reasons: list[str | None] = []
     try:
-        with Proxy(entry.uri) as proxy:
+        with access.proxy(entry.uri) as proxy:
             proxy._pyroTimeout = CALL_TIMEOUT + 0.01 * min(len(items), CHECK_CHUNK)
-            access.present(proxy)
             answer = JoinAnswer.from_wire(proxy.join(spec.to_wire()))
             if answer.leased_by is not None or answer.error is not None:
                 return None
@@ -104,9 +102,8 @@ def quarantine_aside(entry: WorkerEntry, access: Access, seconds: float) -> None
 def call_aside(entry: WorkerEntry, access: Access, method: str, *args: Any) -> None:
     """Call ``method`` on a worker over a short-lived connection of its own; ignore failure."""
     try:
-        with Proxy(entry.uri) as proxy:
+        with access.proxy(entry.uri) as proxy:
             proxy._pyroTimeout = 5
-            access.present(proxy)
             getattr(proxy, method)(*args)
     except Pyro5.errors.PyroError:
         pass

@@ -341,7 +341,7 @@ def _thread(target: Any, name: str) -> None:
 
 def _is_dead(uri: Any, access: Access) -> bool:
     try:
-        with access.present(Proxy(uri)) as proxy:
+        with access.proxy(uri) as proxy:
             proxy._pyroTimeout = 2
             proxy._pyroBind()
         return False

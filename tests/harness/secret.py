@@ -19,8 +19,3 @@ SECRET_FILE = Path(tempfile.mkdtemp(prefix="cf-secret-")) / "secret"
 write_secret(SECRET_FILE, SECRET)
 os.environ["CLUSTERFARM_SECRET_FILE"] = str(SECRET_FILE)
 ACCESS = Access(SECRET)
-
-
-def handshake() -> dict[str, str]:
-    """What a plain Pyro5 client sets as ``proxy._pyroHandshake`` to authenticate."""
-    return {"secret": SECRET}
