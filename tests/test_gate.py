@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -163,6 +163,22 @@ def test_two_thousand_slow_senders_take_no_thread_and_lock_nobody_out(cluster):
     assert MAX_WAITING < 2000  # so the oldest were closed to make room, not the newest
 
 
+def accept_each(server: socket.socket, serve: Callable[[socket.socket], None]) -> int:
+    """Serve every connection to ``server`` on a thread of its own, until it is closed;
+    return ``server``'s port."""
+
+    def accept() -> None:
+        while True:
+            try:
+                sock, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(sock,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return int(server.getsockname()[1])
+
+
 class BombingWorker:
     """A fake worker speaking Pyro5 by hand, with the cluster's secret (a worker gone bad):
     it joins any run, then answers ``do_batch`` with a compressed megabyte that would
@@ -174,18 +190,9 @@ class BombingWorker:
 
         self.answer = JoinAnswer("clusterfarm.worker.bomb.0", "bomb", __version__, {"noop": "1"})
         self.bomb = compressed_bomb()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
         self.batches = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = accept_each(self.listener, self._serve)
 
     def _serve(self, sock: socket.socket) -> None:
         from Pyro5 import serializers, socketutil
@@ -260,36 +267,30 @@ class Listener:
     every byte it is sent and, to a handshake, answers with a nonce and a made-up proof."""
 
     def __init__(self, port: int = 0) -> None:
-        self.server = socket.create_server(("127.0.0.1", port))
-        self.port = self.server.getsockname()[1]
         self.received = bytearray()
         self.connections = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.server = socket.create_server(("127.0.0.1", port))
+        self.port = accept_each(self.server, self._serve)
 
-    def _accept(self) -> None:
+    def _serve(self, sock: socket.socket) -> None:
         from Pyro5 import serializers
 
-        while True:
+        self.connections += 1
+        with sock:
+            sock.settimeout(3)
             try:
-                sock, _ = self.server.accept()
-            except OSError:
-                return
-            self.connections += 1
-            with sock:
-                sock.settimeout(3)
-                try:
-                    data = sock.recv(65536)
-                    self.received += data
-                    serializer = serializers.serializers_by_id[data[7]]
-                    hello = {"handshake": {"nonce": "n" * 64, "proof": "f" * 64},
-                             "meta": {"methods": ["list", "register", "ping"], "oneway": [],
-                                      "attrs": []}}  # fmt: skip
-                    sock.sendall(message(protocol.MSG_CONNECTOK, serializer.dumps(hello), 0,
-                                         data[7], seq=HEADER.unpack_from(data)[5]))  # fmt: skip
-                    while chunk := sock.recv(65536):  # whatever else it sends
-                        self.received += chunk
-                except (OSError, IndexError, KeyError, struct.error):
-                    pass
+                data = sock.recv(65536)
+                self.received += data
+                serializer = serializers.serializers_by_id[data[7]]
+                hello = {"handshake": {"nonce": "n" * 64, "proof": "f" * 64},
+                         "meta": {"methods": ["list", "register", "ping"], "oneway": [],
+                                  "attrs": []}}  # fmt: skip
+                sock.sendall(message(protocol.MSG_CONNECTOK, serializer.dumps(hello), 0,
+                                     data[7], seq=HEADER.unpack_from(data)[5]))  # fmt: skip
+                while chunk := sock.recv(65536):  # whatever else it sends
+                    self.received += chunk
+            except (OSError, IndexError, KeyError, struct.error):
+                pass
 
     def close(self) -> None:
         self.server.close()
