@@ -32,7 +32,7 @@ from typing import Any
 import netCDF4
 import numpy as np
 
-# run from a source checkout without installing: the package sits next to bench/
+# the project's environment (bin/_venv.sh) has this checkout installed editable
 from clusterfarm import analysis
 from clusterfarm.analysis.score import Tally
 from clusterfarm.tasks.registry import TaskContext, get_task, load_task_modules

@@ -30,7 +30,7 @@ from typing import Any
 import netCDF4
 import numpy as np
 
-# run from a source checkout without installing: the package sits next to bench/
+# the project's environment (bin/_venv.sh) has this checkout installed editable
 from clusterfarm import analysis
 from clusterfarm.analysis import sample
 from clusterfarm.analysis.vorticity import cyclonic_vorticity

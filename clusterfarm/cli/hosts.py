@@ -127,7 +127,7 @@ def worker(
             )
     bind = host or address_towards(ns_host, ns_port)
     orphan = config.workers.orphan_after if orphan_after is None else orphan_after
-    worker_daemon.serve(
+    worker_daemon.WorkerDaemon(
         config,
         access,
         bind,
@@ -138,7 +138,7 @@ def worker(
         orphan_after=orphan,
         log_file=Path(log_file) if log_file else None,
         exit_when_idle=exit_when_idle,
-    )
+    ).serve()
 
 
 @cli.command()

@@ -81,7 +81,7 @@ def score(run_dir: str | None, truth: str, as_json: bool) -> None:
     """Score vort_track results against the true tracks of sample data."""
     from clusterfarm.analysis import score_results
 
-    figures = score_results(_results_dir(run_dir), truth)
+    figures = score_results(_run_paths(run_dir)[1], truth)
     if as_json:
         click.echo(json.dumps(figures))
         return
@@ -117,15 +117,15 @@ def plot(run_dir: str | None, year: int, member: int | None, out: str, density: 
     """Draw the tracks of a year on a lat/lon map (PNG), or their density."""
     if Path(out).suffix.lower() != ".png":
         raise UsageError(f"--out {out}: plot writes PNG images; give a file name ending in .png")
-    with output_file(out, _run_dir(run_dir)) as target:
-        _plot(run_dir, year, member, str(target), density)
+    run_path, results_dir = _run_paths(run_dir)
+    with output_file(out, run_path) as target:
+        _plot(results_dir, year, member, str(target), density)
     click.echo(f"wrote {out}")
 
 
-def _plot(run_dir: str | None, year: int, member: int | None, out: str, density: bool) -> None:
+def _plot(results_dir: str, year: int, member: int | None, out: str, density: bool) -> None:
     from clusterfarm.analysis import find_results, plot_density, plot_tracks
 
-    results_dir = _results_dir(run_dir)
     if density:
         from clusterfarm.tasks.registry import get_task, load_task_modules
 
@@ -147,15 +147,12 @@ def _plot(run_dir: str | None, year: int, member: int | None, out: str, density:
     plot_tracks(files.values(), out, title)
 
 
-def _run_dir(run_dir: str | None) -> Path:
-    return Path(run_dir or settings().run.run_dir)
-
-
-def _results_dir(run_dir: str | None) -> str:
+def _run_paths(run_dir: str | None) -> tuple[Path, str]:
+    """The run dir (``--run-dir``, else the settings') and its results folder."""
     config = settings()
     if run_dir is not None:
         config = config.with_run(run_dir=run_dir)
-    return config.run.results_path
+    return Path(config.run.run_dir), config.run.results_path
 
 
 @cli.command()
@@ -177,8 +174,8 @@ def export(run_dir: str | None, years: str | None, members: str | None, fmt: str
     from clusterfarm.analysis.export import export_tracks
     from clusterfarm.config.specs import parse_spec
 
-    check_out(out, _run_dir(run_dir))  # before any result is read
-    results_dir = _results_dir(run_dir)
+    run_path, results_dir = _run_paths(run_dir)
+    check_out(out, run_path)  # before any result is read
     wanted_years = set(parse_spec(years, "year")) if years else None
     wanted_members = set(parse_spec(members, "member")) if members else None
     files = {
@@ -191,7 +188,7 @@ def export(run_dir: str | None, years: str | None, members: str | None, fmt: str
         raise UsageError(
             f"{results_dir}: no vort_track results for those years and members; run it first"
         )
-    with output_file(out, _run_dir(run_dir)) as target:
+    with output_file(out, run_path) as target:
         count = export_tracks(files, fmt, target)
     click.echo(f"wrote {count} tracks of {len(files)} member-year(s) to {out} ({fmt})")
 

@@ -159,6 +159,14 @@ class Settings:
             return self.run.launcher
         return "ssh" if self.hosts else "local"
 
+    @property
+    def user_file(self) -> str | None:
+        """The settings file the user gave, as an absolute path (what a worker started
+        elsewhere is told to read), or None for the embedded default."""
+        if self.source == str(default_settings_path()):
+            return None
+        return str(Path(self.source).absolute())
+
     def with_run(self, **changes: Any) -> Settings:
         """Return a copy with some ``[run]`` values replaced (command line overrides)."""
         return self.replace_run(changes)

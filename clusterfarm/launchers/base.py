@@ -8,6 +8,7 @@ share lives here.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -16,9 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from clusterfarm.config.settings import Host
+from Pyro5.api import Proxy
+
+from clusterfarm.config.settings import Host, Settings
 from clusterfarm.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, ClusterFarmError, WorkerError
-from clusterfarm.wire.nameserver import WorkerEntry
+from clusterfarm.wire.access import Access, cluster_access
+from clusterfarm.wire.nameserver import WorkerEntry, locate
+from clusterfarm.wire.pyro import CALL_TIMEOUT
 
 LOG = logging.getLogger("clusterfarm.launchers")
 START_TIMEOUT = 30.0  # seconds for started workers to register
@@ -47,6 +52,24 @@ class Launcher(Protocol):
     def log_tail(self, worker: str, lines: int) -> str:
         """The last ``lines`` lines of ``worker``'s log."""
         ...
+
+
+class ClusterLauncher:
+    """What the SSH and SLURM launchers share: the settings' nameserver, reached with the
+    cluster's access (the one given, else the secret file's)."""
+
+    settings: Settings
+    _access: Access | None
+
+    @functools.cached_property
+    def access(self) -> Access:
+        """The cluster's access (read when first needed: ``doctor`` needs none)."""
+        return self._access or cluster_access(self.settings.security)
+
+    def nameserver_proxy(self, timeout: float = CALL_TIMEOUT) -> Proxy:
+        """The settings' nameserver, or NameServerError when none answers there."""
+        ns = self.settings.nameserver
+        return locate(ns.host, ns.port, self.access, timeout)
 
 
 def setup_then(setup: str, setup_key: str, line: str) -> str:

@@ -61,14 +61,13 @@ class LocalPool:
         settings = self.settings
         access = run_access(settings.security)
         nameserver = NameServer("127.0.0.1", 0, access)
-        explicit = None if settings.source.endswith("default.toml") else settings.source
         launcher = LocalLauncher(
             self.count,
             nameserver.host,
             nameserver.port,
             Path(settings.run.run_dir) / "logs",
             access,
-            str(Path(explicit).absolute()) if explicit else None,
+            settings.user_file,
         )
         try:
             directory = WorkerDirectory(nameserver.host, nameserver.port, access)

@@ -280,7 +280,9 @@ class Manager:
             lacking = [*lacking[:3], f"and {len(lacking) - 3} more"]
         return f"no worker can run {names}" + (f" ({'; '.join(lacking)})" if lacking else "")
 
-    def _give_up(self, problem: str, cancel: bool = False) -> None:
+    def _give_up(self, problem: str | None, cancel: bool = False) -> None:
+        """Stop dispatching, for ``problem`` (the first one is kept; None: interrupted); with
+        ``cancel``, ask the busy workers to stop their cells."""
         with self._lock:
             if self._problem is None:
                 self._problem = problem
@@ -301,14 +303,7 @@ class Manager:
 
     def interrupt(self) -> None:
         """Stop dispatching and cancel the running cells (they become outstanding again)."""
-        with self._lock:
-            self._stopping = True
-            busy = [link.entry for link in self._links.values() if link.inflight]
-            self._finish_run()
-        for entry in busy:
-            threading.Thread(
-                target=cancel_aside, args=(entry, self.access, self.spec.run_id), daemon=True
-            ).start()
+        self._give_up(None, cancel=True)
 
     def _wind_down(self) -> None:
         now = time.time()

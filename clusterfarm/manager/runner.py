@@ -290,7 +290,7 @@ def _dispatch(request: RunRequest, run: Run, display: Display, pool: WorkerPool)
     if schedule.is_finished and not to_check:  # all complete already: no workers needed
         display.close()
         return RunOutcome(0)
-    settings = request.settings.run
+    limits = request.settings.run
     with (
         pool.open(lambda: _cells_left(schedule), display) as workers,
         _sigterm_interrupts(),
@@ -306,9 +306,9 @@ def _dispatch(request: RunRequest, run: Run, display: Display, pool: WorkerPool)
                 spec=run.spec,
                 access=workers.access,
                 invocation=run.invocation,
-                heartbeat=settings.heartbeat,
-                quarantine_after=settings.quarantine_after,
-                quarantine_for=settings.quarantine_for,
+                heartbeat=limits.heartbeat,
+                quarantine_after=limits.quarantine_after,
+                quarantine_for=limits.quarantine_for,
             )
             outcome = _manage(run, config, display, workers)
     display.close()

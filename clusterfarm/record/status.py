@@ -1,7 +1,7 @@
 """Read a run back from its state database: progress strings, counts, failures.
 
 What ``clusterfarm status`` and ``run --json`` print, so both say the same thing. A run
-still marked running whose manager is gone (see :mod:`.liveness`) is reported as such: its
+still marked running whose manager is gone (see :mod:`.manager_heartbeat`) is reported as such: its
 ``W`` cells show as ``-`` (the next run treats them as outstanding) and its elapsed
 time stops at the manager's last heartbeat.
 """

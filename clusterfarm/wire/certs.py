@@ -219,20 +219,15 @@ def _announce(paths: tuple[Path, Path], credential: Credential, cert: str, key: 
 def write_credential(credential: Credential, out: Path, stem: str) -> tuple[Path, Path]:
     """Write ``stem.pem`` and ``stem.key`` (mode 600) into ``out``; return their paths."""
     cert_path, key_path = out / f"{stem}.pem", out / f"{stem}.key"
-    _write(cert_path, credential.cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    # written as keys are (see write_private): never half a file, never through a link
+    write_private(cert_path, credential.cert.public_bytes(serialization.Encoding.PEM), 0o644)
     key = credential.key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),  # daemons start unattended: nobody to type a passphrase
     )
-    _write(key_path, key, 0o600)
+    write_private(key_path, key, 0o600)
     return cert_path, key_path
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    # a temporary file (created 0600) renamed into place: the key is never readable by others,
-    # not even for a moment, a crash never leaves half a file, and a link there is replaced
-    write_private(path, data, mode)
 
 
 # -- checking the configured files ------------------------------------------------------------

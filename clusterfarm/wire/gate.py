@@ -56,9 +56,9 @@ _SERIALIZERS = frozenset({1, 3})  # serpent and JSON: plain data, nothing runs a
 DAEMON_NAME = "Pyro.Daemon"  # the daemon's own object, which knows every object's metadata
 
 
-class _SecretCheck:
-    """What both daemons add to Pyro5's: the access their gate demands, and the list of
-    their (authenticated) connections."""
+class _Gated:
+    """What both gated daemons add to Pyro5's: the access their gate demands, and the list
+    of their (authenticated) connections."""
 
     _connections: set[Any]
     _access: Access
@@ -74,7 +74,7 @@ class _SecretCheck:
         self._connections.clear()
 
 
-class GatedDaemon(_SecretCheck, Pyro5.server.Daemon):
+class GatedDaemon(_Gated, Pyro5.server.Daemon):
     """A Pyro5 daemon behind ``access``'s secret and the gate (a worker's)."""
 
     def __init__(self, *args: Any, access: Access, **kwargs: Any) -> None:
@@ -83,7 +83,7 @@ class GatedDaemon(_SecretCheck, Pyro5.server.Daemon):
         super().__init__(*args, **kwargs)
 
 
-class GatedNameServerDaemon(_SecretCheck, Pyro5.nameserver.NameServerDaemon):
+class GatedNameServerDaemon(_Gated, Pyro5.nameserver.NameServerDaemon):
     """Pyro5's nameserver daemon behind ``access``'s secret and the gate."""
 
     def __init__(self, *args: Any, access: Access, **kwargs: Any) -> None:
@@ -230,10 +230,12 @@ class _Gate:
         problem = _read_message(csock, waiting.inbox, proving)
         if problem is None and not _complete(waiting.inbox):
             return  # more to come
-        if problem is None:
-            problem = self._answer(csock, waiting) if not proving else self._proved(csock, waiting)
-            if problem is None and waiting.nonces is not None and not proving:
-                waiting.inbox.clear()  # now the client's proof
+        if problem is None and proving:
+            problem = self._proved(csock, waiting)
+        elif problem is None:
+            problem = self._answer(csock, waiting)
+            if problem is None and waiting.nonces is not None:
+                waiting.inbox.clear()  # answered with our proof: now the client's
                 return
         self._take(csock)
         if problem is not None:
@@ -255,8 +257,8 @@ class _Gate:
             return f"no object {str(body.get('object'))[:60]!r} here"
         hello: Any = "hello"
         if access.secret is not None:
-            theirs = (body.get("handshake") or {}).get("nonce") if isinstance(
-                body.get("handshake"), dict) else None  # fmt: skip
+            handshake = body.get("handshake")
+            theirs = handshake.get("nonce") if isinstance(handshake, dict) else None
             if not isinstance(theirs, str) or not 16 <= len(theirs) <= 128:
                 return ("authentication required: connect with the cluster's secret "
                         "(clusterfarm.wire.access.Access(secret).proxy(uri))")  # fmt: skip
@@ -440,12 +442,6 @@ def _handshake_done(csock: ssl.SSLSocket) -> bool:
         return csock.version() is not None
     except (OSError, ValueError):
         return False
-
-
-def _peer(conn: Any) -> str:
-    with contextlib.suppress(OSError, AttributeError):
-        return str(conn.sock.getpeername()[0])
-    return "?"
 
 
 def install() -> None:

@@ -6,7 +6,8 @@ and a symbolic link planted at its name is replaced, never followed: nobody's fi
 overwritten or has its mode changed through it. It is written only into a folder of ours
 that others cannot write to (without the sticky bit they could swap the file). It is read
 only when it is a file of ours (not a link) that others can neither read nor write. Every
-refusal is a :class:`~clusterfarm.errors.SettingsError` naming the file and what to do.
+refusal is a :class:`~clusterfarm.errors.SettingsError` naming the file and what to do (a
+full or failing disk a :class:`~clusterfarm.errors.StorageError`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import stat
 import tempfile
 from pathlib import Path
 
-from clusterfarm.errors import SettingsError
+from clusterfarm.errors import SettingsError, os_error
+
+WRITE_HINT = "keep it in a folder of your own that you can write to"
 
 
 def write_private(path: Path, data: bytes, mode: int = 0o600, what: str = "") -> None:
@@ -29,7 +32,7 @@ def write_private(path: Path, data: bytes, mode: int = 0o600, what: str = "") ->
         _check_folder(folder, label)
         handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.")
     except OSError as exc:
-        raise SettingsError(f"{label}: cannot write it ({exc.strerror or exc})") from exc
+        raise os_error(exc, label, WRITE_HINT, SettingsError) from exc
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
@@ -38,14 +41,15 @@ def write_private(path: Path, data: bytes, mode: int = 0o600, what: str = "") ->
             os.fsync(file.fileno())
         os.replace(temporary, path)  # a link at ``path`` is replaced, not followed
     except OSError as exc:
-        raise SettingsError(f"{label}: cannot write it ({exc.strerror or exc})") from exc
+        raise os_error(exc, label, WRITE_HINT, SettingsError) from exc
     finally:
         Path(temporary).unlink(missing_ok=True)
 
 
-def read_private(path: Path, what: str = "", closed: bool = True) -> bytes:
-    """The content of ``path``, a file of ours (not a link) that others may not change, nor
-    read when ``closed``; else SettingsError saying why."""
+def read_private(path: Path, what: str = "") -> bytes:
+    """The content of ``path``, a file of ours (not a link) that others may neither read nor
+    change; else SettingsError saying why (FileNotFoundError as it is: the caller says how
+    to make the file)."""
     label = f"{path}{f' ({what})' if what else ''}"
     try:
         handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -67,11 +71,8 @@ def read_private(path: Path, what: str = "", closed: bool = True) -> bytes:
                 f"{label}: belongs to {_owner(info.st_uid)}, not to you; it must be a file "
                 "of your own: remove it and make your own"
             )
-        if info.st_mode & (0o077 if closed else 0o022):
-            mode = "600" if closed else "644"
-            raise SettingsError(
-                f"{label}: other users may {'read' if closed else 'change'} it; chmod {mode} {path}"
-            )
+        if info.st_mode & 0o077:
+            raise SettingsError(f"{label}: other users may read it; chmod 600 {path}")
         return file.read()
 
 

@@ -87,8 +87,9 @@ def _configure_tls(security: SecuritySettings) -> None:
     config.SSL_SERVERKEY = config.SSL_CLIENTKEY = key
     config.SSL_CACERTS = ca
     # Pyro5 would build its contexts from the names above, but its client trusts the system's
-    # CAs as well, and its server does the handshake in the loop that accepts every connection
-    # (one client that connects and stays silent would lock everybody out); so it gets ours
+    # CAs as well, and its server would do the handshake in the loop that accepts every
+    # connection (one client that connects and stays silent would lock everybody out); so it
+    # gets ours
     socketutil.get_ssl_context = _contexts(server, client)
 
 
@@ -126,10 +127,11 @@ def _context(context: ssl.SSLContext, ca: str, cert: str, key: str) -> ssl.SSLCo
 
 
 class _ServerContext(ssl.SSLContext):
-    """Leaves the TLS handshake of an accepted connection to the thread that serves it.
+    """Leaves the TLS handshake of an accepted connection to the gate (:mod:`.gate`).
 
     Pyro5's thread-pool server accepts in one loop and, by default, would do the handshake
-    right there; deferred, it happens on the connection's first read, in its own thread.
+    right there; deferred, the gate does it in a small pool of its own, under the
+    connection's handshake deadline.
     """
 
     def wrap_socket(

@@ -262,14 +262,24 @@ class WorkerDaemon:
         self.daemon.shutdown()
         self.daemon.drop_connections()
 
-    def run(self, ready: threading.Event | None = None) -> None:
+    def serve(self) -> None:
+        """Run until SIGTERM (or end of stdin with ``die_with_stdin``): set up, then serve.
+
+        With ``orphan_after`` > 0 it also stops after that long without a nameserver or a
+        manager; with ``exit_when_idle`` > 0 once no manager has called it that long. In a
+        batch job with a time limit it leaves before that limit (see ``walltime.py``).
+        """
+        self.install_signals()  # before set-up: a SIGTERM then is kept, not fatal
+        self.set_up()
+        self.start_watchers()
+        self.run()
+
+    def run(self) -> None:
         """Serve until stopped; always closes."""
         assert self.daemon is not None
         if self.stop_asked.is_set():  # a SIGTERM during set-up: honoured now it can unregister
             self.stop_asked.clear()
             self.stop()
-        if ready is not None:
-            ready.set()
         try:
             self.daemon.requestLoop()
         finally:
@@ -284,43 +294,6 @@ class WorkerDaemon:
         if self.daemon is not None:
             self.daemon.close()
         LOG.info("worker %s stopped", self.full_name)
-
-
-def serve(
-    settings: Settings,
-    access: Access,
-    bind_host: str,
-    name: str | None,
-    ns_host: str,
-    ns_port: int,
-    die_with_stdin: bool = False,
-    ready: threading.Event | None = None,
-    orphan_after: float = 0.0,
-    log_file: Path | None = None,
-    exit_when_idle: float = 0.0,
-) -> None:
-    """Run a worker daemon until SIGTERM (or end of stdin with ``die_with_stdin``).
-
-    With ``orphan_after`` > 0 it also stops after that long without a nameserver or a manager;
-    with ``exit_when_idle`` > 0 once no manager has called it that long. In a batch job with a
-    time limit it leaves before that limit (see ``walltime.py``).
-    """
-    daemon = WorkerDaemon(
-        settings,
-        access,
-        bind_host,
-        name,
-        ns_host,
-        ns_port,
-        die_with_stdin,
-        orphan_after,
-        log_file,
-        exit_when_idle,
-    )
-    daemon.install_signals()  # before set-up: a SIGTERM then is kept, not fatal
-    daemon.set_up()
-    daemon.start_watchers()
-    daemon.run(ready)
 
 
 def host_of(name: str | None) -> str:

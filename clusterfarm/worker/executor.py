@@ -40,25 +40,31 @@ _KILL_KINDS = {
 }
 
 
-# the task processes of this process's executors (a process may host many workers): all
-# else below it is what killed task processes left
-_live: set[int] = set()
-_live_lock = threading.Lock()
+class _TaskProcesses:
+    """The task processes of this process's executors (a process may host many workers):
+    every other process below this one is something a killed task process left."""
+
+    def __init__(self) -> None:
+        self._pids: set[int] = set()
+        self._lock = threading.Lock()  # a task process is noted before anyone looks below
+
+    def start(self, command: list[str], **options: Any) -> subprocess.Popen[bytes]:
+        with self._lock:
+            child = subprocess.Popen(command, **options)
+            self._pids.add(child.pid)
+        return child
+
+    def forget(self, pid: int) -> None:
+        with self._lock:
+            self._pids.discard(pid)
+
+    def end_leftovers(self) -> int:
+        """End every process below this one but the task processes and theirs; how many."""
+        with self._lock:
+            return end_children(keep=self._pids)
 
 
-def _remember(pid: int) -> None:
-    with _live_lock:
-        _live.add(pid)
-
-
-def _forget(pid: int) -> None:
-    with _live_lock:
-        _live.discard(pid)
-
-
-def _task_processes() -> set[int]:
-    with _live_lock:
-        return set(_live)
+_TASK_PROCESSES = _TaskProcesses()
 
 
 class Executor:
@@ -86,7 +92,7 @@ class Executor:
         command = [sys.executable, "-m", "clusterfarm.worker.task_process", str(child_end.fileno())]
         command += list(self._task_modules)
         output = self._output
-        child = subprocess.Popen(
+        child = _TASK_PROCESSES.start(
             command,
             stdin=subprocess.PIPE,
             stdout=output,
@@ -95,7 +101,6 @@ class Executor:
             start_new_session=True,  # its own process group, so a kill takes its children too
         )
         child_end.close()
-        _remember(child.pid)
         try:
             _receive(parent_end, None)  # the child says hello once its imports are done
         except (EOFError, OSError):
@@ -134,10 +139,10 @@ class Executor:
                     self._child.wait(5)
                 if self._child.stdin:
                     self._child.stdin.close()
-                _forget(self._child.pid)
+                _TASK_PROCESSES.forget(self._child.pid)
             if self._conn is not None:
                 self._conn.close()
-        end_children(keep=_task_processes())
+        _TASK_PROCESSES.end_leftovers()
 
     # -- running a batch --------------------------------------------------------------------
 
@@ -194,10 +199,10 @@ class Executor:
         reason = self._killed_reason
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(5)
-        _forget(child.pid)
+        _TASK_PROCESSES.forget(child.pid)
         # what the dead task process left (forked while it was being killed) was adopted by
         # this process, a subreaper: end it before the next task process starts
-        if ended := end_children(keep=_task_processes()):
+        if ended := _TASK_PROCESSES.end_leftovers():
             LOG.warning("ended %d process(es) a killed task process left", ended)
         self._spawn_in_background()
         elapsed = time.monotonic() - started

@@ -58,13 +58,13 @@ def kill_all(pids: Iterable[int]) -> None:
 
 
 def end_children(keep: Iterable[int] = ()) -> int:
-    """Kill every process below this one but those in ``keep`` (and theirs), reap the
-    children among them; return how many were ended."""
+    """Kill every process below this one but those in ``keep`` (and theirs), reap those that
+    are (or have become, as their parents died) our children; return how many were ended."""
     kept = set(keep)
     doomed = [pid for pid in children(os.getpid()) if pid not in kept]
     ended = {*doomed, *descendants(doomed)}  # noted first, then all killed at once
     kill_all(ended)
-    for pid in doomed:
+    for pid in ended:
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(pid, 0)
     return len(ended)

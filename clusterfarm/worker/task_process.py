@@ -258,17 +258,28 @@ class _Streams:
         self.saved = {fd: os.dup(fd) for fd in (0, 1, 2)}  # close-on-exec copies
 
     def restore(self) -> None:
+        """Put them back (after every cell: a few microseconds)."""
         for fd, copy in self.saved.items():
-            with contextlib.suppress(OSError):
+            try:
                 os.dup2(copy, fd)
-        for name, fd, mode in (("stdout", 1, "w"), ("stderr", 2, "w"), ("stdin", 0, "r")):
+            except OSError:
+                pass
+        for name, first, fd, mode in _SYS_STREAMS:
             stream = getattr(sys, name)
-            if stream is None or stream.closed or stream is not getattr(sys, f"__{name}__"):
-                original = getattr(sys, f"__{name}__")
+            if stream is None or stream.closed or stream is not getattr(sys, first):
+                original = getattr(sys, first)
                 if original is None or original.closed:
                     original = open(fd, mode, buffering=1 if mode == "w" else -1, closefd=False)
-                    setattr(sys, f"__{name}__", original)
+                    setattr(sys, first, original)
                 setattr(sys, name, original)
+
+
+# sys's streams: name, the name of the one it started with, descriptor, mode
+_SYS_STREAMS = (
+    ("stdout", "__stdout__", 1, "w"),
+    ("stderr", "__stderr__", 2, "w"),
+    ("stdin", "__stdin__", 0, "r"),
+)
 
 
 STREAMS = _Streams()

@@ -14,7 +14,6 @@ manager why a worker went, from ``scontrol show job`` (never ``sacct``).
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import shlex
@@ -27,11 +26,17 @@ from typing import Any
 
 from clusterfarm.config.settings import Settings
 from clusterfarm.errors import LaunchError, NameServerError, UsageError
-from clusterfarm.launchers.base import START_TIMEOUT, setup_then, tail_file, text_table
+from clusterfarm.launchers.base import (
+    START_TIMEOUT,
+    ClusterLauncher,
+    setup_then,
+    tail_file,
+    text_table,
+)
 from clusterfarm.launchers.slurm import commands
 from clusterfarm.launchers.slurm.commands import Job, JobUnknown, SlurmUnavailable
-from clusterfarm.wire.access import Access, cluster_access
-from clusterfarm.wire.nameserver import WorkerEntry, list_workers, locate
+from clusterfarm.wire.access import Access
+from clusterfarm.wire.nameserver import WorkerEntry, list_workers
 from clusterfarm.wire.pyro import WORKER_PREFIX
 
 LOG = logging.getLogger("clusterfarm.launchers.slurm")
@@ -58,7 +63,7 @@ class WorkerRow:
     detail: str = ""
 
 
-class SlurmLauncher:
+class SlurmLauncher(ClusterLauncher):
     """Starts, keeps and stops worker daemons as SLURM array jobs (see the module docstring)."""
 
     def __init__(
@@ -88,16 +93,11 @@ class SlurmLauncher:
 
     # -- submitting ---------------------------------------------------------------------------
 
-    @functools.cached_property
-    def access(self) -> Access:
-        """The cluster's access (read when first needed: ``doctor`` needs none)."""
-        return self._access or cluster_access(self.settings.security)
-
     def job_script(self) -> str:
         """The batch script of a worker job: ``slurm.setup``, then exec the worker daemon."""
         args = ["-m", "clusterfarm"]
-        if not self.settings.source.endswith("default.toml"):
-            args += ["--settings", str(Path(self.settings.source).absolute())]
+        if self.settings.user_file is not None:
+            args += ["--settings", self.settings.user_file]
         args += ["worker", "--nameserver", self.nameserver]
         args += ["--orphan-after", f"{self.settings.workers.orphan_after:g}"]
         if self.exit_when_idle > 0:
@@ -160,8 +160,7 @@ class SlurmLauncher:
 
     def start(self, timeout: float = START_TIMEOUT) -> list[WorkerEntry]:
         """Submit the missing workers as one array; wait until they register (or say why not)."""
-        ns_host, ns_port = self.settings.nameserver.host, self.settings.nameserver.port
-        locate(ns_host, ns_port, self.access)  # none: fail now, not in every job
+        self.nameserver_proxy()  # none: fail now, not in every job
         missing = self.slurm.workers - len(self.jobs())
         if missing > 0:
             self.submit(missing)
@@ -173,8 +172,7 @@ class SlurmLauncher:
         Jobs still pending at the end are no error (the rows say why they wait); a job that
         ended without registering is.
         """
-        ns_host, ns_port = self.settings.nameserver.host, self.settings.nameserver.port
-        ns = locate(ns_host, ns_port, self.access)
+        ns = self.nameserver_proxy()
         deadline = time.monotonic() + timeout
         known: dict[str, Job] = {}
         while True:
@@ -285,8 +283,7 @@ class SlurmLauncher:
     def _forget(self, workers: list[str]) -> None:
         """Remove stopped workers' names from the nameserver (a killed one cannot)."""
         try:
-            ns_host, ns_port = self.settings.nameserver.host, self.settings.nameserver.port
-            ns = locate(ns_host, ns_port, self.access, timeout=3)
+            ns = self.nameserver_proxy(timeout=3)
             for worker in list_workers(ns):
                 if worker.name.removeprefix(WORKER_PREFIX) in workers:
                     ns.remove(worker.name)

@@ -1,8 +1,9 @@
 """Preflight checks of the cluster's hosts over SSH (``clusterfarm doctor``), with fix-it hints.
 
-Per host, in parallel: SSH login, then the probe of :mod:`..preflight` run remotely (after
-``workers.setup``, with ``workers.python``), judged there, plus whether the host's address is
-one other hosts can reach.
+Per host, in parallel: SSH login, then the probe of
+:mod:`clusterfarm.launchers.preflight` run remotely (after ``workers.setup``, with
+``workers.python``), judged there, plus whether the host's address is one other hosts can
+reach.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ paramiko (so local mode never loads it). A worker ``<host>.<n>`` logs to
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import re
@@ -27,13 +26,14 @@ from clusterfarm.errors import LaunchError, NameServerError, UsageError, WorkerE
 from clusterfarm.launchers.base import (
     SETUP_FAILED,
     START_TIMEOUT,
+    ClusterLauncher,
     HostOutcome,
     on_hosts,
     setup_then,
 )
 from clusterfarm.launchers.ssh.session import CONNECT_TIMEOUT, CommandResult, Remote, connect
-from clusterfarm.wire.access import Access, cluster_access
-from clusterfarm.wire.nameserver import WorkerEntry, list_workers, locate
+from clusterfarm.wire.access import Access
+from clusterfarm.wire.nameserver import WorkerEntry, list_workers
 from clusterfarm.wire.pyro import WORKER_PREFIX
 
 LOG = logging.getLogger("clusterfarm.launchers.ssh")
@@ -75,7 +75,7 @@ def remote_failure(host: str, workers: WorkerSettings, result: CommandResult) ->
     return f"{host}: remote command failed ({last})"
 
 
-class SSHLauncher:
+class SSHLauncher(ClusterLauncher):
     """Starts and stops the worker daemons of the settings' hosts over SSH, in parallel."""
 
     def __init__(
@@ -97,16 +97,9 @@ class SSHLauncher:
         ns = settings.nameserver
         self.nameserver = f"{ns.host}:{ns.port}"
 
-    @functools.cached_property
-    def access(self) -> Access:
-        """The cluster's access (read when first needed: ``doctor`` needs none)."""
-        return self._access or cluster_access(self.settings.security)
-
     def start(self, timeout: float = START_TIMEOUT) -> list[WorkerEntry]:
         """Start every host's missing daemons; raise :class:`LaunchError` if a host failed."""
-        locate(
-            self.settings.nameserver.host, self.settings.nameserver.port, self.access
-        )  # none: fail now
+        self.nameserver_proxy()  # none: fail now
         self.outcomes = on_hosts(self.hosts, lambda host, out: self._start(host, out, timeout))
         self._raise_failures("start")
         return [worker for outcome in self.outcomes for worker in outcome.workers]
@@ -171,7 +164,7 @@ class SSHLauncher:
         self, remote: Remote, host: Host, outcome: HostOutcome, pids: dict[str, int], timeout: float
     ) -> None:
         """Wait until each daemon (by name and pid) is in the nameserver; fail fast on a death."""
-        ns = locate(self.settings.nameserver.host, self.settings.nameserver.port, self.access)
+        ns = self.nameserver_proxy()
         wanted = {WORKER_PREFIX + name: pid for name, pid in pids.items()}
         deadline = time.monotonic() + timeout
         next_look = time.monotonic() + 1.0
@@ -214,12 +207,7 @@ class SSHLauncher:
         if not gone:
             return
         try:
-            ns = locate(
-                self.settings.nameserver.host,
-                self.settings.nameserver.port,
-                self.access,
-                timeout=3,
-            )
+            ns = self.nameserver_proxy(timeout=3)
             for worker in list_workers(ns):
                 name = worker.name.removeprefix(WORKER_PREFIX)
                 if name in gone and worker.pid in (gone[name], None):
